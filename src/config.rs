@@ -1,0 +1,474 @@
+//! Configuration: from the command line and environment to a [`Config`]
+//! that the rest of kubexit can trust.
+//!
+//! Parsing happens in two stages, as in ripgrep. [`Args`] is the raw
+//! surface: every upstream `KUBEXIT_*` variable, each also a flag given
+//! before the command, parsed by clap with the variable shown in `--help`.
+//! [`Config::from_args`] then validates everything at once and owns the
+//! results: names that cannot escape the graveyard, dependency lists trimmed
+//! and de-duplicated, Go durations, a known stop signal, the exit-code
+//! policy. Nothing later re-checks or re-parses a setting.
+//!
+//! Upstream's command line keeps its meaning: `kubexit CMD ARGS...` with
+//! configuration in the environment. Everything after the first word that is
+//! not one of kubexit's flags belongs to the child, so `kubexit sh -c 'x'`
+//! and `kubexit --name a -- grep --name x` both work. Aliases introduced by
+//! forks of upstream are read too, below the official name in priority.
+//!
+//! Every error names the setting (variable and flag) and says how to fix it;
+//! the caller turns it into exit status 2.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::duration::{self, GoDuration};
+use crate::name::Name;
+use crate::signals::{SignalNumber, parse_signal};
+
+/// kubexit: run a command, record its life in a tombstone, and stop it when
+/// the processes it depends on die.
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "kubexit",
+    version,
+    override_usage = "kubexit [OPTIONS] [--] COMMAND [ARGS]...",
+    after_help = "Each option can also be set by the environment variable shown beside it \
+                  (the flag wins). Exit status: the child's; 128+N if it was killed by signal N; \
+                  KUBEXIT_STOPPED_EXIT_CODE if kubexit stopped it because a death dependency died; \
+                  2 for a configuration error; 127 command not found; 126 not executable; \
+                  1 for any other failure of kubexit."
+)]
+pub struct Args {
+    /// This process's name; its tombstone is GRAVEYARD/NAME [required]
+    #[arg(long, env = "KUBEXIT_NAME", value_name = "NAME")]
+    pub name: Option<OsString>,
+
+    /// The directory shared by all kubexit instances of a pod, created if missing [default: /graveyard]
+    #[arg(long, env = "KUBEXIT_GRAVEYARD", value_name = "DIR")]
+    pub graveyard: Option<OsString>,
+
+    /// Comma-separated names: when any of them dies, stop the child
+    #[arg(long, env = "KUBEXIT_DEATH_DEPS", value_name = "NAMES")]
+    pub death_deps: Option<OsString>,
+
+    /// After the stop signal, how long before SIGKILL (Go duration: 30s, 1m30s, 500ms) [default: 30s]
+    #[arg(long, env = "KUBEXIT_GRACE_PERIOD", value_name = "DURATION")]
+    pub grace_period: Option<OsString>,
+
+    /// Comma-separated names that must be ready before the child starts
+    #[arg(long, env = "KUBEXIT_BIRTH_DEPS", value_name = "NAMES")]
+    pub birth_deps: Option<OsString>,
+
+    /// How long to wait for birth dependencies [default: 30s]
+    #[arg(long, env = "KUBEXIT_BIRTH_TIMEOUT", value_name = "DURATION")]
+    pub birth_timeout: Option<OsString>,
+
+    /// This pod's name (Kubernetes API mode for birth dependencies)
+    #[arg(long, env = "KUBEXIT_POD_NAME", value_name = "POD")]
+    pub pod_name: Option<OsString>,
+
+    /// This pod's namespace (Kubernetes API mode for birth dependencies)
+    #[arg(long, env = "KUBEXIT_NAMESPACE", value_name = "NAMESPACE")]
+    pub namespace: Option<OsString>,
+
+    /// Signal that asks the child to stop (alias: KUBEXIT_STOPSIGNAL) [default: SIGTERM]
+    #[arg(long, env = "KUBEXIT_STOP_SIGNAL", value_name = "SIGNAL")]
+    pub stop_signal: Option<OsString>,
+
+    /// Exit status when kubexit stopped the child because a death dependency died:
+    /// a number 0-255, or `child` for the child's own status
+    /// (alias: KUBEXIT_IGNORE_CODE_ON_DEATH_DEPS=true|false) [default: 0]
+    #[arg(long, env = "KUBEXIT_STOPPED_EXIT_CODE", value_name = "CODE|child")]
+    pub stopped_exit_code: Option<OsString>,
+
+    /// The command to supervise, looked up on PATH, and its arguments
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// What kubexit's exit status is when it stopped the child because a death
+/// dependency died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoppedExitCode {
+    /// This fixed status (0 by default, so a Job whose sidecar was stopped
+    /// on purpose succeeds).
+    Code(u8),
+    /// The child's own status, as if kubexit had not been there.
+    Child,
+}
+
+/// The validated configuration: everything the supervisor needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: Name,
+    pub graveyard: PathBuf,
+    pub death_deps: Vec<Name>,
+    pub birth_deps: Vec<Name>,
+    pub birth_timeout: Duration,
+    pub grace_period: Duration,
+    pub pod_name: Option<String>,
+    pub namespace: Option<String>,
+    pub stop_signal: SignalNumber,
+    pub stopped_exit_code: StoppedExitCode,
+    pub command: Vec<OsString>,
+}
+
+/// A setting that cannot be used, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no command given; usage: kubexit [OPTIONS] [--] COMMAND [ARGS]...")]
+    NoCommand,
+    #[error("KUBEXIT_NAME is not set; name this process with KUBEXIT_NAME=NAME or --name NAME")]
+    NoName,
+    #[error("{setting}: {problem}")]
+    Invalid {
+        setting: &'static str,
+        problem: String,
+    },
+}
+
+/// The environment, as far as configuration is concerned. Tests substitute
+/// a map; the program passes the process environment.
+pub trait Environment {
+    fn get(&self, key: &str) -> Option<OsString>;
+}
+
+/// The real process environment.
+pub struct ProcessEnvironment;
+
+impl Environment for ProcessEnvironment {
+    fn get(&self, key: &str) -> Option<OsString> {
+        std::env::var_os(key)
+    }
+}
+
+const NAME: &str = "KUBEXIT_NAME (--name)";
+const GRAVEYARD: &str = "KUBEXIT_GRAVEYARD (--graveyard)";
+const DEATH_DEPS: &str = "KUBEXIT_DEATH_DEPS (--death-deps)";
+const BIRTH_DEPS: &str = "KUBEXIT_BIRTH_DEPS (--birth-deps)";
+const GRACE_PERIOD: &str = "KUBEXIT_GRACE_PERIOD (--grace-period)";
+const BIRTH_TIMEOUT: &str = "KUBEXIT_BIRTH_TIMEOUT (--birth-timeout)";
+const POD_NAME: &str = "KUBEXIT_POD_NAME (--pod-name)";
+const NAMESPACE: &str = "KUBEXIT_NAMESPACE (--namespace)";
+const STOP_SIGNAL: &str = "KUBEXIT_STOP_SIGNAL (--stop-signal)";
+const STOPPED_EXIT_CODE: &str = "KUBEXIT_STOPPED_EXIT_CODE (--stopped-exit-code)";
+
+fn invalid(setting: &'static str, problem: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        problem: problem.to_string(),
+    }
+}
+
+/// A value as text, or an error naming the setting.
+fn text<'a>(setting: &'static str, raw: &'a OsStr) -> Result<&'a str, ConfigError> {
+    raw.to_str().ok_or_else(|| {
+        invalid(
+            setting,
+            format!("{:?} is not valid UTF-8", raw.to_string_lossy()),
+        )
+    })
+}
+
+impl Config {
+    /// Validates `args`; `env` supplies the aliases that clap does not know.
+    pub fn from_args(args: Args, env: &dyn Environment) -> Result<Config, ConfigError> {
+        let name = match &args.name {
+            None => return Err(ConfigError::NoName),
+            Some(raw) => Name::from_os(raw).map_err(|e| invalid(NAME, e))?,
+        };
+        let graveyard = graveyard_path(args.graveyard.as_deref())?;
+        let death_deps = dependency_list(DEATH_DEPS, args.death_deps.as_deref(), &name)?;
+        let birth_deps = dependency_list(BIRTH_DEPS, args.birth_deps.as_deref(), &name)?;
+        let grace_period = duration_setting(GRACE_PERIOD, args.grace_period.as_deref())?;
+        let birth_timeout = duration_setting(BIRTH_TIMEOUT, args.birth_timeout.as_deref())?;
+        let pod_name = optional_text(POD_NAME, args.pod_name.as_deref())?;
+        let namespace = optional_text(NAMESPACE, args.namespace.as_deref())?;
+
+        let stop_signal = match args.stop_signal.or_else(|| env.get("KUBEXIT_STOPSIGNAL")) {
+            None => SignalNumber::TERM,
+            Some(raw) => {
+                parse_signal(text(STOP_SIGNAL, &raw)?).map_err(|e| invalid(STOP_SIGNAL, e))?
+            }
+        };
+        let stopped_exit_code = stopped_exit_code(args.stopped_exit_code.as_deref(), env)?;
+
+        if args.command.is_empty() {
+            return Err(ConfigError::NoCommand);
+        }
+        if args.command[0].is_empty() {
+            return Err(invalid(
+                "COMMAND",
+                "the command is an empty string; give the program to run",
+            ));
+        }
+        Ok(Config {
+            name,
+            graveyard,
+            death_deps,
+            birth_deps,
+            birth_timeout,
+            grace_period,
+            pod_name,
+            namespace,
+            stop_signal,
+            stopped_exit_code,
+            command: args.command,
+        })
+    }
+
+    /// Where this process's tombstone lives.
+    pub fn tombstone_path(&self) -> PathBuf {
+        self.graveyard.join(self.name.as_str())
+    }
+
+    /// The start-up lines upstream prints, so logs stay familiar.
+    pub fn log_summary(&self) {
+        tracing::info!("Name: {}", self.name);
+        tracing::info!("Graveyard: {}", self.graveyard.display());
+        tracing::info!("Tombstone: {}", self.tombstone_path().display());
+        tracing::info!("Birth Deps: {}", Name::display_list(&self.birth_deps));
+        tracing::info!("Death Deps: {}", Name::display_list(&self.death_deps));
+        tracing::info!("Birth Timeout: {}", GoDuration(self.birth_timeout));
+        tracing::info!("Grace Period: {}", GoDuration(self.grace_period));
+    }
+}
+
+/// `/graveyard` by default; trailing slashes dropped, as upstream. The root
+/// directory and the empty string are refused: upstream silently turned
+/// them into the current directory.
+fn graveyard_path(raw: Option<&OsStr>) -> Result<PathBuf, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(PathBuf::from("/graveyard"));
+    };
+    let bytes = raw.as_bytes();
+    if bytes.is_empty() {
+        return Err(invalid(
+            GRAVEYARD,
+            "is empty; set it to the shared directory, such as /graveyard",
+        ));
+    }
+    let mut end = bytes.len();
+    while end > 1 && bytes[end - 1] == b'/' {
+        end -= 1;
+    }
+    if &bytes[..end] == b"/" {
+        return Err(invalid(
+            GRAVEYARD,
+            "must not be the root directory; use a directory of its own, such as /graveyard",
+        ));
+    }
+    if bytes.contains(&0) {
+        return Err(invalid(GRAVEYARD, "contains a NUL byte"));
+    }
+    // Only ASCII '/' bytes were cut, so the rest is the user's path as given.
+    Ok(PathBuf::from(OsStr::from_bytes(&bytes[..end])))
+}
+
+fn dependency_list(
+    setting: &'static str,
+    raw: Option<&OsStr>,
+    me: &Name,
+) -> Result<Vec<Name>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    let names = Name::parse_list(text(setting, raw)?).map_err(|e| invalid(setting, e))?;
+    if names.contains(me) {
+        return Err(invalid(
+            setting,
+            format!("{me:?} depends on itself; remove its own name from the list"),
+        ));
+    }
+    Ok(names)
+}
+
+fn duration_setting(setting: &'static str, raw: Option<&OsStr>) -> Result<Duration, ConfigError> {
+    match raw {
+        None => Ok(Duration::from_secs(30)),
+        Some(raw) => duration::parse(text(setting, raw)?).map_err(|e| invalid(setting, e)),
+    }
+}
+
+fn optional_text(
+    setting: &'static str,
+    raw: Option<&OsStr>,
+) -> Result<Option<String>, ConfigError> {
+    match raw {
+        None => Ok(None),
+        Some(raw) => {
+            let value = text(setting, raw)?.trim();
+            Ok((!value.is_empty()).then(|| value.to_owned()))
+        }
+    }
+}
+
+fn stopped_exit_code(
+    raw: Option<&OsStr>,
+    env: &dyn Environment,
+) -> Result<StoppedExitCode, ConfigError> {
+    if let Some(raw) = raw {
+        let value = text(STOPPED_EXIT_CODE, raw)?.trim();
+        if value.eq_ignore_ascii_case("child") {
+            return Ok(StoppedExitCode::Child);
+        }
+        return value.parse::<u8>().map(StoppedExitCode::Code).map_err(|_| {
+            invalid(
+                STOPPED_EXIT_CODE,
+                format!("{value:?} is neither a number from 0 to 255 nor \"child\""),
+            )
+        });
+    }
+    // Forks of upstream spelled the same policy as a boolean.
+    for alias in [
+        "KUBEXIT_IGNORE_CODE_ON_DEATH_DEPS",
+        "KUBEXIT_SUPPRESS_STOPPED_EXITCODE",
+    ] {
+        if let Some(raw) = env.get(alias) {
+            let value = raw.to_string_lossy();
+            return match parse_go_bool(&value) {
+                Some(true) => Ok(StoppedExitCode::Code(0)),
+                Some(false) => Ok(StoppedExitCode::Child),
+                None => Err(ConfigError::Invalid {
+                    setting: if alias.starts_with("KUBEXIT_IGNORE") {
+                        "KUBEXIT_IGNORE_CODE_ON_DEATH_DEPS"
+                    } else {
+                        "KUBEXIT_SUPPRESS_STOPPED_EXITCODE"
+                    },
+                    problem: format!("{value:?} is not a boolean; write true or false"),
+                }),
+            };
+        }
+    }
+    Ok(StoppedExitCode::Code(0))
+}
+
+/// Go's strconv.ParseBool, which the forks used.
+fn parse_go_bool(raw: &str) -> Option<bool> {
+    match raw.trim() {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct FakeEnv(HashMap<&'static str, &'static str>);
+
+    impl Environment for FakeEnv {
+        fn get(&self, key: &str) -> Option<OsString> {
+            self.0.get(key).map(OsString::from)
+        }
+    }
+
+    fn args(name: &str, command: &[&str]) -> Args {
+        Args {
+            name: Some(name.into()),
+            command: command.iter().map(OsString::from).collect(),
+            ..Args::default()
+        }
+    }
+
+    fn config(args: Args) -> Result<Config, ConfigError> {
+        Config::from_args(args, &FakeEnv(HashMap::new()))
+    }
+
+    #[test]
+    fn defaults_match_upstream() {
+        let config = config(args("app", &["sleep", "1"])).unwrap();
+        assert_eq!(config.graveyard, PathBuf::from("/graveyard"));
+        assert_eq!(config.grace_period, Duration::from_secs(30));
+        assert_eq!(config.birth_timeout, Duration::from_secs(30));
+        assert_eq!(config.stop_signal, SignalNumber::TERM);
+        assert_eq!(config.stopped_exit_code, StoppedExitCode::Code(0));
+        assert!(config.death_deps.is_empty() && config.birth_deps.is_empty());
+    }
+
+    #[test]
+    fn graveyard_trailing_slashes_are_dropped_and_root_is_refused() {
+        let mut a = args("app", &["true"]);
+        a.graveyard = Some("/lifecycle//".into());
+        assert_eq!(config(a).unwrap().graveyard, PathBuf::from("/lifecycle"));
+        for bad in ["/", "//", ""] {
+            let mut a = args("app", &["true"]);
+            a.graveyard = Some(bad.into());
+            assert!(
+                matches!(
+                    config(a),
+                    Err(ConfigError::Invalid {
+                        setting: GRAVEYARD,
+                        ..
+                    })
+                ),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn a_process_may_not_depend_on_itself() {
+        let mut a = args("app", &["true"]);
+        a.death_deps = Some("db, app".into());
+        let err = config(a).unwrap_err().to_string();
+        assert!(err.contains("depends on itself"), "{err}");
+    }
+
+    #[test]
+    fn stopped_exit_code_accepts_numbers_child_and_the_fork_aliases() {
+        let mut a = args("app", &["true"]);
+        a.stopped_exit_code = Some("child".into());
+        assert_eq!(config(a).unwrap().stopped_exit_code, StoppedExitCode::Child);
+
+        let env = FakeEnv(HashMap::from([(
+            "KUBEXIT_IGNORE_CODE_ON_DEATH_DEPS",
+            "false",
+        )]));
+        let parsed = Config::from_args(args("app", &["true"]), &env).unwrap();
+        assert_eq!(parsed.stopped_exit_code, StoppedExitCode::Child);
+
+        let env = FakeEnv(HashMap::from([(
+            "KUBEXIT_SUPPRESS_STOPPED_EXITCODE",
+            "maybe",
+        )]));
+        assert!(Config::from_args(args("app", &["true"]), &env).is_err());
+
+        let mut a = args("app", &["true"]);
+        a.stopped_exit_code = Some("256".into());
+        assert!(config(a).is_err());
+    }
+
+    #[test]
+    fn the_stopsignal_alias_is_read_below_the_official_name() {
+        let env = FakeEnv(HashMap::from([("KUBEXIT_STOPSIGNAL", "SIGINT")]));
+        let parsed = Config::from_args(args("app", &["true"]), &env).unwrap();
+        assert_eq!(parsed.stop_signal, SignalNumber(nix::libc::SIGINT));
+
+        let mut a = args("app", &["true"]);
+        a.stop_signal = Some("QUIT".into());
+        let parsed = Config::from_args(a, &env).unwrap();
+        assert_eq!(parsed.stop_signal, SignalNumber(nix::libc::SIGQUIT));
+    }
+
+    #[test]
+    fn flags_come_before_the_command_and_the_rest_belongs_to_the_child() {
+        let parsed =
+            Args::try_parse_from(["kubexit", "--name", "a", "grep", "--name", "-v", "x"]).unwrap();
+        assert_eq!(parsed.name, Some("a".into()));
+        assert_eq!(parsed.command, ["grep", "--name", "-v", "x"]);
+
+        let parsed = Args::try_parse_from(["kubexit", "--", "--weird", "-c"]).unwrap();
+        assert_eq!(parsed.command, ["--weird", "-c"]);
+    }
+}

@@ -1,0 +1,336 @@
+//! The graveyard: the shared directory where tombstones live.
+//!
+//! Every container of a pod can write here, so the graveyard treats the
+//! directory as shared with strangers:
+//!
+//! * **Reads are bounded and never follow links.** A tombstone is opened
+//!   with `O_NOFOLLOW | O_NONBLOCK`, must be a regular file (not a FIFO that
+//!   would block, a device, or a directory), and only the first
+//!   [`MAX_TOMBSTONE_BYTES`] are ever read. Names are [`Name`]s, which cannot
+//!   contain `/` or start with `.`, so no path leaves the directory.
+//! * **Writes are atomic.** A tombstone is written to a fresh dot-file in the
+//!   graveyard (`O_EXCL | O_NOFOLLOW`, so a planted link is never written
+//!   through) and renamed over the old one: readers see the old record or the
+//!   new one, never half of one. Go peers see the rename as a create event.
+//! * **Watching is event-driven.** [`Watch`] wraps an inotify instance on the
+//!   directory; it wakes only when an entry is written, renamed into place or
+//!   created, and says which. When the kernel's event queue overflows, it
+//!   says so, and the caller rescans.
+//!
+//! What a tombstone means is the tombstone module's business; which names
+//! matter is the supervisor's.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use inotify::{EventMask, Inotify, WatchMask};
+use jiff::tz::TimeZone;
+use tokio::io::unix::AsyncFd;
+
+use crate::name::Name;
+use crate::tombstone::{ParseError, Tombstone};
+
+/// Tombstones are a few hundred bytes; anything beyond this is not one.
+pub const MAX_TOMBSTONE_BYTES: u64 = 64 * 1024;
+
+/// The shared directory, and the time zone tombstones are written in.
+#[derive(Debug, Clone)]
+pub struct Graveyard {
+    dir: PathBuf,
+    zone: TimeZone,
+}
+
+/// Why the graveyard itself cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum GraveyardError {
+    #[error(
+        "cannot create the graveyard {dir:?}: {source}; check that the parent exists and is writable, or mount a volume there"
+    )]
+    Create { dir: PathBuf, source: io::Error },
+    #[error("the graveyard {dir:?} is not a directory; point KUBEXIT_GRAVEYARD at a directory")]
+    NotADirectory { dir: PathBuf },
+    #[error("cannot watch the graveyard {dir:?}: {source}")]
+    Watch { dir: PathBuf, source: io::Error },
+}
+
+/// Why one tombstone could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("it is a symbolic link, which kubexit never follows")]
+    Symlink,
+    #[error("it is a {0}, not a regular file")]
+    NotAFile(&'static str),
+    #[error("it is larger than {MAX_TOMBSTONE_BYTES} bytes")]
+    TooLarge,
+    #[error("{0}")]
+    Unparsable(#[from] ParseError),
+    #[error("{0}")]
+    Io(io::Error),
+}
+
+/// Why a tombstone could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the tombstone {path:?}: {source}{hint}", hint = write_hint(source))]
+pub struct WriteError {
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+fn write_hint(err: &io::Error) -> &'static str {
+    match err.raw_os_error() {
+        Some(nix::libc::ENOSPC) => "; the graveyard's filesystem is full",
+        Some(nix::libc::EROFS) => "; the graveyard is mounted read-only",
+        Some(nix::libc::EACCES | nix::libc::EPERM) => {
+            "; kubexit needs write permission on the graveyard directory"
+        }
+        Some(nix::libc::ENOENT) => "; the graveyard directory was removed",
+        _ => "",
+    }
+}
+
+impl Graveyard {
+    /// Opens the graveyard at `dir`, creating it (and its parents) if missing.
+    pub fn open(dir: &Path) -> Result<Graveyard, GraveyardError> {
+        if let Err(source) = fs::create_dir_all(dir) {
+            return Err(if dir.exists() && !dir.is_dir() {
+                GraveyardError::NotADirectory { dir: dir.into() }
+            } else {
+                GraveyardError::Create {
+                    dir: dir.into(),
+                    source,
+                }
+            });
+        }
+        if !dir.is_dir() {
+            return Err(GraveyardError::NotADirectory { dir: dir.into() });
+        }
+        Ok(Graveyard {
+            dir: dir.to_path_buf(),
+            zone: TimeZone::system(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where `name`'s tombstone lives.
+    pub fn path_of(&self, name: &Name) -> PathBuf {
+        self.dir.join(name.as_str())
+    }
+
+    /// Reads `name`'s tombstone: `Ok(None)` if there is none yet.
+    pub fn read(&self, name: &Name) -> Result<Option<Tombstone>, ReadError> {
+        let path = self.path_of(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+            .open(&path);
+        let file = match file {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) if err.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return Err(ReadError::Symlink);
+            }
+            Err(err) => return Err(ReadError::Io(err)),
+        };
+        let bytes = read_bounded(file)?;
+        Ok(Some(Tombstone::parse(&bytes)?))
+    }
+
+    /// Replaces `name`'s tombstone atomically with `stone`.
+    pub fn write(&self, name: &Name, stone: &Tombstone) -> Result<(), WriteError> {
+        let path = self.path_of(name);
+        let text = stone.render(&self.zone);
+        let temp = self.dir.join(temporary_name());
+        let result = write_new(&temp, text.as_bytes()).and_then(|()| fs::rename(&temp, &path));
+        result.map_err(|source| {
+            let _ = fs::remove_file(&temp);
+            WriteError { path, source }
+        })
+    }
+
+    /// Starts watching the directory for tombstone changes.
+    pub fn watch(&self) -> Result<Watch, GraveyardError> {
+        let watch_err = |source| GraveyardError::Watch {
+            dir: self.dir.clone(),
+            source,
+        };
+        let inotify = Inotify::init().map_err(watch_err)?;
+        let mask = WatchMask::CLOSE_WRITE
+            | WatchMask::MODIFY
+            | WatchMask::MOVED_TO
+            | WatchMask::CREATE
+            | WatchMask::DELETE_SELF
+            | WatchMask::MOVE_SELF
+            | WatchMask::ONLYDIR;
+        inotify.watches().add(&self.dir, mask).map_err(watch_err)?;
+        // SAFETY: the Inotify value owns its descriptor and keeps it open,
+        // unchanged, for as long as the AsyncFd holds it.
+        let fd = unsafe { AsyncFd::register(inotify) }.map_err(|e| watch_err(e.into()))?;
+        Ok(Watch {
+            fd,
+            buffer: vec![0; 16 * 1024],
+        })
+    }
+}
+
+/// Reads at most [`MAX_TOMBSTONE_BYTES`] from a regular file.
+fn read_bounded(file: File) -> Result<Vec<u8>, ReadError> {
+    let kind = file.metadata().map_err(ReadError::Io)?.file_type();
+    if !kind.is_file() {
+        return Err(ReadError::NotAFile(if kind.is_dir() {
+            "directory"
+        } else if kind.is_fifo() {
+            "named pipe"
+        } else if kind.is_socket() {
+            "socket"
+        } else {
+            "device"
+        }));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_TOMBSTONE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > MAX_TOMBSTONE_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(bytes)
+}
+
+/// A dot-name unique to this process and write: dot-files are reserved for
+/// kubexit (no [`Name`] starts with a dot), and the name does not embed the
+/// tombstone's name, so it stays short whatever the name's length.
+fn temporary_name() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(".kubexit-{}-{n}.tmp", std::process::id())
+}
+
+fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut options = OpenOptions::new();
+    options
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(nix::libc::O_NOFOLLOW);
+    let mut file = match options.open(path) {
+        Ok(file) => file,
+        // A stale file from an earlier kubexit with the same pid.
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(path)?;
+            options.open(path)?
+        }
+        Err(err) => return Err(err),
+    };
+    file.write_all(bytes)
+}
+
+/// A change in the graveyard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The entry with this file name was written, created or renamed into
+    /// place. It may or may not be a valid name; the caller filters.
+    Entry(OsString),
+    /// Events were lost: every tombstone of interest must be read again.
+    Overflow,
+    /// The graveyard directory itself was removed or moved away.
+    Gone,
+}
+
+/// An inotify watch on the graveyard, readable in the event loop.
+pub struct Watch {
+    fd: AsyncFd<Inotify>,
+    buffer: Vec<u8>,
+}
+
+impl Watch {
+    /// Waits for the next batch of changes. Entries are de-duplicated within
+    /// a batch, and kubexit's own temporary files are left out.
+    pub async fn next(&mut self) -> io::Result<Vec<Change>> {
+        loop {
+            let mut guard = self.fd.readable_mut().await?;
+            let (inotify, buffer) = (guard.get_inner_mut(), &mut self.buffer);
+            let events = match inotify.read_events(buffer) {
+                Ok(events) => events,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    guard.clear_ready();
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let mut changes: Vec<Change> = Vec::new();
+            for event in events {
+                let change = if event.mask.contains(EventMask::Q_OVERFLOW) {
+                    Change::Overflow
+                } else if event
+                    .mask
+                    .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED)
+                {
+                    Change::Gone
+                } else if let Some(name) = event.name {
+                    if name.as_encoded_bytes().starts_with(b".") {
+                        continue;
+                    }
+                    Change::Entry(name.to_os_string())
+                } else {
+                    continue;
+                };
+                if !changes.contains(&change) {
+                    changes.push(change);
+                }
+            }
+            if !changes.is_empty() {
+                return Ok(changes);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_then_read_round_trips_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let graveyard = Graveyard::open(&dir.path().join("nested/yard")).unwrap();
+        let name = Name::new("app").unwrap();
+        assert!(graveyard.read(&name).unwrap().is_none());
+        let stone = Tombstone {
+            born: Some(jiff::Timestamp::now()),
+            ..Tombstone::default()
+        };
+        graveyard.write(&name, &stone).unwrap();
+        graveyard.write(&name, &stone).unwrap();
+        assert_eq!(graveyard.read(&name).unwrap(), Some(stone));
+        let entries: Vec<_> = fs::read_dir(graveyard.dir()).unwrap().collect();
+        assert_eq!(entries.len(), 1);
+    }
+
+    #[test]
+    fn symlinks_fifos_directories_and_huge_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let graveyard = Graveyard::open(dir.path()).unwrap();
+        let secret = dir.path().join("outside");
+        fs::write(&secret, "Died: \"2026-01-01T00:00:00Z\"\n").unwrap();
+        std::os::unix::fs::symlink(&secret, dir.path().join("link")).unwrap();
+        nix::unistd::mkfifo(&dir.path().join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        fs::create_dir(dir.path().join("dir")).unwrap();
+        fs::write(dir.path().join("huge"), vec![b'#'; 70_000]).unwrap();
+
+        let read = |n: &str| graveyard.read(&Name::new(n).unwrap());
+        assert!(matches!(read("link"), Err(ReadError::Symlink)));
+        assert!(matches!(
+            read("fifo"),
+            Err(ReadError::NotAFile("named pipe"))
+        ));
+        assert!(matches!(read("dir"), Err(ReadError::NotAFile("directory"))));
+        assert!(matches!(read("huge"), Err(ReadError::TooLarge)));
+    }
+}

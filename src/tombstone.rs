@@ -1,0 +1,425 @@
+//! The tombstone: the record of one supervised process's life.
+//!
+//! Tombstones are the only thing kubexit instances say to each other, and
+//! they are read by Go kubexit too, so this module keeps two promises:
+//!
+//! * **What we write, Go reads.** [`Tombstone::render`] produces upstream's
+//!   bytes exactly: `Born`, `Died`, `ExitCode`, in that order, one per line,
+//!   each key only once it has a value; timestamps in RFC 3339 with
+//!   nanoseconds, trailing zeros of the fraction trimmed, in the local zone
+//!   (`Z` for UTC), double-quoted. Keys of our own (`Ready`, `Reason`) are
+//!   plain YAML that Go's lenient reader ignores.
+//! * **What anyone writes, we survive.** [`Tombstone::parse`] accepts the
+//!   YAML and JSON forms, any key case, quoted or unquoted times, and treats
+//!   an empty document as "alive". Anything else is a [`ParseError`], never a
+//!   panic: the deserializer is panic-free and budgeted, and the caller
+//!   (the graveyard) has already bounded the size of the input.
+//!
+//! Whether a record means "dead" is decided here ([`Tombstone::is_dead`]),
+//! so every reader in the program agrees. Where files live and how they are
+//! written atomically is the graveyard's business, not this module's.
+
+use std::fmt::{self, Write as _};
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+/// The life of one supervised process, as recorded in its tombstone.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tombstone {
+    /// When the child was started (absent if it never was).
+    pub born: Option<Timestamp>,
+    /// When the child was judged ready (kubexit's own key; Go ignores it).
+    pub ready: Option<Timestamp>,
+    /// When the child ended, or kubexit gave up on starting it.
+    pub died: Option<Timestamp>,
+    /// The child's status: its exit code, 128+N when killed by signal N,
+    /// -1 when it never started (as upstream writes).
+    pub exit_code: Option<i32>,
+    /// Why it died, in words (kubexit's own key; Go ignores it).
+    pub reason: Option<String>,
+}
+
+/// A tombstone that could not be read as one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("not a YAML or JSON mapping of tombstone keys: {0}")]
+    Syntax(String),
+}
+
+/// The exit code recorded for a child that never started, as upstream.
+pub const NEVER_STARTED: i32 = -1;
+
+impl Tombstone {
+    /// A tombstone has died once it records a `Died` time; that is all Go
+    /// peers look at, and so do we.
+    pub fn is_dead(&self) -> bool {
+        self.died.is_some()
+    }
+
+    /// The bytes of this tombstone, in upstream's format, times shown in `tz`.
+    pub fn render(&self, tz: &TimeZone) -> String {
+        let mut out = String::with_capacity(160);
+        let mut time_line = |key: &str, at: Option<Timestamp>| {
+            if let Some(at) = at {
+                let _ = writeln!(out, "{key}: \"{}\"", GoTime(at, tz));
+            }
+        };
+        time_line("Born", self.born);
+        time_line("Ready", self.ready);
+        time_line("Died", self.died);
+        if let Some(code) = self.exit_code {
+            let _ = writeln!(out, "ExitCode: {code}");
+        }
+        if let Some(reason) = &self.reason {
+            let _ = writeln!(out, "Reason: {}", YamlQuoted(reason));
+        }
+        out
+    }
+
+    /// Reads a tombstone leniently; see the module docs for what is accepted.
+    pub fn parse(bytes: &[u8]) -> Result<Tombstone, ParseError> {
+        // An empty file (or one of blanks and comments) is a tombstone being
+        // written in place by a Go peer: the process is alive.
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| ParseError::Syntax("the file is not UTF-8 text".into()))?;
+        if text
+            .lines()
+            .all(|line| line.trim().is_empty() || line.trim_start().starts_with('#'))
+        {
+            return Ok(Tombstone::default());
+        }
+        match serde_saphyr::from_str::<Option<Tombstone>>(text) {
+            Ok(found) => Ok(found.unwrap_or_default()),
+            Err(err) => Err(ParseError::Syntax(first_line(&err.to_string()))),
+        }
+    }
+}
+
+fn first_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or("").trim();
+    line.chars().take(200).collect()
+}
+
+/// A timestamp as Go's `time.RFC3339Nano` prints it in a given zone.
+pub struct GoTime<'a>(pub Timestamp, pub &'a TimeZone);
+
+impl fmt::Display for GoTime<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let zoned = self.0.to_zoned_datetime(self.1.clone());
+        let dt = zoned.datetime();
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            dt.year(),
+            dt.month(),
+            dt.day(),
+            dt.hour(),
+            dt.minute(),
+            dt.second()
+        )?;
+        let nanos = dt.subsec_nanosecond();
+        if nanos != 0 {
+            let digits = format!("{nanos:09}");
+            write!(f, ".{}", digits.trim_end_matches('0'))?;
+        }
+        // Go prints "Z" for a zero offset and ±hh:mm otherwise (seconds of
+        // historical offsets are dropped, as Go's RFC 3339 layout does).
+        let offset = zoned.offset().seconds();
+        if offset == 0 {
+            f.write_char('Z')
+        } else {
+            let sign = if offset < 0 { '-' } else { '+' };
+            let minutes = offset.unsigned_abs() / 60;
+            write!(f, "{sign}{:02}:{:02}", minutes / 60, minutes % 60)
+        }
+    }
+}
+
+/// A string as a YAML double-quoted scalar (JSON-compatible escapes).
+struct YamlQuoted<'a>(&'a str);
+
+impl fmt::Display for YamlQuoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_char('"')?;
+        for c in self.0.chars() {
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                '\n' => f.write_str("\\n")?,
+                '\t' => f.write_str("\\t")?,
+                c if c.is_control() => write!(f, "\\u{:04x}", c as u32)?,
+                c => f.write_char(c)?,
+            }
+        }
+        f.write_char('"')
+    }
+}
+
+/// Parses a timestamp the way Go's YAML reader would accept it: RFC 3339
+/// with an offset, or a civil date-time (or date) taken as UTC.
+fn parse_time(raw: &str) -> Option<Timestamp> {
+    let raw = raw.trim();
+    if let Ok(at) = raw.parse::<Timestamp>() {
+        return Some(at);
+    }
+    if let Ok(civil) = raw.parse::<jiff::civil::DateTime>() {
+        return civil
+            .to_zoned_datetime(TimeZone::UTC)
+            .ok()
+            .map(|z| z.timestamp());
+    }
+    let date = raw.parse::<jiff::civil::Date>().ok()?;
+    date.to_zoned_datetime(TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
+/// The keys we know, matched case-insensitively as Go's readers do.
+enum Key {
+    Born,
+    Ready,
+    Died,
+    ExitCode,
+    Reason,
+    Other,
+}
+
+impl Key {
+    fn of(raw: &str) -> Key {
+        match raw.to_ascii_lowercase().as_str() {
+            "born" => Key::Born,
+            "ready" => Key::Ready,
+            "died" => Key::Died,
+            "exitcode" => Key::ExitCode,
+            "reason" => Key::Reason,
+            _ => Key::Other,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Tombstone {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(TombstoneVisitor)
+    }
+}
+
+struct TombstoneVisitor;
+
+impl<'de> Visitor<'de> for TombstoneVisitor {
+    type Value = Tombstone;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping with Born, Died and ExitCode keys")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tombstone, A::Error> {
+        let mut stone = Tombstone::default();
+        while let Some(key) = map.next_key::<Scalar>()? {
+            let key = key.into_text().unwrap_or_default();
+            match Key::of(&key) {
+                Key::Born => stone.born = map.next_value::<Scalar>()?.into_time(&key)?,
+                Key::Ready => stone.ready = map.next_value::<Scalar>()?.into_time(&key)?,
+                Key::Died => stone.died = map.next_value::<Scalar>()?.into_time(&key)?,
+                Key::ExitCode => stone.exit_code = map.next_value::<Scalar>()?.into_code()?,
+                Key::Reason => stone.reason = map.next_value::<Scalar>()?.into_text(),
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(stone)
+    }
+}
+
+/// A scalar value of any YAML type, kept as text or integer until we know
+/// which key it belongs to. Nested values are rejected as errors.
+enum Scalar {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+impl Scalar {
+    fn into_text(self) -> Option<String> {
+        match self {
+            Scalar::Null => None,
+            Scalar::Int(n) => Some(n.to_string()),
+            Scalar::Text(s) => Some(s),
+        }
+    }
+
+    fn into_time<E: de::Error>(self, key: &str) -> Result<Option<Timestamp>, E> {
+        match self.into_text() {
+            None => Ok(None),
+            Some(text) if text.trim().is_empty() => Ok(None),
+            Some(text) => parse_time(&text)
+                .map(Some)
+                .ok_or_else(|| E::custom(format!("{key}: {text:?} is not a timestamp"))),
+        }
+    }
+
+    fn into_code<E: de::Error>(self) -> Result<Option<i32>, E> {
+        let invalid =
+            |shown: &dyn fmt::Display| E::custom(format!("ExitCode: {shown} is not an exit code"));
+        match self {
+            Scalar::Null => Ok(None),
+            Scalar::Int(n) => i32::try_from(n).map(Some).map_err(|_| invalid(&n)),
+            Scalar::Text(s) if s.trim().is_empty() => Ok(None),
+            Scalar::Text(s) => s
+                .trim()
+                .parse::<i32>()
+                .map(Some)
+                .map_err(|_| invalid(&format!("{s:?}"))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+
+impl Visitor<'_> for ScalarVisitor {
+    type Value = Scalar;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a scalar")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Text(v.to_string()))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+        i64::try_from(v)
+            .map(Scalar::Int)
+            .or(Ok(Scalar::Text(v.to_string())))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar::Text(v.to_string()))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Text(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
+        Ok(Scalar::Text(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    fn kolkata() -> TimeZone {
+        TimeZone::fixed(jiff::tz::Offset::from_seconds(5 * 3600 + 30 * 60).unwrap())
+    }
+
+    #[test]
+    fn born_only_renders_one_quoted_line_with_trimmed_nanoseconds() {
+        let stone = Tombstone {
+            born: Some(at("2026-11-24T19:47:52.28610517Z")),
+            ..Tombstone::default()
+        };
+        assert_eq!(
+            stone.render(&TimeZone::UTC),
+            "Born: \"2026-11-24T19:47:52.28610517Z\"\n"
+        );
+    }
+
+    #[test]
+    fn death_renders_upstream_keys_in_order() {
+        let stone = Tombstone {
+            born: Some(at("2026-11-24T19:47:53.325483769Z")),
+            died: Some(at("2026-11-24T19:47:53.327552559Z")),
+            exit_code: Some(3),
+            ..Tombstone::default()
+        };
+        assert_eq!(
+            stone.render(&TimeZone::UTC),
+            "Born: \"2026-11-24T19:47:53.325483769Z\"\n\
+             Died: \"2026-11-24T19:47:53.327552559Z\"\n\
+             ExitCode: 3\n"
+        );
+    }
+
+    #[test]
+    fn whole_seconds_have_no_fraction_and_local_offsets_are_kept() {
+        let stone = Tombstone {
+            died: Some(at("2026-11-24T19:47:53Z")),
+            exit_code: Some(-1),
+            ..Tombstone::default()
+        };
+        assert_eq!(
+            stone.render(&kolkata()),
+            "Died: \"2026-11-25T01:17:53+05:30\"\nExitCode: -1\n"
+        );
+    }
+
+    #[test]
+    fn our_own_keys_stay_valid_yaml_and_round_trip() {
+        let stone = Tombstone {
+            born: Some(at("2026-11-24T19:47:53.1Z")),
+            ready: Some(at("2026-11-24T19:47:54Z")),
+            died: Some(at("2026-11-24T19:48:00.000000001Z")),
+            exit_code: Some(143),
+            reason: Some("stopped: \"db\" died\n\\ \u{7}".into()),
+        };
+        let text = stone.render(&kolkata());
+        assert_eq!(Tombstone::parse(text.as_bytes()), Ok(stone));
+    }
+
+    #[test]
+    fn empty_and_blank_files_mean_alive() {
+        for text in ["", "\n", "  \n# comment\n"] {
+            let stone = Tombstone::parse(text.as_bytes()).unwrap();
+            assert!(!stone.is_dead());
+            assert_eq!(stone, Tombstone::default());
+        }
+    }
+
+    #[test]
+    fn json_lowercase_keys_unquoted_times_and_unknown_keys_are_read() {
+        let json = br#"{"born": "2026-11-24T19:47:52Z", "died": "2026-11-24T19:47:53+01:00", "exitCode": 2, "extra": [1, 2]}"#;
+        let stone = Tombstone::parse(json).unwrap();
+        assert_eq!(stone.died, Some(at("2026-11-24T18:47:53Z")));
+        assert_eq!(stone.exit_code, Some(2));
+
+        let yaml = b"DIED: 2026-11-24T19:47:53Z\nexitcode: \"7\"\nOther: {a: b}\n";
+        let stone = Tombstone::parse(yaml).unwrap();
+        assert!(stone.is_dead());
+        assert_eq!(stone.exit_code, Some(7));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_death_or_a_panic() {
+        let cases: [&[u8]; 8] = [
+            b"Died: [unclosed",
+            b"Died: not-a-time\n",
+            b"ExitCode: 99999999999\n",
+            b"- a list\n- of things\n",
+            b"just a scalar",
+            b"\xff\xfe\x00binary",
+            b"Died: {nested: map}\n",
+            b"&a [*a, *a, *a]",
+        ];
+        for bytes in cases {
+            assert!(Tombstone::parse(bytes).is_err(), "accepted {bytes:?}");
+        }
+    }
+}

@@ -22,7 +22,7 @@ use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
@@ -86,25 +86,49 @@ impl Terminal {
 }
 
 /// Starts `command` (program looked up on PATH, as upstream) in a new
-/// process group.
-pub fn spawn(command: &[OsString], terminal: Terminal) -> Result<Child, SpawnError> {
-    let (program, args) = match command.split_first() {
-        Some(split) => split,
-        None => {
-            return Err(SpawnError::NotFound {
-                program: String::new(),
-            });
+/// process group, with `extra_env` added to kubexit's environment.
+pub fn spawn(
+    command: &[OsString],
+    extra_env: &[(&str, &str)],
+    terminal: Terminal,
+) -> Result<Child, SpawnError> {
+    let take_terminal = terminal.foreground;
+    let pid = start(command, |cmd| {
+        cmd.envs(extra_env.iter().copied());
+        // SAFETY: the closure runs in the forked child before exec and
+        // only makes async-signal-safe calls (sigprocmask, tcsetpgrp,
+        // getpgrp); it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || prepare_child(take_terminal));
         }
+    })?;
+    Ok(Child { pid })
+}
+
+/// Starts one of kubexit's helper commands (an exec probe): in a process
+/// group of its own, with no stdin and its output discarded, so that it
+/// never mixes with the child's output.
+pub fn spawn_helper(command: &[OsString]) -> Result<Pid, SpawnError> {
+    start(command, |cmd| {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: as in `spawn`.
+        unsafe {
+            cmd.pre_exec(|| prepare_child(false));
+        }
+    })
+}
+
+fn start(command: &[OsString], configure: impl FnOnce(&mut Command)) -> Result<Pid, SpawnError> {
+    let Some((program, args)) = command.split_first() else {
+        return Err(SpawnError::NotFound {
+            program: String::new(),
+        });
     };
     let mut cmd = Command::new(program);
     cmd.args(args).process_group(0);
-    let take_terminal = terminal.foreground;
-    // SAFETY: the closure runs in the forked child before exec and only
-    // makes async-signal-safe calls (sigprocmask, tcsetpgrp, getpgrp); it
-    // allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || prepare_child(take_terminal));
-    }
+    configure(&mut cmd);
     match cmd.spawn() {
         Ok(child) => {
             let raw = i32::try_from(child.id()).map_err(|_| SpawnError::Other {
@@ -112,11 +136,9 @@ pub fn spawn(command: &[OsString], terminal: Terminal) -> Result<Child, SpawnErr
                 source: io::Error::other("pid out of range"),
             })?;
             // Dropping std's handle neither waits nor kills: the reaper owns
-            // the child from here on.
+            // the process from here on.
             drop(child);
-            Ok(Child {
-                pid: Pid::from_raw(raw),
-            })
+            Ok(Pid::from_raw(raw))
         }
         Err(source) => {
             let program = program.to_string_lossy().into_owned();
@@ -164,6 +186,11 @@ impl Child {
 /// Sends `signal` to one process.
 pub fn signal_process(pid: Pid, signal: SignalNumber) -> io::Result<()> {
     send(pid.as_raw(), signal)
+}
+
+/// Sends `signal` to the process group led by `leader`.
+pub fn signal_group_of(leader: Pid, signal: SignalNumber) -> io::Result<()> {
+    send(-leader.as_raw(), signal)
 }
 
 /// `kill(2)` with a raw signal number, because real-time signals have no

@@ -27,6 +27,7 @@ use clap::Parser;
 
 use crate::duration::{self, GoDuration};
 use crate::name::Name;
+use crate::probe::Probe;
 use crate::signals::{SignalNumber, parse_signal};
 
 /// kubexit: run a command, record its life in a tombstone, and stop it when
@@ -85,12 +86,21 @@ pub struct Args {
     #[arg(long, env = "KUBEXIT_STOPPED_EXIT_CODE", value_name = "CODE|child")]
     pub stopped_exit_code: Option<OsString>,
 
+    /// How to tell the child is ready: tcp://HOST:PORT, http(s)://HOST:PORT/PATH,
+    /// exec:COMMAND ARGS, file:PATH or notify [default: ready when started]
+    #[arg(long, env = "KUBEXIT_READY_PROBE", value_name = "PROBE")]
+    pub ready_probe: Option<OsString>,
+
+    /// How often the readiness probe is tried until it succeeds [default: 100ms]
+    #[arg(long, env = "KUBEXIT_READY_PERIOD", value_name = "DURATION")]
+    pub ready_period: Option<OsString>,
+
+    /// How long one attempt of the readiness probe may take [default: 1s]
+    #[arg(long, env = "KUBEXIT_READY_TIMEOUT", value_name = "DURATION")]
+    pub ready_timeout: Option<OsString>,
+
     /// The command to supervise, looked up on PATH, and its arguments
-    #[arg(
-        value_name = "COMMAND",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "COMMAND", trailing_var_arg = true)]
     pub command: Vec<OsString>,
 }
 
@@ -118,6 +128,9 @@ pub struct Config {
     pub namespace: Option<String>,
     pub stop_signal: SignalNumber,
     pub stopped_exit_code: StoppedExitCode,
+    pub ready_probe: Option<Probe>,
+    pub ready_period: Duration,
+    pub ready_timeout: Duration,
     pub command: Vec<OsString>,
 }
 
@@ -160,6 +173,9 @@ const POD_NAME: &str = "KUBEXIT_POD_NAME (--pod-name)";
 const NAMESPACE: &str = "KUBEXIT_NAMESPACE (--namespace)";
 const STOP_SIGNAL: &str = "KUBEXIT_STOP_SIGNAL (--stop-signal)";
 const STOPPED_EXIT_CODE: &str = "KUBEXIT_STOPPED_EXIT_CODE (--stopped-exit-code)";
+const READY_PROBE: &str = "KUBEXIT_READY_PROBE (--ready-probe)";
+const READY_PERIOD: &str = "KUBEXIT_READY_PERIOD (--ready-period)";
+const READY_TIMEOUT: &str = "KUBEXIT_READY_TIMEOUT (--ready-timeout)";
 
 fn invalid(setting: &'static str, problem: impl ToString) -> ConfigError {
     ConfigError::Invalid {
@@ -188,8 +204,19 @@ impl Config {
         let graveyard = graveyard_path(args.graveyard.as_deref())?;
         let death_deps = dependency_list(DEATH_DEPS, args.death_deps.as_deref(), &name)?;
         let birth_deps = dependency_list(BIRTH_DEPS, args.birth_deps.as_deref(), &name)?;
-        let grace_period = duration_setting(GRACE_PERIOD, args.grace_period.as_deref())?;
-        let birth_timeout = duration_setting(BIRTH_TIMEOUT, args.birth_timeout.as_deref())?;
+        let grace_period = duration_setting(GRACE_PERIOD, args.grace_period.as_deref(), 30_000)?;
+        let birth_timeout = duration_setting(BIRTH_TIMEOUT, args.birth_timeout.as_deref(), 30_000)?;
+        let ready_period = duration_setting(READY_PERIOD, args.ready_period.as_deref(), 100)?;
+        let ready_timeout = duration_setting(READY_TIMEOUT, args.ready_timeout.as_deref(), 1_000)?;
+        if ready_period.is_zero() {
+            return Err(invalid(READY_PERIOD, "must be more than 0, such as 100ms"));
+        }
+        let ready_probe = match args.ready_probe.as_deref() {
+            None => None,
+            Some(raw) => {
+                Some(Probe::parse(text(READY_PROBE, raw)?).map_err(|e| invalid(READY_PROBE, e))?)
+            }
+        };
         let pod_name = optional_text(POD_NAME, args.pod_name.as_deref())?;
         let namespace = optional_text(NAMESPACE, args.namespace.as_deref())?;
 
@@ -201,6 +228,20 @@ impl Config {
         };
         let stopped_exit_code = stopped_exit_code(args.stopped_exit_code.as_deref(), env)?;
 
+        if pod_name.is_some() && !birth_deps.is_empty() {
+            return Err(invalid(
+                POD_NAME,
+                "Kubernetes API mode for birth dependencies is not available in this build; \
+                 unset KUBEXIT_POD_NAME to wait for readiness declared in the graveyard",
+            ));
+        }
+        if matches!(&ready_probe, Some(Probe::Http(target)) if target.tls) && !cfg!(feature = "tls")
+        {
+            return Err(invalid(
+                READY_PROBE,
+                "https probes need kubexit built with the tls feature",
+            ));
+        }
         if args.command.is_empty() {
             return Err(ConfigError::NoCommand);
         }
@@ -221,6 +262,9 @@ impl Config {
             namespace,
             stop_signal,
             stopped_exit_code,
+            ready_probe,
+            ready_period,
+            ready_timeout,
             command: args.command,
         })
     }
@@ -239,6 +283,9 @@ impl Config {
         tracing::info!("Death Deps: {}", Name::display_list(&self.death_deps));
         tracing::info!("Birth Timeout: {}", GoDuration(self.birth_timeout));
         tracing::info!("Grace Period: {}", GoDuration(self.grace_period));
+        if let Some(probe) = &self.ready_probe {
+            tracing::info!("Ready Probe: {probe}");
+        }
     }
 }
 
@@ -291,9 +338,13 @@ fn dependency_list(
     Ok(names)
 }
 
-fn duration_setting(setting: &'static str, raw: Option<&OsStr>) -> Result<Duration, ConfigError> {
+fn duration_setting(
+    setting: &'static str,
+    raw: Option<&OsStr>,
+    default_millis: u64,
+) -> Result<Duration, ConfigError> {
     match raw {
-        None => Ok(Duration::from_secs(30)),
+        None => Ok(Duration::from_millis(default_millis)),
         Some(raw) => duration::parse(text(setting, raw)?).map_err(|e| invalid(setting, e)),
     }
 }

@@ -12,6 +12,7 @@
 //!
 //! [`run`] is the whole program; `main.rs` only calls it.
 
+pub mod birth;
 pub mod child;
 pub mod config;
 pub mod dependencies;
@@ -19,10 +20,14 @@ pub mod duration;
 pub mod graveyard;
 pub mod log;
 pub mod name;
+pub mod notify;
 pub mod outcome;
+pub mod probe;
+pub mod readiness;
 pub mod reaper;
 pub mod signals;
 pub mod supervisor;
+pub mod tls;
 pub mod tombstone;
 
 use std::process::ExitCode;

@@ -13,6 +13,7 @@
 //! | never started: a death dependency already dead | policy (0 under `child`)     | -1       |
 //! | never started: stop signal N                   | 128+N                        | -1       |
 //! | never started: command not found / not exec.   | 127 / 126                    | -1       |
+//! | never started: birth timeout, birth dep died   | 1                            | -1       |
 //! | never started: kubexit could not go on         | 1                            | -1       |
 //!
 //! Configuration errors (exit 2) happen before there is a name to write a
@@ -49,6 +50,11 @@ pub enum NeverStarted {
     /// The command could not be executed; the status follows the shell's
     /// convention (127 not found, 126 not executable).
     Unstartable { status: u8, message: String },
+    /// The birth dependencies were not all ready in time; the text names
+    /// each one still awaited and its state.
+    BirthTimeout(String),
+    /// A birth dependency died before the child could start.
+    BirthDependencyDied(Name),
     /// kubexit itself could not go on (the graveyard cannot be used, say).
     Failure(String),
 }
@@ -73,7 +79,9 @@ impl Outcome {
                 },
                 NeverStarted::Signal(signal) => status_byte(ChildStatus::Signaled(signal.0)),
                 NeverStarted::Unstartable { status, .. } => *status,
-                NeverStarted::Failure(_) => 1,
+                NeverStarted::BirthTimeout(_)
+                | NeverStarted::BirthDependencyDied(_)
+                | NeverStarted::Failure(_) => 1,
             },
         }
     }
@@ -116,7 +124,14 @@ impl fmt::Display for Outcome {
             Outcome::NeverStarted(NeverStarted::Signal(signal)) => {
                 write!(f, "never started: kubexit received {signal}")
             }
+            Outcome::NeverStarted(NeverStarted::BirthDependencyDied(dependency)) => {
+                write!(
+                    f,
+                    "never started: birth dependency {dependency} died before it was ready"
+                )
+            }
             Outcome::NeverStarted(NeverStarted::Unstartable { message, .. })
+            | Outcome::NeverStarted(NeverStarted::BirthTimeout(message))
             | Outcome::NeverStarted(NeverStarted::Failure(message)) => {
                 write!(f, "never started: {message}")
             }
@@ -192,6 +207,8 @@ mod tests {
                 127,
             ),
             (NeverStarted::Failure("broken".into()), 1),
+            (NeverStarted::BirthTimeout("db (born, not ready)".into()), 1),
+            (NeverStarted::BirthDependencyDied(name("db")), 1),
         ];
         for (why, status) in cases {
             let outcome = Outcome::NeverStarted(why);

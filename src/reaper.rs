@@ -7,6 +7,12 @@
 //! as a child subreaper so that the grandchildren the child abandons become
 //! kubexit's to reap and to stop. Either way, no zombie outlives kubexit.
 //!
+//! Not every child of kubexit is the supervised child's doing: a process
+//! started before kubexit was exec'd into (`sh -c 'logger & exec kubexit
+//! app'`, a shell's process substitution) is kubexit's child from the start.
+//! Those are noted when the reaper is created and are never counted as
+//! leftovers: kubexit reaps them if they end, but does not stop them.
+//!
 //! One subtlety is closed here. When the supervised child has exited, its
 //! pid is also the id of its process group, where leftovers may live on.
 //! Signalling that group after the child is reaped could, in principle, hit
@@ -14,12 +20,14 @@
 //! child's exit with `WNOWAIT` first and lets the caller signal the group
 //! while the zombie still pins the id, and only then reaps.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 
 use nix::errno::Errno;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
+use tokio::sync::oneshot;
 
 /// How the supervised child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,18 +48,14 @@ impl ChildStatus {
     }
 }
 
-/// Reaps children; knows which one is the supervised child.
+/// Reaps children; knows which one is the supervised child and which
+/// children kubexit inherited.
 pub struct Reaper {
     child: Option<Pid>,
-}
-
-/// What one round of reaping found.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Reaped {
-    /// The supervised child's status, if it ended in this round.
-    pub child: Option<ChildStatus>,
-    /// Whether kubexit still has children (leftovers, adopted orphans).
-    pub others_remain: bool,
+    inherited: Vec<Pid>,
+    /// Helper processes of kubexit's own (exec probes), whose status is
+    /// handed to whoever started them.
+    watched: HashMap<Pid, oneshot::Sender<ChildStatus>>,
 }
 
 impl Reaper {
@@ -61,11 +65,24 @@ impl Reaper {
         if std::process::id() != 1 {
             let _ = nix::sys::prctl::set_child_subreaper(true);
         }
-        Reaper { child: None }
+        Reaper {
+            child: None,
+            inherited: children().unwrap_or_default(),
+            watched: HashMap::new(),
+        }
     }
 
     pub fn supervise(&mut self, child: Pid) {
         self.child = Some(child);
+    }
+
+    /// Hands the exit status of `pid`, one of kubexit's own helper
+    /// processes, to the returned receiver when it is reaped. Call it right
+    /// after spawning, before the event loop can reap.
+    pub fn watch(&mut self, pid: Pid) -> oneshot::Receiver<ChildStatus> {
+        let (sender, receiver) = oneshot::channel();
+        self.watched.insert(pid, sender);
+        receiver
     }
 
     /// Whether the supervised child has exited and awaits reaping; it is not
@@ -81,35 +98,41 @@ impl Reaper {
         )
     }
 
-    /// Reaps every child that has exited, without blocking.
-    pub fn reap(&mut self) -> Reaped {
-        let mut reaped = Reaped::default();
+    /// Reaps every child that has exited, without blocking, and returns the
+    /// supervised child's status if it was among them.
+    pub fn reap(&mut self) -> Option<ChildStatus> {
+        let mut supervised = None;
         loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) => {
-                    reaped.others_remain = true;
-                    break;
-                }
-                Ok(WaitStatus::Exited(pid, code)) => {
-                    self.note(&mut reaped, pid, ChildStatus::Exited(code))
-                }
+            let (pid, status) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, ChildStatus::Exited(code)),
                 Ok(WaitStatus::Signaled(pid, signal, _)) => {
-                    self.note(&mut reaped, pid, ChildStatus::Signaled(signal as i32))
+                    (pid, ChildStatus::Signaled(signal as i32))
                 }
-                Ok(_) => continue,
-                Err(Errno::EINTR) => continue,
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(_) | Err(Errno::EINTR) => continue,
                 // ECHILD: nobody is left.
                 Err(_) => break,
+            };
+            if self.child == Some(pid) {
+                self.child = None;
+                supervised = Some(status);
+            } else if let Some(sender) = self.watched.remove(&pid) {
+                let _ = sender.send(status);
             }
         }
-        reaped
+        supervised
     }
 
-    fn note(&mut self, reaped: &mut Reaped, pid: Pid, status: ChildStatus) {
-        if self.child == Some(pid) {
-            self.child = None;
-            reaped.child = Some(status);
-        }
+    /// The living processes the supervised child left behind and kubexit
+    /// adopted: its children minus those it inherited and the child itself.
+    pub fn leftovers(&self) -> Vec<Pid> {
+        let mut found = children().unwrap_or_default();
+        found.retain(|pid| {
+            !self.inherited.contains(pid)
+                && !self.watched.contains_key(pid)
+                && Some(*pid) != self.child
+        });
+        found
     }
 }
 
@@ -119,16 +142,36 @@ impl Default for Reaper {
     }
 }
 
-/// The pids of kubexit's living children: leftovers of the supervised
-/// child that were adopted after their parent died. Read from /proc, where a
-/// missing or racing entry is simply skipped.
-pub fn adopted_children() -> io::Result<Vec<Pid>> {
-    let me = std::process::id().to_string();
+/// The pids of kubexit's living (or not yet reaped) children. The kernel
+/// lists them per thread in /proc/self/task/TID/children, one small read
+/// for a single-threaded kubexit; where that file is missing (kernels
+/// without CONFIG_PROC_CHILDREN) every /proc/PID/stat is scanned instead.
+fn children() -> io::Result<Vec<Pid>> {
     let mut found = Vec::new();
+    let mut listed = false;
+    for task in fs::read_dir("/proc/self/task")? {
+        let Ok(task) = task else { continue };
+        let Ok(list) = fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        listed = true;
+        found.extend(
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .map(Pid::from_raw),
+        );
+    }
+    if listed {
+        return Ok(found);
+    }
+    let me = std::process::id().to_string();
     for entry in fs::read_dir("/proc")? {
         let Ok(entry) = entry else { continue };
-        let file_name = entry.file_name();
-        let Some(pid) = file_name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {

@@ -1,47 +1,61 @@
 //! The supervisor: one event loop from start to outcome.
 //!
 //! Everything that can happen to kubexit arrives here, in one place and one
-//! order: signals (including SIGCHLD, the news that a child ended), changes
-//! in the graveyard, and the grace-period timer. Between events kubexit
-//! sleeps; nothing polls.
+//! order: signals (including SIGCHLD, the news that a process ended),
+//! changes in the graveyard, readiness probes, and timers. Between events
+//! kubexit sleeps; nothing polls.
 //!
 //! The life of a supervision has three phases:
 //!
 //! 1. **Before the child.** The graveyard watch is armed *first*, then the
-//!    death dependencies' tombstones are read: a death that happens between
-//!    the two is seen by both, one that happened earlier by the scan, so none
-//!    is missed. A dead dependency or a stop signal here means the child
-//!    never starts. The `Born` record is written before the child is
-//!    started: a child never runs without its tombstone.
+//!    dependencies' tombstones are read: a death that happens between the
+//!    two is seen by both, one that happened earlier by the scan, so none is
+//!    missed. A dead death dependency or a stop signal means the child never
+//!    starts. With birth dependencies, kubexit then waits, event-driven and
+//!    bounded by the birth timeout, until each one's tombstone says `Ready`;
+//!    deaths and stop signals keep their meaning during the wait. The `Born`
+//!    record is written before the child is started: a child never runs
+//!    without its tombstone.
 //! 2. **While the child runs.** Forwarded signals go to the child's process
 //!    group; a stop signal (received, or sent because a death dependency
-//!    died) starts the grace period, after which the group gets SIGKILL.
+//!    died) starts the grace period, after which the group gets SIGKILL. The
+//!    readiness probe runs until it first succeeds, and `Ready` is recorded.
 //! 3. **After the child.** `Died` is written at once (dependents are
 //!    waiting); then whatever the child left behind, in its group or adopted
 //!    by kubexit, gets the stop signal and, after the grace period, SIGKILL,
 //!    so kubexit leaves neither orphans nor zombies.
 //!
 //! The supervisor decides *what happened*; the outcome module decides what
-//! that means for the exit status.
+//! that means for the exit status. Its own tombstone is written in one
+//! place, [`OwnTombstone`].
 
+use std::ffi::OsString;
 use std::io;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use nix::sys::signal::Signal;
 use tokio::time::{Instant, sleep_until};
 
+use crate::birth::{BirthWait, Verdict};
 use crate::child::{self, Child, Terminal};
 use crate::config::Config;
 use crate::dependencies::Dependencies;
-use crate::graveyard::{Change, Graveyard, Watch};
+use crate::duration::GoDuration;
+use crate::graveyard::{Change, Graveyard, Watch, WriteError};
+use crate::name::Name;
 use crate::outcome::{NeverStarted, Outcome};
-use crate::reaper::{self, ChildStatus, Reaper};
+use crate::readiness::{self, Readiness};
+use crate::reaper::{ChildStatus, Reaper};
 use crate::signals::{SignalNumber, Signals};
 use crate::tombstone::Tombstone;
 
 /// How long kubexit waits for SIGKILLed leftovers to be reaped before it
 /// gives up on them (a process stuck in the kernel cannot be hurried).
 const REAP_AFTER_KILL: Duration = Duration::from_secs(5);
+
+/// How often the birth wait says what it is still waiting for.
+const BIRTH_REPORT_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs one supervision to its outcome. `signals` must have been opened
 /// before anything else, so that no signal is missed.
@@ -50,10 +64,98 @@ pub async fn supervise(config: &Config, signals: &Signals) -> Outcome {
         Ok(graveyard) => graveyard,
         Err(err) => return Outcome::NeverStarted(NeverStarted::Failure(err.to_string())),
     };
-    let mut own = OwnTombstone::new(&graveyard, config);
-    let outcome = run(config, signals, &graveyard, &mut own).await;
+    let mut own = OwnTombstone::new(&graveyard, &config.name);
+    let mut reaper = Reaper::new();
+    let outcome = run(config, signals, &graveyard, &mut own, &mut reaper).await;
     own.died(&outcome);
     outcome
+}
+
+/// The sources of events shared by every phase.
+struct Senses<'a> {
+    signals: &'a Signals,
+    graveyard: &'a Graveyard,
+    watch: Watch,
+    watching: bool,
+    deaths: Dependencies,
+}
+
+/// What one graveyard or signal event means before the child starts.
+enum Interrupt {
+    Stop(Outcome),
+    Continue,
+}
+
+impl Senses<'_> {
+    /// Waits for the next batch of graveyard changes; pends forever once the
+    /// watch has failed (which has been logged).
+    async fn changes(&mut self) -> Vec<Change> {
+        if !self.watching {
+            return std::future::pending().await;
+        }
+        match self.watch.next().await {
+            Ok(changes) => changes,
+            Err(err) => {
+                tracing::error!(
+                    "cannot read graveyard events: {err}; deaths can no longer be seen"
+                );
+                self.watching = false;
+                Vec::new()
+            }
+        }
+    }
+
+    /// The death dependency among `changes` that has died, if any.
+    fn death_among(&mut self, changes: &[Change]) -> Option<Name> {
+        for change in changes {
+            match change {
+                Change::Entry(entry) => {
+                    if let Some(name) = self.deaths.matching(entry).cloned() {
+                        if self.deaths.look(self.graveyard, &name).is_dead() {
+                            return Some(name);
+                        }
+                    }
+                }
+                Change::Overflow => {
+                    tracing::warn!("graveyard events were lost; reading every dependency again");
+                    if let Some(name) = self.deaths.first_dead(self.graveyard) {
+                        return Some(name);
+                    }
+                }
+                Change::Gone => tracing::error!(
+                    "the graveyard {} was removed or moved; deaths can no longer be seen",
+                    self.graveyard.dir().display()
+                ),
+            }
+        }
+        None
+    }
+
+    /// Handles signals received before the child exists: a stop signal
+    /// ends everything; others have nobody to go to.
+    fn before_child(
+        &self,
+        received: io::Result<Vec<SignalNumber>>,
+        reaper: &mut Reaper,
+    ) -> Interrupt {
+        let received = match received {
+            Ok(received) => received,
+            Err(err) => {
+                return Interrupt::Stop(Outcome::NeverStarted(NeverStarted::Failure(format!(
+                    "cannot read signals: {err}"
+                ))));
+            }
+        };
+        for signal in received {
+            if signal.known() == Some(Signal::SIGCHLD) {
+                reaper.reap();
+            } else if signal.is_stop() {
+                tracing::info!(signal = %signal, "Received signal: {signal}");
+                return Interrupt::Stop(Outcome::NeverStarted(NeverStarted::Signal(signal)));
+            }
+        }
+        Interrupt::Continue
+    }
 }
 
 async fn run(
@@ -61,29 +163,50 @@ async fn run(
     signals: &Signals,
     graveyard: &Graveyard,
     own: &mut OwnTombstone<'_>,
+    reaper: &mut Reaper,
 ) -> Outcome {
-    let mut reaper = Reaper::new();
-
     tracing::info!("Watching graveyard...");
-    let mut watch = match graveyard.watch() {
+    let watch = match graveyard.watch() {
         Ok(watch) => watch,
         Err(err) => return Outcome::NeverStarted(NeverStarted::Failure(err.to_string())),
     };
-    let mut deaths = Dependencies::new(&config.death_deps);
-    if let Some(dead) = deaths.first_dead(graveyard) {
+    let mut senses = Senses {
+        signals,
+        graveyard,
+        watch,
+        watching: true,
+        deaths: Dependencies::new(&config.death_deps),
+    };
+    if let Some(dead) = senses.deaths.first_dead(graveyard) {
         tracing::info!(dependency = %dead, "Death dependency already dead: {dead}");
         return Outcome::NeverStarted(NeverStarted::DependencyDead(dead));
     }
-    if let Some(signal) = pending_stop_signal(signals) {
-        return Outcome::NeverStarted(NeverStarted::Signal(signal));
+    if let Interrupt::Stop(outcome) = senses.before_child(signals.drain(), reaper) {
+        return outcome;
+    }
+    if !config.birth_deps.is_empty() {
+        if let Err(outcome) = await_births(config, &mut senses, reaper).await {
+            return outcome;
+        }
     }
 
-    if let Err(err) = own.born() {
+    let mut readiness = match Readiness::new(
+        config.ready_probe.as_ref(),
+        config.ready_period,
+        config.ready_timeout,
+    ) {
+        Ok(readiness) => readiness,
+        Err(err) => {
+            let message = format!("cannot open the notify socket: {err}");
+            return Outcome::NeverStarted(NeverStarted::Failure(message));
+        }
+    };
+    if let Err(err) = own.born(readiness.is_ready()) {
         return Outcome::NeverStarted(NeverStarted::Failure(err.to_string()));
     }
     let terminal = Terminal::detect();
     tracing::info!("Starting: {}", shell_words(&config.command));
-    let child = match child::spawn(&config.command, terminal) {
+    let child = match child::spawn(&config.command, &readiness.child_env(), terminal) {
         Ok(child) => child,
         Err(err) => {
             return Outcome::NeverStarted(NeverStarted::Unstartable {
@@ -102,8 +225,9 @@ async fn run(
         stopped_for: None,
     };
     let status = running
-        .until_exit(signals, graveyard, &mut watch, &mut deaths, &mut reaper)
+        .until_exit(&mut senses, &mut readiness, own, reaper)
         .await;
+    readiness.abandon();
     tracing::info!("Child Exited({})", status.code());
     let outcome = Outcome::Ended {
         status,
@@ -112,24 +236,73 @@ async fn run(
     // Dependents are waiting: the death is recorded before leftovers are
     // cleaned up.
     own.died(&outcome);
-    clean_up_leftovers(config, signals, &running.child, &mut reaper).await;
+    clean_up_leftovers(config, signals, &running.child, reaper).await;
     terminal.reclaim();
     outcome
 }
 
-/// A stop signal that arrived before the child started, if any. Other
-/// signals received so early have nobody to be forwarded to.
-fn pending_stop_signal(signals: &Signals) -> Option<SignalNumber> {
-    let pending = match signals.drain() {
-        Ok(pending) => pending,
-        Err(err) => {
-            tracing::error!("cannot read signals: {err}");
-            return None;
+/// Phase 1b: waits until every birth dependency is ready.
+async fn await_births(
+    config: &Config,
+    senses: &mut Senses<'_>,
+    reaper: &mut Reaper,
+) -> Result<(), Outcome> {
+    let graveyard = senses.graveyard;
+    let mut births = BirthWait::new(&config.birth_deps);
+    births.refresh_all(graveyard);
+    let deadline = Instant::now() + config.birth_timeout;
+    let mut next_report = Instant::now();
+    loop {
+        match births.verdict() {
+            Verdict::AllReady => {
+                tracing::info!(
+                    "Birth dependencies ready: {}",
+                    Name::display_list(&config.birth_deps)
+                );
+                return Ok(());
+            }
+            Verdict::Died(name) => {
+                tracing::info!(dependency = %name, "Birth dependency died: {name}");
+                return Err(Outcome::NeverStarted(NeverStarted::BirthDependencyDied(
+                    name,
+                )));
+            }
+            Verdict::Waiting => {}
         }
-    };
-    let stop = pending.into_iter().find(|s| s.is_stop())?;
-    tracing::info!(signal = %stop, "Received signal: {stop}");
-    Some(stop)
+        tokio::select! {
+            received = senses.signals.recv() => {
+                if let Interrupt::Stop(outcome) = senses.before_child(received, reaper) {
+                    return Err(outcome);
+                }
+            }
+            changes = senses.changes() => {
+                if let Some(dead) = senses.death_among(&changes) {
+                    tracing::info!(dependency = %dead, "New death: {dead}");
+                    return Err(Outcome::NeverStarted(NeverStarted::DependencyDead(dead)));
+                }
+                for change in &changes {
+                    match change {
+                        Change::Entry(entry) => births.refresh_entry(graveyard, entry),
+                        Change::Overflow => births.refresh_all(graveyard),
+                        Change::Gone => {}
+                    }
+                }
+            }
+            () = sleep_until(next_report) => {
+                tracing::info!("Waiting for birth dependencies: {}", births.report(graveyard));
+                next_report = Instant::now() + BIRTH_REPORT_EVERY;
+            }
+            () = sleep_until(deadline) => {
+                let report = format!(
+                    "birth dependencies not ready after {}: {}",
+                    GoDuration(config.birth_timeout),
+                    births.report(graveyard)
+                );
+                tracing::error!("{report}");
+                return Err(Outcome::NeverStarted(NeverStarted::BirthTimeout(report)));
+            }
+        }
+    }
 }
 
 /// The state of phase 2.
@@ -139,35 +312,33 @@ struct Running<'a> {
     /// When the grace period ends, once a stop signal has been sent.
     kill_at: Option<Instant>,
     killed: bool,
-    stopped_for: Option<crate::name::Name>,
+    stopped_for: Option<Name>,
 }
 
 impl Running<'_> {
     async fn until_exit(
         &mut self,
-        signals: &Signals,
-        graveyard: &Graveyard,
-        watch: &mut Watch,
-        deaths: &mut Dependencies,
+        senses: &mut Senses<'_>,
+        readiness: &mut Readiness,
+        own: &mut OwnTombstone<'_>,
         reaper: &mut Reaper,
     ) -> ChildStatus {
-        let mut watching = !deaths.names().is_empty();
         loop {
             let kill_at = self.kill_at.filter(|_| !self.killed);
             tokio::select! {
-                received = signals.recv() => {
+                received = senses.signals.recv() => {
                     let received = match received {
                         Ok(received) => received,
                         Err(err) => return self.abandon(err, reaper),
                     };
                     for signal in received {
-                        if signal.known() == Some(nix::sys::signal::Signal::SIGCHLD) {
+                        if signal.known() == Some(Signal::SIGCHLD) {
                             if reaper.child_has_exited() {
                                 // Leftovers in the group hear it while the
                                 // zombie still pins the group id.
                                 let _ = self.child.signal_group(self.config.stop_signal);
                             }
-                            if let Some(status) = reaper.reap().child {
+                            if let Some(status) = reaper.reap() {
                                 return status;
                             }
                         } else if signal.is_forwarded() {
@@ -175,15 +346,17 @@ impl Running<'_> {
                         }
                     }
                 }
-                changes = watch.next(), if watching => {
-                    match changes {
-                        Ok(changes) => self.on_changes(&changes, graveyard, deaths),
-                        Err(err) => {
-                            tracing::error!("cannot read graveyard events: {err}; deaths can no longer be seen");
-                            watching = false;
+                changes = senses.changes() => {
+                    if self.stopped_for.is_none() {
+                        if let Some(dead) = senses.death_among(&changes) {
+                            self.stop_for(dead);
                         }
                     }
                 }
+                event = readiness.next_event() => match event {
+                    readiness::Event::Due => readiness.start_attempt(reaper),
+                    readiness::Event::Ready => own.ready(),
+                },
                 () = sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() => {
                     tracing::info!("Killing child process...");
                     self.killed = true;
@@ -205,47 +378,14 @@ impl Running<'_> {
         }
     }
 
-    fn on_changes(&mut self, changes: &[Change], graveyard: &Graveyard, deaths: &mut Dependencies) {
-        if self.stopped_for.is_some() {
-            return;
+    fn stop_for(&mut self, dead: Name) {
+        tracing::info!(dependency = %dead, "New death: {dead}");
+        tracing::info!("Terminating child process...");
+        if let Err(err) = self.child.signal_group(self.config.stop_signal) {
+            tracing::error!("cannot signal the child: {err}");
         }
-        let mut dead = None;
-        for change in changes {
-            match change {
-                Change::Entry(entry) => {
-                    if let Some(name) = deaths.matching(entry).cloned() {
-                        if deaths.look(graveyard, &name).is_dead() {
-                            dead = Some(name);
-                            break;
-                        }
-                    }
-                }
-                Change::Overflow => {
-                    tracing::warn!(
-                        "graveyard events were lost; reading every death dependency again"
-                    );
-                    dead = deaths.first_dead(graveyard);
-                    if dead.is_some() {
-                        break;
-                    }
-                }
-                Change::Gone => {
-                    tracing::error!(
-                        "the graveyard {} was removed or moved; deaths can no longer be seen",
-                        graveyard.dir().display()
-                    );
-                }
-            }
-        }
-        if let Some(name) = dead {
-            tracing::info!(dependency = %name, "New death: {name}");
-            tracing::info!("Terminating child process...");
-            if let Err(err) = self.child.signal_group(self.config.stop_signal) {
-                tracing::error!("cannot signal the child: {err}");
-            }
-            self.stopped_for = Some(name);
-            self.start_grace_period();
-        }
+        self.stopped_for = Some(dead);
+        self.start_grace_period();
     }
 
     fn start_grace_period(&mut self) {
@@ -260,7 +400,7 @@ impl Running<'_> {
         tracing::error!("cannot read signals: {err}; killing the child");
         let _ = self.child.signal_group(SignalNumber::KILL);
         loop {
-            if let Some(status) = reaper.reap().child {
+            if let Some(status) = reaper.reap() {
                 return status;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -275,33 +415,35 @@ async fn clean_up_leftovers(
     child: &Child,
     reaper: &mut Reaper,
 ) {
-    if !reaper.reap().others_remain {
+    reaper.reap();
+    if reaper.leftovers().is_empty() {
         return;
     }
     tracing::info!("Stopping processes the child left behind...");
-    signal_leftovers(child, config.stop_signal);
-    if wait_for_no_children(signals, reaper, config.grace_period).await {
+    signal_leftovers(child, reaper, config.stop_signal);
+    if wait_for_leftovers(signals, reaper, config.grace_period).await {
         return;
     }
     tracing::info!("Killing processes the child left behind...");
-    signal_leftovers(child, SignalNumber::KILL);
-    if !wait_for_no_children(signals, reaper, REAP_AFTER_KILL).await {
+    signal_leftovers(child, reaper, SignalNumber::KILL);
+    if !wait_for_leftovers(signals, reaper, REAP_AFTER_KILL).await {
         tracing::warn!("some processes the child left behind did not exit after SIGKILL");
     }
 }
 
-fn signal_leftovers(child: &Child, signal: SignalNumber) {
+fn signal_leftovers(child: &Child, reaper: &Reaper, signal: SignalNumber) {
     let _ = child.signal_group(signal);
-    for pid in reaper::adopted_children().unwrap_or_default() {
+    for pid in reaper.leftovers() {
         let _ = child::signal_process(pid, signal);
     }
 }
 
-/// Reaps until kubexit has no children left (true) or `limit` passes (false).
-async fn wait_for_no_children(signals: &Signals, reaper: &mut Reaper, limit: Duration) -> bool {
+/// Reaps until no leftover is alive (true) or `limit` passes (false).
+async fn wait_for_leftovers(signals: &Signals, reaper: &mut Reaper, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
-        if !reaper.reap().others_remain {
+        reaper.reap();
+        if reaper.leftovers().is_empty() {
             return true;
         }
         tokio::select! {
@@ -310,7 +452,10 @@ async fn wait_for_no_children(signals: &Signals, reaper: &mut Reaper, limit: Dur
                     return false;
                 }
             }
-            () = sleep_until(deadline) => return !reaper.reap().others_remain,
+            () = sleep_until(deadline) => {
+                reaper.reap();
+                return reaper.leftovers().is_empty();
+            }
         }
     }
 }
@@ -318,28 +463,45 @@ async fn wait_for_no_children(signals: &Signals, reaper: &mut Reaper, limit: Dur
 /// kubexit's own tombstone: the one place that writes it.
 struct OwnTombstone<'a> {
     graveyard: &'a Graveyard,
-    config: &'a Config,
+    name: &'a Name,
     stone: Tombstone,
     written_death: bool,
 }
 
 impl<'a> OwnTombstone<'a> {
-    fn new(graveyard: &'a Graveyard, config: &'a Config) -> OwnTombstone<'a> {
+    fn new(graveyard: &'a Graveyard, name: &'a Name) -> OwnTombstone<'a> {
         OwnTombstone {
             graveyard,
-            config,
+            name,
             stone: Tombstone::default(),
             written_death: false,
         }
     }
 
-    fn born(&mut self) -> Result<(), crate::graveyard::WriteError> {
-        self.stone.born = Some(Timestamp::now());
+    /// Records the birth (and readiness, when no probe is needed). Failure
+    /// is fatal: a child never runs without its tombstone.
+    fn born(&mut self, ready: bool) -> Result<(), WriteError> {
+        let now = Timestamp::now();
+        self.stone.born = Some(now);
+        self.stone.ready = ready.then_some(now);
         tracing::info!(
             "Creating tombstone: {}",
-            self.config.tombstone_path().display()
+            self.graveyard.path_of(self.name).display()
         );
-        self.graveyard.write(&self.config.name, &self.stone)
+        self.graveyard.write(self.name, &self.stone)
+    }
+
+    /// Records readiness; a failed write is logged (dependents will time
+    /// out and say so), the child keeps running.
+    fn ready(&mut self) {
+        if self.written_death {
+            return;
+        }
+        self.stone.ready = Some(Timestamp::now());
+        tracing::info!("Ready: {}", self.name);
+        if let Err(err) = self.graveyard.write(self.name, &self.stone) {
+            tracing::error!("{err}");
+        }
     }
 
     /// Records the death once; later calls do nothing. A write failure is
@@ -352,22 +514,23 @@ impl<'a> OwnTombstone<'a> {
         if matches!(outcome, Outcome::NeverStarted(_)) {
             // Upstream leaves no Born line for a child that never ran.
             self.stone.born = None;
+            self.stone.ready = None;
         }
         self.stone.died = Some(Timestamp::now());
         self.stone.exit_code = Some(outcome.recorded_code());
         self.stone.reason = Some(outcome.to_string());
         tracing::info!(
             "Updating tombstone: {}",
-            self.config.tombstone_path().display()
+            self.graveyard.path_of(self.name).display()
         );
-        if let Err(err) = self.graveyard.write(&self.config.name, &self.stone) {
+        if let Err(err) = self.graveyard.write(self.name, &self.stone) {
             tracing::error!("{err}");
         }
     }
 }
 
 /// The command as one line for the log, quoting words that need it.
-fn shell_words(command: &[std::ffi::OsString]) -> String {
+fn shell_words(command: &[OsString]) -> String {
     command
         .iter()
         .map(|word| {

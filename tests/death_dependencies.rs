@@ -1,0 +1,205 @@
+//! Death dependencies: a death that happened before kubexit started, or
+//! while its child runs, in whatever way the tombstone was written, stops
+//! the child's whole process group and ends with the configured status.
+
+mod util;
+
+use std::time::{Duration, Instant};
+
+use util::{Kubexit, Yard, alive, eventually, read_pid};
+
+#[test]
+fn death_dependency_already_dead_at_start_stops_nothing_and_exits_zero() {
+    let yard = Yard::new();
+    yard.bury("db");
+    let done = Kubexit::named("app", &yard)
+        .env("KUBEXIT_DEATH_DEPS", "db")
+        .sh("echo started")
+        .run();
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(!done.stdout.contains("started"));
+    let stone = yard.read("app").unwrap();
+    assert!(!stone.contains("Born"), "{stone}");
+    assert!(stone.contains("Died: "), "{stone}");
+    assert!(stone.contains("ExitCode: -1\n"), "{stone}");
+    assert!(stone.contains("db had already died"), "{stone}");
+}
+
+#[test]
+fn death_while_running_stops_the_whole_group_and_exits_zero() {
+    let yard = Yard::new();
+    let pids = yard.path().join("pids");
+    let running = Kubexit::named("app", &yard)
+        .env("KUBEXIT_DEATH_DEPS", "db")
+        .sh(&format!(
+            "sleep 1000 & echo $! > {0}.bg; echo $$ > {0}; wait",
+            pids.display()
+        ))
+        .spawn();
+    let shell = read_pid(&pids);
+    let background = read_pid(&pids.with_extension("bg"));
+    yard.bury("db");
+    let done = running.finish();
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(done.stderr.contains("New death: db"), "{}", done.stderr);
+    assert!(done.stderr.contains("Terminating child process..."));
+    assert!(
+        !alive(shell) && !alive(background),
+        "a process of the group survived"
+    );
+    let stone = yard.read("app").unwrap();
+    assert!(
+        stone.contains("ExitCode: 143\n"),
+        "the real status is recorded: {stone}"
+    );
+    assert!(stone.contains("stopped because db died"), "{stone}");
+}
+
+#[test]
+fn death_renamed_into_place_is_seen() {
+    let yard = Yard::new();
+    yard.write("db", "Born: \"2026-11-24T19:47:52Z\"\n");
+    let running = Kubexit::named("app", &yard)
+        .env("KUBEXIT_DEATH_DEPS", "db")
+        .sh("echo up; exec sleep 1000")
+        .spawn();
+    running.wait_for_output("up");
+    yard.rename_into_place(
+        "db",
+        "Born: \"2026-11-24T19:47:52Z\"\nDied: \"2026-11-24T19:47:53Z\"\nExitCode: 0\n",
+    );
+    let done = running.finish();
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(done.stderr.contains("New death: db"));
+}
+
+#[test]
+fn any_one_of_several_death_dependencies_is_enough() {
+    let yard = Yard::new();
+    let running = Kubexit::named("app", &yard)
+        .env("KUBEXIT_DEATH_DEPS", "a, b, c")
+        .sh("echo up; exec sleep 1000")
+        .spawn();
+    running.wait_for_output("up");
+    yard.write("a", "Born: \"2026-11-24T19:47:52Z\"\n");
+    yard.bury("b");
+    let done = running.finish();
+    assert_eq!(done.code(), 0);
+    assert!(done.stderr.contains("New death: b"), "{}", done.stderr);
+}
+
+#[test]
+fn a_garbage_tombstone_then_a_real_death_still_stops_the_child() {
+    let yard = Yard::new();
+    let running = Kubexit::named("app", &yard)
+        .env("KUBEXIT_DEATH_DEPS", "db")
+        .sh("echo up; exec sleep 1000")
+        .spawn();
+    running.wait_for_output("up");
+    yard.write("db", "Died: [this is : not { a tombstone");
+    running.wait_for_log("Ignoring unreadable tombstone");
+    yard.write("db", "Died: [still garbage");
+    yard.bury("db");
+    let done = running.finish();
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(done.stderr.contains("New death: db"));
+}
+
+#[test]
+fn the_dependency_of_another_name_changing_stops_nothing() {
+    let yard = Yard::new();
+    let running = Kubexit::named("app", &yard)
+        .env("KUBEXIT_DEATH_DEPS", "db")
+        .sh("echo up; sleep 1; echo still running")
+        .spawn();
+    running.wait_for_output("up");
+    yard.bury("other");
+    let done = running.finish();
+    assert_eq!(done.code(), 0);
+    assert!(done.stdout.contains("still running"));
+    assert!(!done.stderr.contains("New death"));
+}
+
+#[test]
+fn a_child_that_ignores_the_stop_signal_is_killed_after_the_grace_period() {
+    let yard = Yard::new();
+    let running = Kubexit::named("app", &yard)
+        .env("KUBEXIT_DEATH_DEPS", "db")
+        .env("KUBEXIT_GRACE_PERIOD", "300ms")
+        .sh("trap '' TERM; echo up; while :; do sleep 1; done")
+        .spawn();
+    running.wait_for_output("up");
+    let buried = Instant::now();
+    yard.bury("db");
+    let done = running.finish();
+    assert!(buried.elapsed() >= Duration::from_millis(300));
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(
+        done.stderr.contains("Killing child process..."),
+        "{}",
+        done.stderr
+    );
+    assert!(yard.read("app").unwrap().contains("ExitCode: 137\n"));
+}
+
+#[test]
+fn stopped_exit_code_child_passes_the_childs_status_through() {
+    let yard = Yard::new();
+    let running = Kubexit::named("app", &yard)
+        .env("KUBEXIT_DEATH_DEPS", "db")
+        .env("KUBEXIT_STOPPED_EXIT_CODE", "child")
+        .sh("echo up; exec sleep 1000")
+        .spawn();
+    running.wait_for_output("up");
+    yard.bury("db");
+    assert_eq!(running.finish().code(), 143);
+}
+
+#[test]
+fn the_fork_alias_false_passes_the_childs_status_and_a_number_is_used_as_is() {
+    for (key, value, expected) in [
+        ("KUBEXIT_IGNORE_CODE_ON_DEATH_DEPS", "false", 143),
+        ("KUBEXIT_STOPPED_EXIT_CODE", "7", 7),
+    ] {
+        let yard = Yard::new();
+        let running = Kubexit::named("app", &yard)
+            .env("KUBEXIT_DEATH_DEPS", "db")
+            .env(key, value)
+            .sh("echo up; exec sleep 1000")
+            .spawn();
+        running.wait_for_output("up");
+        yard.bury("db");
+        assert_eq!(running.finish().code(), expected, "{key}={value}");
+    }
+}
+
+#[test]
+fn the_stop_signal_is_configurable() {
+    let yard = Yard::new();
+    let running = Kubexit::named("app", &yard)
+        .env("KUBEXIT_DEATH_DEPS", "db")
+        .env("KUBEXIT_STOPPED_EXIT_CODE", "child")
+        .env("KUBEXIT_STOP_SIGNAL", "SIGINT")
+        .sh("trap 'exit 42' INT; echo up; while :; do sleep 0.05; done")
+        .spawn();
+    running.wait_for_output("up");
+    yard.bury("db");
+    assert_eq!(running.finish().code(), 42);
+}
+
+#[test]
+fn romeo_and_juliet_two_kubexits_in_one_graveyard() {
+    let yard = Yard::new();
+    let juliet = Kubexit::named("juliet", &yard)
+        .env("KUBEXIT_DEATH_DEPS", "romeo")
+        .sh("echo up; exec sleep 1000")
+        .spawn();
+    juliet.wait_for_output("up");
+    let romeo = Kubexit::named("romeo", &yard).sh("exit 0").run();
+    assert_eq!(romeo.code(), 0);
+    let juliet = juliet.finish();
+    assert_eq!(juliet.code(), 0, "{}", juliet.stderr);
+    eventually("juliet's death recorded", || {
+        yard.read("juliet").is_some_and(|t| t.contains("Died"))
+    });
+}

@@ -1,0 +1,289 @@
+//! The test harness: real graveyards in temporary directories, the built
+//! kubexit binary with its stderr captured, and waits that end at a
+//! deadline instead of sleeping a fixed time.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Generous: tests must pass on a loaded 2-core machine. A passing test
+/// never waits this long; only a failing one does.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `condition` until it holds or `DEADLINE` passes.
+pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A graveyard in a fresh temporary directory.
+pub struct Yard {
+    dir: tempfile::TempDir,
+}
+
+impl Yard {
+    pub fn new() -> Yard {
+        Yard {
+            dir: tempfile::tempdir().expect("temporary directory"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn stone_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a tombstone in place, as Go kubexit does (truncate, write).
+    pub fn write(&self, name: &str, content: &str) {
+        fs::write(self.stone_path(name), content).expect("write tombstone");
+    }
+
+    /// Writes a tombstone atomically, as kubexit does (temp file, rename).
+    pub fn rename_into_place(&self, name: &str, content: &str) {
+        let temp = self.dir.path().join(format!(".test-{name}"));
+        fs::write(&temp, content).expect("write temporary tombstone");
+        fs::rename(&temp, self.stone_path(name)).expect("rename tombstone");
+    }
+
+    pub fn read(&self, name: &str) -> Option<String> {
+        fs::read_to_string(self.stone_path(name)).ok()
+    }
+
+    /// Waits until `name`'s tombstone contains `needle`, and returns it.
+    pub fn wait_for(&self, name: &str, needle: &str) -> String {
+        let mut text = String::new();
+        eventually(&format!("tombstone {name} to contain {needle:?}"), || {
+            text = self.read(name).unwrap_or_default();
+            text.contains(needle)
+        });
+        text
+    }
+
+    /// Kills a dependency the Go way: a tombstone with a Died line.
+    pub fn bury(&self, name: &str) {
+        self.write(
+            name,
+            "Born: \"2026-11-24T19:47:53.305407408Z\"\nDied: \"2026-11-24T19:47:53.306705393Z\"\nExitCode: 0\n",
+        );
+    }
+}
+
+/// A kubexit command under construction.
+pub struct Kubexit {
+    command: Command,
+}
+
+pub fn kubexit() -> Kubexit {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kubexit"));
+    command.env_clear();
+    command.env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    command.stdin(Stdio::null());
+    Kubexit { command }
+}
+
+impl Kubexit {
+    /// kubexit named `name`, in `yard`, with a short grace period so that
+    /// a test that fails does not hang.
+    pub fn named(name: &str, yard: &Yard) -> Kubexit {
+        let mut k = kubexit();
+        k.env("KUBEXIT_NAME", name)
+            .env("KUBEXIT_GRAVEYARD", yard.path())
+            .env("KUBEXIT_GRACE_PERIOD", "10s");
+        k
+    }
+
+    pub fn env(&mut self, key: &str, value: impl AsRef<OsStr>) -> &mut Kubexit {
+        self.command.env(key, value);
+        self
+    }
+
+    pub fn args<I, S>(&mut self, args: I) -> &mut Kubexit
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.command.args(args);
+        self
+    }
+
+    pub fn arg_path(&mut self, path: &Path) -> &mut Kubexit {
+        self.command.arg(path);
+        self
+    }
+
+    pub fn stdin_file(&mut self, path: &Path) -> &mut Kubexit {
+        self.command
+            .stdin(fs::File::open(path).expect("stdin file"));
+        self
+    }
+
+    /// The command to supervise, run by `sh -c`.
+    pub fn sh(&mut self, script: &str) -> &mut Kubexit {
+        self.args(["sh", "-c", script])
+    }
+
+    /// Runs code in the forked process before kubexit is executed.
+    pub fn before_exec(
+        &mut self,
+        hook: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> &mut Kubexit {
+        // SAFETY: tests only pass hooks that make async-signal-safe calls.
+        unsafe {
+            self.command.pre_exec(hook);
+        }
+        self
+    }
+
+    pub fn spawn(&mut self) -> Running {
+        self.command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = self.command.spawn().expect("spawn kubexit");
+        let stdout = collect(child.stdout.take().expect("stdout"));
+        let stderr = collect(child.stderr.take().expect("stderr"));
+        Running {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Runs to completion and returns (status, stdout, stderr).
+    pub fn run(&mut self) -> Finished {
+        self.spawn().finish()
+    }
+}
+
+fn collect(mut source: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&text);
+    thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = source.read(&mut buffer) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+    });
+    text
+}
+
+/// A running kubexit.
+pub struct Running {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// A finished kubexit.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// The exit code; panics (with the log) if kubexit died of a signal.
+    pub fn code(&self) -> i32 {
+        match self.status.code() {
+            Some(code) => code,
+            None => panic!(
+                "kubexit was killed by signal {:?}\n{}",
+                self.status.signal(),
+                self.stderr
+            ),
+        }
+    }
+}
+
+impl Running {
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Waits until kubexit's log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) {
+        eventually(&format!("log line {needle:?}"), || {
+            self.stderr().contains(needle)
+        });
+    }
+
+    /// Waits until the child's output contains `needle`.
+    pub fn wait_for_output(&self, needle: &str) {
+        eventually(&format!("output {needle:?}"), || {
+            self.stdout().contains(needle)
+        });
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).expect("signal kubexit");
+    }
+
+    /// Waits for kubexit to exit; kills it and fails after the deadline.
+    pub fn finish(mut self) -> Finished {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("kubexit did not exit in time\n{}", self.stderr());
+            }
+            thread::sleep(Duration::from_millis(5));
+        };
+        // The readers finish when the pipes close; the child may have left
+        // them open in a leftover process, so do not wait forever.
+        let closed = Instant::now();
+        while Arc::strong_count(&self.stderr) > 1 && closed.elapsed() < Duration::from_secs(2) {
+            thread::sleep(Duration::from_millis(5));
+        }
+        Finished {
+            status,
+            stdout: self.stdout(),
+            stderr: self.stderr(),
+        }
+    }
+}
+
+/// Whether a process exists (a zombie counts as existing).
+pub fn alive(pid: Pid) -> bool {
+    kill(pid, None).is_ok()
+}
+
+/// Reads a pid that a test child wrote to a file.
+pub fn read_pid(path: &Path) -> Pid {
+    let mut text = String::new();
+    eventually(&format!("pid file {}", path.display()), || {
+        text = fs::read_to_string(path).unwrap_or_default();
+        text.ends_with('\n')
+    });
+    Pid::from_raw(text.trim().parse().expect("pid"))
+}

@@ -81,29 +81,25 @@ impl BirthWait {
     }
 
     /// The dependencies not ready yet and why, such as
-    /// `db (born, not ready), cache (no tombstone yet; the graveyard holds: api, dbb)`.
+    /// `cache (no tombstone yet; the graveyard holds: api, dbb), db (born, not ready)`.
     pub fn report(&self, graveyard: &Graveyard) -> String {
+        let mut held = None;
         let mut parts = Vec::new();
-        let mut any_missing = false;
         for (name, seen) in &self.seen {
             let state = match seen {
                 Seen::Nothing => {
-                    any_missing = true;
-                    "no tombstone yet"
+                    let held = held.get_or_insert_with(|| holdings(graveyard));
+                    format!("no tombstone yet; the graveyard holds: {held}")
                 }
-                Seen::Unreadable => "unreadable tombstone",
-                Seen::Stone(stone) if stone.is_dead() => "dead",
+                Seen::Unreadable => "unreadable tombstone".into(),
+                Seen::Stone(stone) if stone.is_dead() => "dead".into(),
                 Seen::Stone(stone) if stone.ready.is_some() => continue,
-                Seen::Stone(stone) if stone.born.is_some() => "born, not ready",
-                Seen::Stone(_) => "tombstone without Born",
+                Seen::Stone(stone) if stone.born.is_some() => "born, not ready".into(),
+                Seen::Stone(_) => "tombstone without Born".into(),
             };
             parts.push(format!("{name} ({state})"));
         }
-        let mut report = parts.join(", ");
-        if any_missing {
-            report.push_str(&format!("; the graveyard holds: {}", holdings(graveyard)));
-        }
-        report
+        parts.join(", ")
     }
 }
 
@@ -189,7 +185,7 @@ mod tests {
         wait.refresh_all(&graveyard);
         assert_eq!(
             wait.report(&graveyard),
-            "db (no tombstone yet); the graveyard holds: dbb"
+            "db (no tombstone yet; the graveyard holds: dbb)"
         );
     }
 }

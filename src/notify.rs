@@ -5,7 +5,8 @@
 //! named in `$NOTIFY_SOCKET`. With `KUBEXIT_READY_PROBE=notify`, kubexit
 //! binds such a socket before starting the child and passes its name in the
 //! child's environment; the first datagram with a `READY=1` line makes the
-//! child ready. Other lines (`STATUS=…`, `MAINPID=…`) are ignored.
+//! child ready. `STATUS=…` lines are logged, as systemd shows them; other
+//! lines (`MAINPID=…`, `WATCHDOG=1`) are ignored.
 //!
 //! The socket lives in the abstract namespace (`@kubexit/PID/N`): nothing
 //! is created on disk, so it works on read-only root filesystems and leaves
@@ -50,7 +51,14 @@ impl NotifySocket {
         loop {
             let n = self.socket.recv(&mut buffer).await?;
             let message = String::from_utf8_lossy(&buffer[..n]);
-            if message.lines().any(|line| line.trim() == "READY=1") {
+            let mut ready = false;
+            for line in message.lines() {
+                if let Some(status) = line.strip_prefix("STATUS=") {
+                    tracing::info!("Child status: {status}");
+                }
+                ready |= line.trim() == "READY=1";
+            }
+            if ready {
                 return Ok(());
             }
         }

@@ -287,3 +287,60 @@ pub fn read_pid(path: &Path) -> Pid {
     });
     Pid::from_raw(text.trim().parse().expect("pid"))
 }
+
+/// A real HTTP/1.1 server on loopback whose answer can be changed while it
+/// runs: each connection gets the status currently set, then is closed.
+pub struct HttpServer {
+    pub port: u16,
+    status: Arc<Mutex<u16>>,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl HttpServer {
+    pub fn start(initial_status: u16) -> HttpServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let status = Arc::new(Mutex::new(initial_status));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (answer, log) = (Arc::clone(&status), Arc::clone(&requests));
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    match std::io::Read::read(&mut stream, &mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                let request = String::from_utf8_lossy(&head).into_owned();
+                log.lock().unwrap().push(request);
+                let code = *answer.lock().unwrap();
+                let reply = format!(
+                    "HTTP/1.1 {code} Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = std::io::Write::write_all(&mut stream, reply.as_bytes());
+            }
+        });
+        HttpServer {
+            port,
+            status,
+            requests,
+        }
+    }
+
+    pub fn set_status(&self, code: u16) {
+        *self.status.lock().unwrap() = code;
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// A loopback port that nothing listens on yet (bound, then released).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().unwrap().port()
+}

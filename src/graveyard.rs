@@ -123,6 +123,17 @@ impl Graveyard {
         self.dir.join(name.as_str())
     }
 
+    /// Where `name`'s liveness lock lives (see the liveness module): a
+    /// dot-file, so no tombstone can collide with it. Too long a name for
+    /// the extra characters is an error.
+    pub fn lock_path(&self, name: &Name) -> io::Result<PathBuf> {
+        let file = format!(".{name}.lock");
+        if file.len() > 255 {
+            return Err(io::Error::from_raw_os_error(nix::libc::ENAMETOOLONG));
+        }
+        Ok(self.dir.join(file))
+    }
+
     /// Reads `name`'s tombstone: `Ok(None)` if there is none yet.
     pub fn read(&self, name: &Name) -> Result<Option<Tombstone>, ReadError> {
         let path = self.path_of(name);

@@ -18,6 +18,7 @@ pub mod config;
 pub mod dependencies;
 pub mod duration;
 pub mod graveyard;
+pub mod liveness;
 pub mod log;
 pub mod name;
 pub mod notify;

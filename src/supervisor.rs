@@ -43,6 +43,7 @@ use crate::config::Config;
 use crate::dependencies::Dependencies;
 use crate::duration::GoDuration;
 use crate::graveyard::{Change, Graveyard, Watch, WriteError};
+use crate::liveness::{self, LifeLock};
 use crate::name::Name;
 use crate::outcome::{NeverStarted, Outcome};
 use crate::readiness::{self, Readiness};
@@ -177,6 +178,9 @@ async fn run(
         watching: true,
         deaths: Dependencies::new(&config.death_deps),
     };
+    for name in config.death_deps.iter().chain(&config.birth_deps) {
+        liveness::watch_for_lost(graveyard.clone(), name.clone());
+    }
     if let Some(dead) = senses.deaths.first_dead(graveyard) {
         tracing::info!(dependency = %dead, "Death dependency already dead: {dead}");
         return Outcome::NeverStarted(NeverStarted::DependencyDead(dead));
@@ -466,6 +470,8 @@ struct OwnTombstone<'a> {
     name: &'a Name,
     stone: Tombstone,
     written_death: bool,
+    /// Held from before `Born` is written until kubexit ends.
+    life: Option<LifeLock>,
 }
 
 impl<'a> OwnTombstone<'a> {
@@ -475,6 +481,7 @@ impl<'a> OwnTombstone<'a> {
             name,
             stone: Tombstone::default(),
             written_death: false,
+            life: None,
         }
     }
 
@@ -482,6 +489,14 @@ impl<'a> OwnTombstone<'a> {
     /// is fatal: a child never runs without its tombstone.
     fn born(&mut self, ready: bool) -> Result<(), WriteError> {
         let now = Timestamp::now();
+        // The lock first: dependents may only judge a Born that a holder
+        // backs (see the liveness module).
+        match LifeLock::hold(self.graveyard, self.name, now) {
+            Ok(lock) => self.life = Some(lock),
+            Err(err) => tracing::warn!(
+                "cannot hold the liveness lock: {err}; if kubexit is killed, dependents will not learn of it"
+            ),
+        }
         self.stone.born = Some(now);
         self.stone.ready = ready.then_some(now);
         tracing::info!(

@@ -1,0 +1,101 @@
+//! Liveness that survives SIGKILL: a kubexit killed without a chance to
+//! write `Died` is still seen as dead by its dependents, at once.
+
+mod util;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use util::{Kubexit, Yard, read_pid};
+
+/// Kills `db`'s kubexit with SIGKILL while `app` depends on it, in a
+/// graveyard at `graveyard`; returns how long `app` took to notice.
+fn sigkill_is_noticed(graveyard: &Path) -> Duration {
+    let yard = Yard::new();
+    let pids = yard.path().join("db-child");
+    let db = Kubexit::named("db", &yard)
+        .env("KUBEXIT_GRAVEYARD", graveyard)
+        .sh(&format!("echo $$ > {}; exec sleep 1000", pids.display()))
+        .spawn();
+    let db_child = read_pid(&pids);
+    let app = Kubexit::named("app", &yard)
+        .env("KUBEXIT_GRAVEYARD", graveyard)
+        .env("KUBEXIT_DEATH_DEPS", "db")
+        .sh("echo up; exec sleep 1000")
+        .spawn();
+    app.wait_for_output("up");
+
+    db.signal(Signal::SIGKILL);
+    let killed = Instant::now();
+    let done = app.finish();
+    let noticed = killed.elapsed();
+    // The SIGKILLed kubexit could not stop its child; a pod's teardown
+    // would. Here the test does.
+    let _ = kill(db_child, Signal::SIGKILL);
+    let db = db.finish();
+    assert_eq!(db.status.code(), None, "db's kubexit was not killed");
+
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(
+        done.stderr
+            .contains("Lost: db's kubexit ended without recording a death"),
+        "{}",
+        done.stderr
+    );
+    assert!(done.stderr.contains("New death: db"), "{}", done.stderr);
+    let stone = std::fs::read_to_string(graveyard.join("db")).unwrap();
+    assert!(
+        stone.contains("Born: ") && stone.contains("Died: "),
+        "{stone}"
+    );
+    assert!(stone.contains("ExitCode: -1\n"), "{stone}");
+    assert!(stone.contains("Reason: \"lost"), "{stone}");
+    noticed
+}
+
+#[test]
+fn a_sigkilled_dependency_is_noticed_within_a_second_on_tmpfs() {
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        panic!("/dev/shm (tmpfs) is missing on this machine");
+    }
+    let dir = tempfile::tempdir_in(shm).unwrap();
+    let noticed = sigkill_is_noticed(dir.path());
+    assert!(noticed < Duration::from_secs(1), "took {noticed:?}");
+}
+
+#[test]
+fn a_sigkilled_dependency_is_noticed_within_a_second_on_disk() {
+    // The target directory is on the build's own disk filesystem.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let noticed = sigkill_is_noticed(dir.path());
+    assert!(noticed < Duration::from_secs(1), "took {noticed:?}");
+}
+
+#[test]
+fn a_birth_dependency_killed_during_the_wait_fails_the_wait_at_once() {
+    let yard = Yard::new();
+    let pids = yard.path().join("db-child");
+    let db = Kubexit::named("db", &yard)
+        .env("KUBEXIT_READY_PROBE", "file:/nonexistent/never")
+        .sh(&format!("echo $$ > {}; exec sleep 1000", pids.display()))
+        .spawn();
+    let db_child = read_pid(&pids);
+    let app = Kubexit::named("app", &yard)
+        .env("KUBEXIT_BIRTH_DEPS", "db")
+        .env("KUBEXIT_BIRTH_TIMEOUT", "1h")
+        .sh("echo started")
+        .spawn();
+    app.wait_for_log("Waiting for birth dependencies: db (born, not ready)");
+    db.signal(Signal::SIGKILL);
+    let done = app.finish();
+    let _ = kill(db_child, Signal::SIGKILL);
+    db.finish();
+    assert_eq!(done.code(), 1, "{}", done.stderr);
+    assert!(
+        done.stderr.contains("Birth dependency died: db"),
+        "{}",
+        done.stderr
+    );
+}

@@ -12,10 +12,17 @@
 //!   graveyard (`O_EXCL | O_NOFOLLOW`, so a planted link is never written
 //!   through) and renamed over the old one: readers see the old record or the
 //!   new one, never half of one. Go peers see the rename as a create event.
-//! * **Watching is event-driven.** [`Watch`] wraps an inotify instance on the
-//!   directory; it wakes only when an entry is written, renamed into place or
-//!   created, and says which. When the kernel's event queue overflows, it
-//!   says so, and the caller rescans.
+//! * **Watching is event-driven.** [`Watch`] wraps one inotify instance on
+//!   the directory; it wakes only when an entry is written, renamed into
+//!   place or created, and says which. When the kernel's event queue
+//!   overflows, it says so, and the caller rescans. The directory's parent is
+//!   watched too, for the directory's own removal: kubexit's open lock file
+//!   pins the directory, which delays the kernel's "deleted" event on it.
+//! * **Never stuck without events.** inotify instances are limited per user
+//!   (128 by default), and a pod with hundreds of kubexits under one uid can
+//!   run out. Then the watch falls back to reading the graveyard every
+//!   [`POLL_EVERY`], with a warning naming the sysctl to raise; slower to
+//!   react, never blind.
 //!
 //! What a tombstone means is the tombstone module's business; which names
 //! matter is the supervisor's.
@@ -27,9 +34,12 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use inotify::{EventMask, Inotify, WatchMask};
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use jiff::tz::TimeZone;
+use std::time::Duration;
+
 use tokio::io::unix::AsyncFd;
+use tokio::time::Instant;
 
 use crate::name::Name;
 use crate::tombstone::{ParseError, Tombstone};
@@ -114,6 +124,11 @@ impl Graveyard {
         })
     }
 
+    /// Creates the directory again after it was removed while kubexit ran.
+    pub fn recreate(&self) -> Result<(), GraveyardError> {
+        Graveyard::open(&self.dir).map(|_| ())
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -165,13 +180,35 @@ impl Graveyard {
         })
     }
 
-    /// Starts watching the directory for tombstone changes.
+    /// Starts watching the directory for tombstone changes; falls back to
+    /// polling when the kernel's inotify limits are reached.
     pub fn watch(&self) -> Result<Watch, GraveyardError> {
-        let watch_err = |source| GraveyardError::Watch {
-            dir: self.dir.clone(),
-            source,
-        };
-        let inotify = Inotify::init().map_err(watch_err)?;
+        match self.watch_events() {
+            Ok(mode) => Ok(Watch { mode }),
+            Err(err) if is_limit(&err) => {
+                tracing::warn!(
+                    "cannot watch the graveyard {} with inotify ({err}); reading it every {} \
+                     instead: raise the sysctl fs.inotify.max_user_instances (or max_user_watches) \
+                     for immediate reactions",
+                    self.dir.display(),
+                    crate::duration::GoDuration(POLL_EVERY)
+                );
+                Ok(Watch {
+                    mode: Mode::Polling {
+                        dir: self.dir.clone(),
+                        next: Instant::now(),
+                    },
+                })
+            }
+            Err(source) => Err(GraveyardError::Watch {
+                dir: self.dir.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn watch_events(&self) -> io::Result<Mode> {
+        let inotify = Inotify::init()?;
         let mask = WatchMask::CLOSE_WRITE
             | WatchMask::MODIFY
             | WatchMask::MOVED_TO
@@ -179,15 +216,35 @@ impl Graveyard {
             | WatchMask::DELETE_SELF
             | WatchMask::MOVE_SELF
             | WatchMask::ONLYDIR;
-        inotify.watches().add(&self.dir, mask).map_err(watch_err)?;
+        inotify.watches().add(&self.dir, mask)?;
+        // The parent is watched for the directory's own removal only; it
+        // may be unreadable, which only loses that.
+        let absolute = fs::canonicalize(&self.dir)?;
+        let parent = absolute
+            .parent()
+            .zip(absolute.file_name())
+            .and_then(|(parent, name)| {
+                let mask = WatchMask::DELETE | WatchMask::MOVED_FROM | WatchMask::ONLYDIR;
+                let wd = inotify.watches().add(parent, mask).ok()?;
+                Some((wd, name.to_os_string()))
+            });
         // SAFETY: the Inotify value owns its descriptor and keeps it open,
         // unchanged, for as long as the AsyncFd holds it.
-        let fd = unsafe { AsyncFd::register(inotify) }.map_err(|e| watch_err(e.into()))?;
-        Ok(Watch {
+        let fd = unsafe { AsyncFd::register(inotify) }.map_err(io::Error::from)?;
+        Ok(Mode::Events {
             fd,
             buffer: vec![0; 16 * 1024],
+            parent,
         })
     }
+}
+
+/// Whether an inotify error is one of the kernel's per-user limits.
+fn is_limit(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOSPC | nix::libc::ENOMEM)
+    )
 }
 
 /// Reads at most [`MAX_TOMBSTONE_BYTES`] from a regular file.
@@ -242,6 +299,9 @@ fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.write_all(bytes)
 }
 
+/// How often the graveyard is read when inotify is not available.
+pub const POLL_EVERY: Duration = Duration::from_millis(100);
+
 /// A change in the graveyard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -250,55 +310,101 @@ pub enum Change {
     Entry(OsString),
     /// Events were lost: every tombstone of interest must be read again.
     Overflow,
+    /// A polling tick: every tombstone of interest must be read again.
+    Tick,
     /// The graveyard directory itself was removed or moved away.
     Gone,
 }
 
-/// An inotify watch on the graveyard, readable in the event loop.
+/// A watch on the graveyard, readable in the event loop.
 pub struct Watch {
-    fd: AsyncFd<Inotify>,
-    buffer: Vec<u8>,
+    mode: Mode,
+}
+
+enum Mode {
+    Events {
+        fd: AsyncFd<Inotify>,
+        buffer: Vec<u8>,
+        /// The parent's watch and the graveyard's name in it.
+        parent: Option<(WatchDescriptor, OsString)>,
+    },
+    Polling {
+        dir: PathBuf,
+        next: Instant,
+    },
 }
 
 impl Watch {
+    /// Closes the watch (its inotify instance, if any) before a new one is
+    /// made; until then it only polls.
+    pub fn close(&mut self) {
+        self.mode = Mode::Polling {
+            dir: PathBuf::new(),
+            next: Instant::now() + POLL_EVERY,
+        };
+    }
+
     /// Waits for the next batch of changes. Entries are de-duplicated within
-    /// a batch, and kubexit's own temporary files are left out.
+    /// a batch, and kubexit's own dot-files are left out.
     pub async fn next(&mut self) -> io::Result<Vec<Change>> {
-        loop {
-            let mut guard = self.fd.readable_mut().await?;
-            let (inotify, buffer) = (guard.get_inner_mut(), &mut self.buffer);
-            let events = match inotify.read_events(buffer) {
-                Ok(events) => events,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    guard.clear_ready();
-                    continue;
-                }
-                Err(err) => return Err(err),
-            };
-            let mut changes: Vec<Change> = Vec::new();
-            for event in events {
-                let change = if event.mask.contains(EventMask::Q_OVERFLOW) {
-                    Change::Overflow
-                } else if event
-                    .mask
-                    .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED)
-                {
-                    Change::Gone
-                } else if let Some(name) = event.name {
-                    if name.as_encoded_bytes().starts_with(b".") {
-                        continue;
-                    }
-                    Change::Entry(name.to_os_string())
+        match &mut self.mode {
+            Mode::Events { fd, buffer, parent } => next_events(fd, buffer, parent.as_ref()).await,
+            Mode::Polling { dir, next } => {
+                tokio::time::sleep_until(*next).await;
+                *next = Instant::now() + POLL_EVERY;
+                Ok(vec![if dir.is_dir() {
+                    Change::Tick
                 } else {
+                    Change::Gone
+                }])
+            }
+        }
+    }
+}
+
+async fn next_events(
+    fd: &mut AsyncFd<Inotify>,
+    buffer: &mut [u8],
+    parent: Option<&(WatchDescriptor, OsString)>,
+) -> io::Result<Vec<Change>> {
+    loop {
+        let mut guard = fd.readable_mut().await?;
+        let events = match guard.get_inner_mut().read_events(buffer) {
+            Ok(events) => events,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                guard.clear_ready();
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
+        let mut changes: Vec<Change> = Vec::new();
+        for event in events {
+            let change = if event.mask.contains(EventMask::Q_OVERFLOW) {
+                Change::Overflow
+            } else if let Some((_, own_name)) = parent.filter(|(wd, _)| *wd == event.wd) {
+                if event.name != Some(own_name.as_os_str()) {
                     continue;
-                };
-                if !changes.contains(&change) {
-                    changes.push(change);
                 }
+                Change::Gone
+            } else if event
+                .mask
+                .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED)
+            {
+                Change::Gone
+            } else if let Some(name) = event.name {
+                if name.as_encoded_bytes().starts_with(b".") {
+                    continue;
+                }
+                Change::Entry(name.to_os_string())
+            } else {
+                continue;
+            };
+            if !changes.contains(&change) {
+                changes.push(change);
             }
-            if !changes.is_empty() {
-                return Ok(changes);
-            }
+        }
+        if !changes.is_empty() {
+            return Ok(changes);
         }
     }
 }

@@ -23,21 +23,26 @@
 //!
 //! Waiting is blocking, in a thread per dependency, not polling: a lost
 //! death is recorded within milliseconds. Between holders, the thread sleeps
-//! in a blocking read of an inotify instance of its own, woken only by
-//! changes to that dependency's files.
+//! until the supervisor's graveyard watch reports a change to that
+//! dependency's tombstone (a new holder writes `Born` after taking the lock).
+//! The threads own no inotify instance: those are limited per user, and a
+//! pod may hold hundreds of kubexits.
 //!
 //! What this does not cover: Go kubexit holds no lock, so a Go peer that is
 //! SIGKILLed is still only seen through `Died`. A stale lock file whose
 //! `Born` differs from the tombstone's (a Go instance took over the name,
 //! or a new holder has not written yet) is never taken as a death.
 
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread;
+use std::time::{Duration, Instant};
 
-use inotify::{Inotify, WatchMask};
 use jiff::Timestamp;
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::graveyard::Graveyard;
@@ -51,9 +56,12 @@ pub struct LifeLock {
 }
 
 impl LifeLock {
-    /// Takes the lock on `name`'s lock file and records `born` in it. Blocks
-    /// only while a dependent briefly holds a shared lock to record a lost
-    /// predecessor.
+    /// Takes the lock on `name`'s lock file and records `born` in it.
+    /// Dependents hold the lock only for a moment, so a lock still taken
+    /// after [`HOLD_PATIENCE`] belongs to another live kubexit of the same
+    /// name (a nested kubexit that inherited `KUBEXIT_NAME`, or a
+    /// misconfiguration): that is an error for the caller to report, never a
+    /// wait without end.
     pub fn hold(graveyard: &Graveyard, name: &Name, born: Timestamp) -> io::Result<LifeLock> {
         let file = OpenOptions::new()
             .read(true)
@@ -63,75 +71,112 @@ impl LifeLock {
             .mode(0o644)
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(graveyard.lock_path(name)?)?;
-        let mut lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, errno)| io::Error::from(errno))?;
+        let mut lock = lock_within(file, HOLD_PATIENCE)?;
         lock.set_len(0)?;
         lock.write_all(born.to_string().as_bytes())?;
         Ok(LifeLock { _lock: lock })
     }
 }
 
-/// Starts a thread that records `name`'s death if its kubexit dies without
-/// recording it. Failures to watch are logged; they only lose this extra
-/// guarantee, never the ordinary one.
-pub fn watch_for_lost(graveyard: Graveyard, name: Name) {
-    let spawned = thread::Builder::new()
-        .name(format!("liveness-{name}"))
-        .spawn(move || {
-            if let Err(err) = follow(&graveyard, &name) {
-                tracing::warn!(dependency = %name, "cannot follow {name}'s liveness lock: {err}");
+/// How long [`LifeLock::hold`] waits for dependents' momentary shared locks.
+pub const HOLD_PATIENCE: Duration = Duration::from_millis(500);
+
+/// Takes the exclusive lock, retrying while it is busy for at most `limit`.
+fn lock_within(mut file: File, limit: Duration) -> io::Result<Flock<File>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((returned, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                file = returned;
+                thread::sleep(Duration::from_millis(5));
             }
-        });
-    if let Err(err) = spawned {
-        tracing::warn!("cannot start the liveness watch: {err}");
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(io::Error::other(
+                    "another live kubexit holds this name's lock (a nested kubexit that \
+                     inherited KUBEXIT_NAME? give each kubexit its own name)",
+                ));
+            }
+            Err((_, errno)) => return Err(errno.into()),
+        }
     }
 }
 
-/// The dependent's loop: wait for a holder to go away, judge, wait for a
-/// change, repeat.
-fn follow(graveyard: &Graveyard, name: &Name) -> io::Result<()> {
-    let lock_path = graveyard.lock_path(name)?;
-    let mut changes = Inotify::init()?;
-    changes.watches().add(
-        graveyard.dir(),
-        WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE | WatchMask::ONLYDIR,
-    )?;
-    let mut buffer = vec![0u8; 4096];
-    loop {
-        match OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&lock_path)
-        {
-            Ok(file) => {
-                // Returns when no kubexit holds the exclusive lock.
-                let mut shared =
-                    Flock::lock(file, FlockArg::LockShared).map_err(|(_, e)| io::Error::from(e))?;
-                let mut holder_born = String::new();
-                shared.read_to_string(&mut holder_born)?;
-                record_if_lost(graveyard, name, holder_born.trim());
-                drop(shared);
+/// The threads following the dependencies' locks, and how to wake them.
+pub struct Liveness {
+    followers: Vec<(Name, SyncSender<()>)>,
+}
+
+impl Liveness {
+    /// Starts one thread per dependency that records its death if its
+    /// kubexit dies without recording it. A thread that cannot start is
+    /// logged: it only loses this extra guarantee, never the ordinary one.
+    pub fn follow(graveyard: &Graveyard, names: &[Name]) -> Liveness {
+        let mut followers = Vec::new();
+        for name in names {
+            // One pending wake-up is enough: the thread re-reads everything.
+            let (poke, woken) = sync_channel(1);
+            let (graveyard, thread_name) = (graveyard.clone(), name.clone());
+            let spawned = thread::Builder::new()
+                .name(format!("liveness-{name}"))
+                .spawn(move || follow(&graveyard, &thread_name, &woken));
+            match spawned {
+                Ok(_) => followers.push((name.clone(), poke)),
+                Err(err) => tracing::warn!("cannot follow {name}'s liveness: {err}"),
             }
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(err),
         }
-        // Sleep until the dependency's tombstone or lock file changes.
-        let tombstone = name.as_str();
-        let lock_name = lock_path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        loop {
-            // A blocking read: this thread has nothing else to do.
-            let events = changes.read_events_blocking(&mut buffer)?;
-            let relevant = events
-                .into_iter()
-                .any(|event| event.name.is_some_and(|n| n == tombstone || n == lock_name));
-            if relevant {
-                break;
+        Liveness { followers }
+    }
+
+    /// Tells the follower of the dependency whose tombstone is `entry` that
+    /// it changed.
+    pub fn changed(&self, entry: &OsStr) {
+        for (name, poke) in &self.followers {
+            if OsStr::new(name.as_str()) == entry {
+                let _ = poke.try_send(());
             }
         }
     }
+
+    /// Tells every follower that anything may have changed.
+    pub fn changed_all(&self) {
+        for (_, poke) in &self.followers {
+            let _ = poke.try_send(());
+        }
+    }
+}
+
+/// A follower's loop: wait for the holder to go away, judge, wait for a
+/// change, repeat, until the supervisor is gone.
+fn follow(graveyard: &Graveyard, name: &Name, woken: &Receiver<()>) {
+    loop {
+        if let Err(err) = judge_when_released(graveyard, name) {
+            tracing::warn!(dependency = %name, "cannot follow {name}'s liveness lock: {err}");
+        }
+        if woken.recv().is_err() {
+            return;
+        }
+    }
+}
+
+/// Waits until no kubexit holds `name`'s lock (at once if none does), then
+/// judges whether its holder died without recording it.
+fn judge_when_released(graveyard: &Graveyard, name: &Name) -> io::Result<()> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(graveyard.lock_path(name)?)
+    {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err),
+    };
+    let mut shared =
+        Flock::lock(file, FlockArg::LockShared).map_err(|(_, e)| io::Error::from(e))?;
+    let mut holder_born = String::new();
+    shared.read_to_string(&mut holder_born)?;
+    record_if_lost(graveyard, name, holder_born.trim());
+    Ok(())
 }
 
 /// With the shared lock held: if the tombstone still belongs to the holder

@@ -43,7 +43,7 @@ use crate::config::Config;
 use crate::dependencies::Dependencies;
 use crate::duration::GoDuration;
 use crate::graveyard::{Change, Graveyard, Watch, WriteError};
-use crate::liveness::{self, LifeLock};
+use crate::liveness::{LifeLock, Liveness};
 use crate::name::Name;
 use crate::outcome::{NeverStarted, Outcome};
 use crate::readiness::{self, Readiness};
@@ -79,6 +79,7 @@ struct Senses<'a> {
     watch: Watch,
     watching: bool,
     deaths: Dependencies,
+    liveness: Liveness,
 }
 
 /// What one graveyard or signal event means before the child starts.
@@ -95,13 +96,47 @@ impl Senses<'_> {
             return std::future::pending().await;
         }
         match self.watch.next().await {
-            Ok(changes) => changes,
+            Ok(mut changes) => {
+                if changes.contains(&Change::Gone) {
+                    self.rewatch();
+                    // Whatever was written before the new watch was armed
+                    // is read again, as after lost events.
+                    changes.push(Change::Tick);
+                }
+                for change in &changes {
+                    match change {
+                        Change::Entry(entry) => self.liveness.changed(entry),
+                        Change::Overflow | Change::Tick => self.liveness.changed_all(),
+                        Change::Gone => {}
+                    }
+                }
+                changes
+            }
             Err(err) => {
                 tracing::error!(
                     "cannot read graveyard events: {err}; deaths can no longer be seen"
                 );
                 self.watching = false;
                 Vec::new()
+            }
+        }
+    }
+
+    /// The graveyard was removed or moved away: create it again and watch
+    /// the new directory, so that deaths stay visible and kubexit's own
+    /// record can be written again.
+    fn rewatch(&mut self) {
+        let dir = self.graveyard.dir().display();
+        tracing::warn!("the graveyard {dir} was removed or moved away; creating it again");
+        match self
+            .graveyard
+            .recreate()
+            .and_then(|()| self.graveyard.watch())
+        {
+            Ok(watch) => self.watch = watch,
+            Err(err) => {
+                tracing::error!("{err}; deaths can no longer be seen");
+                self.watching = false;
             }
         }
     }
@@ -117,16 +152,17 @@ impl Senses<'_> {
                         }
                     }
                 }
-                Change::Overflow => {
-                    tracing::warn!("graveyard events were lost; reading every dependency again");
+                Change::Overflow | Change::Tick => {
+                    if *change == Change::Overflow {
+                        tracing::warn!(
+                            "graveyard events were lost; reading every dependency again"
+                        );
+                    }
                     if let Some(name) = self.deaths.first_dead(self.graveyard) {
                         return Some(name);
                     }
                 }
-                Change::Gone => tracing::error!(
-                    "the graveyard {} was removed or moved; deaths can no longer be seen",
-                    self.graveyard.dir().display()
-                ),
+                Change::Gone => {}
             }
         }
         None
@@ -177,10 +213,11 @@ async fn run(
         watch,
         watching: true,
         deaths: Dependencies::new(&config.death_deps),
+        liveness: Liveness::follow(
+            graveyard,
+            &[&config.death_deps[..], &config.birth_deps[..]].concat(),
+        ),
     };
-    for name in config.death_deps.iter().chain(&config.birth_deps) {
-        liveness::watch_for_lost(graveyard.clone(), name.clone());
-    }
     if let Some(dead) = senses.deaths.first_dead(graveyard) {
         tracing::info!(dependency = %dead, "Death dependency already dead: {dead}");
         return Outcome::NeverStarted(NeverStarted::DependencyDead(dead));
@@ -287,7 +324,7 @@ async fn await_births(
                 for change in &changes {
                     match change {
                         Change::Entry(entry) => births.refresh_entry(graveyard, entry),
-                        Change::Overflow => births.refresh_all(graveyard),
+                        Change::Overflow | Change::Tick => births.refresh_all(graveyard),
                         Change::Gone => {}
                     }
                 }
@@ -351,6 +388,9 @@ impl Running<'_> {
                     }
                 }
                 changes = senses.changes() => {
+                    if changes.contains(&Change::Gone) {
+                        own.restore();
+                    }
                     if self.stopped_for.is_none() {
                         if let Some(dead) = senses.death_among(&changes) {
                             self.stop_for(dead);
@@ -504,6 +544,13 @@ impl<'a> OwnTombstone<'a> {
             self.graveyard.path_of(self.name).display()
         );
         self.graveyard.write(self.name, &self.stone)
+    }
+
+    /// Writes the current record again, after the graveyard was recreated.
+    fn restore(&mut self) {
+        if let Err(err) = self.graveyard.write(self.name, &self.stone) {
+            tracing::error!("{err}");
+        }
     }
 
     /// Records readiness; a failed write is logged (dependents will time

@@ -99,3 +99,22 @@ fn a_birth_dependency_killed_during_the_wait_fails_the_wait_at_once() {
         done.stderr
     );
 }
+
+/// A kubexit whose child is another kubexit with the inherited name: the
+/// inner one cannot hold the name's lock, says why, and still runs.
+#[test]
+fn a_nested_kubexit_with_the_same_name_does_not_hang() {
+    let yard = Yard::new();
+    let done = Kubexit::named("app", &yard)
+        .arg_path(Path::new(env!("CARGO_BIN_EXE_kubexit")))
+        .args(["sh", "-c", "echo inner ran"])
+        .run();
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert_eq!(done.stdout, "inner ran\n");
+    assert!(
+        done.stderr
+            .contains("another live kubexit holds this name's lock"),
+        "{}",
+        done.stderr
+    );
+}

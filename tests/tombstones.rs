@@ -101,11 +101,13 @@ fn writes_are_atomic_renames_that_leave_no_temporary_files() {
     let yard = Yard::new();
     let done = Kubexit::named("app", &yard).args(["true"]).run();
     assert_eq!(done.code(), 0);
-    let entries: Vec<String> = fs::read_dir(yard.path())
+    let mut entries: Vec<String> = fs::read_dir(yard.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(entries, ["app"]);
+    entries.sort();
+    // The tombstone and the liveness lock file; no temporary file is left.
+    assert_eq!(entries, [".app.lock", "app"]);
 }
 
 #[test]

@@ -166,6 +166,24 @@ impl Kubexit {
     pub fn run(&mut self) -> Finished {
         self.spawn().finish()
     }
+
+    /// Like `run`, with the first argument as the program instead of
+    /// kubexit (for wrappers such as setpriv or unshare that exec it).
+    pub fn run_self(&mut self) -> Finished {
+        let mut args = self.command.get_args().map(|a| a.to_owned());
+        let Some(program) = args.next() else {
+            return self.run();
+        };
+        let mut wrapped = Command::new(program);
+        wrapped.args(args).env_clear().stdin(Stdio::null());
+        for (key, value) in self.command.get_envs() {
+            if let Some(value) = value {
+                wrapped.env(key, value);
+            }
+        }
+        self.command = wrapped;
+        self.run()
+    }
 }
 
 fn collect(mut source: impl Read + Send + 'static) -> Arc<Mutex<String>> {
@@ -269,6 +287,17 @@ impl Running {
             status,
             stdout: self.stdout(),
             stderr: self.stderr(),
+        }
+    }
+}
+
+impl Drop for Running {
+    /// A test that fails before `finish` must not leave kubexit (and the
+    /// inotify instance it holds) running into the next tests.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = kill(self.pid(), Signal::SIGKILL);
+            let _ = self.child.wait();
         }
     }
 }

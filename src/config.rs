@@ -99,6 +99,36 @@ pub struct Args {
     #[arg(long, env = "KUBEXIT_READY_TIMEOUT", value_name = "DURATION")]
     pub ready_timeout: Option<OsString>,
 
+    /// Log lines as `text` (upstream's wording) or `json` (one object per line) [default: text]
+    #[arg(long, env = "KUBEXIT_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<OsString>,
+
+    /// The least important level logged: error, warn, info, debug or trace [default: info]
+    #[arg(long, env = "KUBEXIT_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<OsString>,
+
+    /// Start text log lines with a timestamp: true or false (alias: KUBEXIT_LOG_DATETIME) [default: false]
+    #[arg(long, env = "KUBEXIT_LOG_TIMESTAMPS", value_name = "BOOL")]
+    pub log_timestamps: Option<OsString>,
+
+    /// Where to write one line saying why kubexit exited, for `kubectl describe pod`;
+    /// `none` turns it off [default: /dev/termination-log, when it exists]
+    #[arg(long, env = "KUBEXIT_TERMINATION_LOG", value_name = "PATH|none")]
+    pub termination_log: Option<OsString>,
+
+    /// Copy this kubexit binary into DIR (as DIR/kubexit) and exit: the init-container
+    /// step for images without `cp`
+    #[arg(long, value_name = "DIR", conflicts_with = "status")]
+    pub install: Option<PathBuf>,
+
+    /// Print every tombstone in the graveyard (name, state, times, exit code, why) and exit
+    #[arg(long)]
+    pub status: bool,
+
+    /// With --status: print JSON instead of a table
+    #[arg(long, requires = "status")]
+    pub json: bool,
+
     /// The command to supervise, looked up on PATH, and its arguments
     #[arg(value_name = "COMMAND", trailing_var_arg = true)]
     pub command: Vec<OsString>,
@@ -113,6 +143,114 @@ pub enum StoppedExitCode {
     Code(u8),
     /// The child's own status, as if kubexit had not been there.
     Child,
+}
+
+/// How kubexit reports: its log lines and its termination message. Read
+/// before everything else, so that even a configuration error is reported
+/// the way the user asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reporting {
+    pub log_format: LogFormat,
+    pub log_level: tracing::Level,
+    pub timestamps: bool,
+    pub termination_log: TerminationLog,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the termination message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TerminationLog {
+    /// Kubernetes' default file, written only if it exists.
+    Default,
+    /// A path the user chose, created if need be.
+    Path(PathBuf),
+    Off,
+}
+
+const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
+
+impl Default for Reporting {
+    fn default() -> Reporting {
+        Reporting {
+            log_format: LogFormat::Text,
+            log_level: tracing::Level::INFO,
+            timestamps: false,
+            termination_log: TerminationLog::Default,
+        }
+    }
+}
+
+impl Reporting {
+    pub fn from_args(args: &Args, env: &dyn Environment) -> Result<Reporting, ConfigError> {
+        const FORMAT: &str = "KUBEXIT_LOG_FORMAT (--log-format)";
+        const LEVEL: &str = "KUBEXIT_LOG_LEVEL (--log-level)";
+        const TIMESTAMPS: &str = "KUBEXIT_LOG_TIMESTAMPS (--log-timestamps)";
+        let mut reporting = Reporting::default();
+        if let Some(raw) = &args.log_format {
+            reporting.log_format = match text(FORMAT, raw)?.trim().to_ascii_lowercase().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(invalid(
+                        FORMAT,
+                        format!("{other:?} is neither text nor json"),
+                    ));
+                }
+            };
+        }
+        if let Some(raw) = &args.log_level {
+            let value = text(LEVEL, raw)?.trim();
+            reporting.log_level = value.parse().map_err(|_| {
+                invalid(
+                    LEVEL,
+                    format!("{value:?} is not one of error, warn, info, debug, trace"),
+                )
+            })?;
+        }
+        let timestamps = args
+            .log_timestamps
+            .clone()
+            .or_else(|| env.get("KUBEXIT_LOG_DATETIME"));
+        if let Some(raw) = timestamps {
+            let value = text(TIMESTAMPS, &raw)?;
+            reporting.timestamps = parse_go_bool(value).ok_or_else(|| {
+                invalid(
+                    TIMESTAMPS,
+                    format!("{value:?} is not a boolean; write true or false"),
+                )
+            })?;
+        }
+        if let Some(raw) = &args.termination_log {
+            reporting.termination_log = match raw.as_bytes() {
+                b"" | b"none" => TerminationLog::Off,
+                _ if raw == DEFAULT_TERMINATION_LOG => TerminationLog::Default,
+                _ => TerminationLog::Path(PathBuf::from(raw)),
+            };
+        }
+        Ok(reporting)
+    }
+
+    /// The termination message's file, if one should be written now.
+    pub fn termination_path(&self) -> Option<PathBuf> {
+        match &self.termination_log {
+            TerminationLog::Off => None,
+            TerminationLog::Default => {
+                let path = PathBuf::from(DEFAULT_TERMINATION_LOG);
+                path.exists().then_some(path)
+            }
+            TerminationLog::Path(path) => Some(path.clone()),
+        }
+    }
+}
+
+/// The graveyard of `--status`: the usual setting, or its default.
+pub fn status_graveyard(args: &Args) -> Result<PathBuf, ConfigError> {
+    graveyard_path(args.graveyard.as_deref())
 }
 
 /// The validated configuration: everything the supervisor needs.
@@ -403,7 +541,7 @@ fn stopped_exit_code(
 }
 
 /// Go's strconv.ParseBool, which the forks used.
-fn parse_go_bool(raw: &str) -> Option<bool> {
+pub fn parse_go_bool(raw: &str) -> Option<bool> {
     match raw.trim() {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),

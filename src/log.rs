@@ -4,16 +4,21 @@
 //! see exactly that output, so every line kubexit writes goes to stderr
 //! (upstream once printed one line to stdout; that was a bug).
 //!
-//! The lines keep upstream's wording (`Name: app`, `New death: db`,
-//! `Terminating child process...`) because people grep for them. Errors are
-//! prefixed `Error: ` and warnings `Warning: `, as upstream prints errors.
-//! Call sites use `tracing`'s macros with structured fields beside the
-//! message; this subscriber prints the message only, and a structured
-//! format can print the fields without touching any call site.
+//! Two formats, chosen with `KUBEXIT_LOG_FORMAT`:
 //!
-//! The subscriber is deliberately tiny: kubexit has no spans, one thread,
-//! and writes each line with one `write` call, so lines from kubexit never
-//! interleave mid-line with each other.
+//! * `text` keeps upstream's wording (`Name: app`, `New death: db`,
+//!   `Terminating child process...`) because people grep for it. Errors are
+//!   prefixed `Error: ` and warnings `Warning: `, as upstream prints errors;
+//!   `KUBEXIT_LOG_TIMESTAMPS=true` starts each line with an RFC 3339 time.
+//! * `json` writes one object per line for log pipelines: `time`, `level`,
+//!   `name` (KUBEXIT_NAME), `message`, and the event's fields (`dependency`,
+//!   `signal`, `probe`, `status`…).
+//!
+//! Call sites use `tracing`'s macros with structured fields beside the
+//! message, so both formats come from the same events. The subscriber is
+//! deliberately tiny: kubexit has no spans, and each line is written with
+//! one `write` call, so lines never interleave mid-line, even with the
+//! liveness threads.
 
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
@@ -22,31 +27,88 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
 
-/// Installs the stderr subscriber for the whole process. Calling it twice
-/// keeps the first.
-pub fn init(max_level: Level) {
-    let _ = tracing::subscriber::set_global_default(StderrLog { max_level });
+use crate::config::{LogFormat, Reporting};
+use crate::json::Quoted;
+
+/// Installs the stderr subscriber for the whole process; `name` is the
+/// process's name as given (for the `name` field of JSON lines). Calling it
+/// twice keeps the first.
+pub fn init(reporting: &Reporting, name: Option<String>) {
+    let _ = tracing::subscriber::set_global_default(StderrLog {
+        max_level: reporting.log_level,
+        format: reporting.log_format,
+        timestamps: reporting.timestamps,
+        name,
+    });
 }
 
 struct StderrLog {
     max_level: Level,
+    format: LogFormat,
+    timestamps: bool,
+    name: Option<String>,
 }
 
-/// Collects the `message` field of an event.
+/// The message and the other fields of an event.
 #[derive(Default)]
-struct Message(String);
+struct Fields {
+    message: String,
+    others: Vec<(&'static str, String)>,
+}
 
-impl Visit for Message {
+impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            self.0.push_str(value);
+            self.message.push_str(value);
+        } else {
+            self.others.push((field.name(), value.to_owned()));
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if field.name() == "message" {
-            let _ = write!(self.0, "{value:?}");
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            self.others.push((field.name(), format!("{value:?}")));
         }
+    }
+}
+
+impl StderrLog {
+    fn text_line(&self, level: Level, fields: &Fields) -> String {
+        let mut line = String::with_capacity(fields.message.len() + 48);
+        if self.timestamps {
+            let _ = write!(line, "{} ", jiff::Timestamp::now());
+        }
+        line.push_str(match level {
+            Level::ERROR => "Error: ",
+            Level::WARN => "Warning: ",
+            _ => "",
+        });
+        line.push_str(&fields.message);
+        line.push('\n');
+        line
+    }
+
+    fn json_line(&self, level: Level, fields: &Fields) -> String {
+        let mut line = String::with_capacity(fields.message.len() + 96);
+        let time = jiff::Timestamp::now().to_string();
+        let level = level.as_str().to_ascii_lowercase();
+        let _ = write!(
+            line,
+            "{{\"time\":{},\"level\":{}",
+            Quoted(&time),
+            Quoted(&level)
+        );
+        if let Some(name) = &self.name {
+            let _ = write!(line, ",\"name\":{}", Quoted(name));
+        }
+        let _ = write!(line, ",\"message\":{}", Quoted(&fields.message));
+        for (key, value) in &fields.others {
+            let _ = write!(line, ",{}:{}", Quoted(key), Quoted(value));
+        }
+        line.push_str("}\n");
+        line
     }
 }
 
@@ -64,14 +126,13 @@ impl Subscriber for StderrLog {
     fn record_follows_from(&self, _: &Id, _: &Id) {}
 
     fn event(&self, event: &Event<'_>) {
-        let mut message = Message::default();
-        event.record(&mut message);
-        let prefix = match *event.metadata().level() {
-            Level::ERROR => "Error: ",
-            Level::WARN => "Warning: ",
-            _ => "",
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let level = *event.metadata().level();
+        let line = match self.format {
+            LogFormat::Text => self.text_line(level, &fields),
+            LogFormat::Json => self.json_line(level, &fields),
         };
-        let line = format!("{prefix}{}\n", message.0);
         // A closed stderr must not take the supervisor down with it.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }

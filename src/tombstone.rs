@@ -25,6 +25,8 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
+use crate::json::Quoted;
+
 /// The life of one supervised process, as recorded in its tombstone.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tombstone {
@@ -73,7 +75,7 @@ impl Tombstone {
             let _ = writeln!(out, "ExitCode: {code}");
         }
         if let Some(reason) = &self.reason {
-            let _ = writeln!(out, "Reason: {}", YamlQuoted(reason));
+            let _ = writeln!(out, "Reason: {}", Quoted(reason));
         }
         out
     }
@@ -134,26 +136,6 @@ impl fmt::Display for GoTime<'_> {
             let minutes = offset.unsigned_abs() / 60;
             write!(f, "{sign}{:02}:{:02}", minutes / 60, minutes % 60)
         }
-    }
-}
-
-/// A string as a YAML double-quoted scalar (JSON-compatible escapes).
-struct YamlQuoted<'a>(&'a str);
-
-impl fmt::Display for YamlQuoted<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_char('"')?;
-        for c in self.0.chars() {
-            match c {
-                '"' => f.write_str("\\\"")?,
-                '\\' => f.write_str("\\\\")?,
-                '\n' => f.write_str("\\n")?,
-                '\t' => f.write_str("\\t")?,
-                c if c.is_control() => write!(f, "\\u{:04x}", c as u32)?,
-                c => f.write_char(c)?,
-            }
-        }
-        f.write_char('"')
     }
 }
 

@@ -22,7 +22,8 @@ fn zone() -> impl Strategy<Value = TimeZone> {
     prop_oneof![
         Just(TimeZone::UTC),
         // Whole-minute offsets, as Go's RFC 3339 prints them.
-        (-14 * 60i32..=14 * 60).prop_map(|m| TimeZone::fixed(Offset::from_seconds(m * 60).unwrap())),
+        (-14 * 60i32..=14 * 60)
+            .prop_map(|m| TimeZone::fixed(Offset::from_seconds(m * 60).unwrap())),
     ]
 }
 

@@ -1,0 +1,246 @@
+//! Getting kubexit into a container and watching it work: self-install,
+//! the status view, log formats and the termination message.
+
+mod util;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+
+use nix::sys::signal::{Signal, kill};
+use util::{Kubexit, Yard, kubexit, read_pid};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/go-tombstones");
+
+/// Checks that `text` is JSON by asking Python's parser; returns its
+/// re-serialised form with sorted keys, for assertions.
+fn json_check(text: &str) -> String {
+    let mut python = Command::new("python3")
+        .args([
+            "-c",
+            "import json,sys; print(json.dumps(json.loads(sys.stdin.read()), sort_keys=True))",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    python
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = python.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "not JSON: {text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn install_copies_the_running_binary_into_a_directory() {
+    let yard = Yard::new();
+    let dir = yard.path().join("shared/bin");
+    let done = kubexit()
+        .arg_path(std::path::Path::new("--install"))
+        .arg_path(&dir)
+        .run();
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    let installed = dir.join("kubexit");
+    assert_eq!(
+        fs::read(&installed).unwrap(),
+        fs::read(env!("CARGO_BIN_EXE_kubexit")).unwrap()
+    );
+    assert_eq!(
+        fs::metadata(&installed).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    let version = Command::new(&installed).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("kubexit "));
+    assert_eq!(
+        fs::read_dir(&dir).unwrap().count(),
+        1,
+        "a temporary file was left"
+    );
+}
+
+#[test]
+fn status_shows_every_state_for_go_and_kubexit_tombstones() {
+    let yard = Yard::new();
+    for fixture in ["born-only", "died-exit-3", "died-by-signal"] {
+        fs::copy(
+            format!("{FIXTURES}/{fixture}"),
+            yard.stone_path(&format!("go-{fixture}")),
+        )
+        .unwrap();
+    }
+    yard.write("empty", "");
+    yard.write("garbage", "Died: [");
+    let pids = yard.path().join("lost-child");
+    let ready = Kubexit::named("ready", &yard)
+        .sh("echo up; exec sleep 1000")
+        .spawn();
+    ready.wait_for_output("up");
+    let lost = Kubexit::named("lost", &yard)
+        .sh(&format!("echo $$ > {}; exec sleep 1000", pids.display()))
+        .spawn();
+    let lost_child = read_pid(&pids);
+    yard.wait_for("lost", "Born");
+    lost.signal(Signal::SIGKILL);
+    lost.finish();
+    let _ = kill(lost_child, Signal::SIGKILL);
+
+    let done = kubexit()
+        .env("KUBEXIT_GRAVEYARD", yard.path())
+        .env("TZ", "UTC")
+        .args(["--status"])
+        .run();
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    let state_of = |name: &str| {
+        let line = done
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{}", done.stdout));
+        line.split_whitespace().nth(1).unwrap().to_owned()
+    };
+    assert!(done.stdout.starts_with("NAME "), "{}", done.stdout);
+    assert_eq!(state_of("go-born-only"), "born");
+    assert_eq!(state_of("go-died-exit-3"), "dead");
+    assert_eq!(state_of("go-died-by-signal"), "dead");
+    assert_eq!(state_of("empty"), "alive");
+    assert_eq!(state_of("garbage"), "unreadable");
+    assert_eq!(state_of("ready"), "ready");
+    assert_eq!(state_of("lost"), "lost");
+    assert!(
+        done.stdout.contains("2026-11-24T19:47:53.327552559Z"),
+        "{}",
+        done.stdout
+    );
+
+    let done = kubexit()
+        .env("KUBEXIT_GRAVEYARD", yard.path())
+        .args(["--status", "--json"])
+        .run();
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    let parsed = json_check(&done.stdout);
+    assert!(
+        parsed.contains(
+            r#""exitCode": 3, "name": "go-died-exit-3", "ready": null, "reason": null, "state": "dead""#
+        ),
+        "{parsed}"
+    );
+    assert!(
+        parsed.contains(r#""name": "lost""#) && parsed.contains(r#""state": "lost""#),
+        "{parsed}"
+    );
+    drop(ready);
+}
+
+#[test]
+fn status_of_a_missing_graveyard_says_so() {
+    let yard = Yard::new();
+    let done = kubexit()
+        .env("KUBEXIT_GRAVEYARD", yard.path().join("nowhere"))
+        .args(["--status"])
+        .run();
+    assert_eq!(done.code(), 1);
+    assert!(done.stderr.contains("does not exist"), "{}", done.stderr);
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_events_fields() {
+    let yard = Yard::new();
+    yard.bury("db");
+    let done = Kubexit::named("app", &yard)
+        .env("KUBEXIT_LOG_FORMAT", "json")
+        .env("KUBEXIT_DEATH_DEPS", "db")
+        .args(["true"])
+        .run();
+    assert_eq!(done.code(), 0);
+    let lines: Vec<&str> = done.stderr.lines().collect();
+    assert!(lines.len() > 5, "{}", done.stderr);
+    for line in &lines {
+        let parsed = json_check(line);
+        assert!(
+            parsed.contains(r#""level": "info""#) && parsed.contains(r#""name": "app""#),
+            "{parsed}"
+        );
+    }
+    let death = lines.iter().find(|l| l.contains("already dead")).unwrap();
+    assert!(
+        json_check(death).contains(r#""dependency": "db""#),
+        "{death}"
+    );
+    let exit = lines.last().unwrap();
+    assert!(json_check(exit).contains(r#""status": "0""#), "{exit}");
+}
+
+#[test]
+fn the_log_level_filters_and_timestamps_start_text_lines() {
+    let yard = Yard::new();
+    let done = Kubexit::named("app", &yard)
+        .env("KUBEXIT_LOG_LEVEL", "warn")
+        .args(["no-such-command-kubexit"])
+        .run();
+    assert_eq!(done.code(), 127);
+    assert_eq!(done.stderr.lines().count(), 0, "{}", done.stderr);
+
+    let done = Kubexit::named("app", &yard)
+        .env("KUBEXIT_LOG_DATETIME", "true")
+        .args(["true"])
+        .run();
+    for line in done.stderr.lines() {
+        let (time, rest) = line.split_once(' ').unwrap();
+        assert!(time.parse::<jiff::Timestamp>().is_ok(), "{line}");
+        assert!(!rest.is_empty());
+    }
+    let refused = Kubexit::named("app", &yard)
+        .env("KUBEXIT_LOG_FORMAT", "xml")
+        .args(["true"])
+        .run();
+    assert_eq!(refused.code(), 2);
+    assert!(
+        refused.stderr.contains("KUBEXIT_LOG_FORMAT"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[test]
+fn the_termination_message_says_why_kubexit_exited() {
+    let yard = Yard::new();
+    let message = yard.path().join("termination-log");
+    let done = Kubexit::named("app", &yard)
+        .env("KUBEXIT_TERMINATION_LOG", &message)
+        .sh("exit 3")
+        .run();
+    assert_eq!(done.code(), 3);
+    assert_eq!(
+        fs::read_to_string(&message).unwrap(),
+        "app: the child exited with status 3 (exit status 3)\n"
+    );
+
+    let done = Kubexit::named("bad/name", &yard)
+        .env("KUBEXIT_TERMINATION_LOG", &message)
+        .args(["true"])
+        .run();
+    assert_eq!(done.code(), 2);
+    let text = fs::read_to_string(&message).unwrap();
+    assert!(
+        text.starts_with("configuration error: KUBEXIT_NAME"),
+        "{text}"
+    );
+
+    fs::remove_file(&message).unwrap();
+    let done = Kubexit::named("app", &yard)
+        .env("KUBEXIT_TERMINATION_LOG", "none")
+        .args(["true"])
+        .run();
+    assert_eq!(done.code(), 0);
+    assert!(!message.exists());
+}

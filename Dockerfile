@@ -1,0 +1,23 @@
+# kubexit images. The binary is fully static (musl), so it runs in any
+# image, scratch included.
+#
+#   docker build -t kubexit .                    busybox-based: /bin/kubexit and cp,
+#                                                for `cp /bin/kubexit /kubexit/kubexit`
+#   docker build --target scratch -t kubexit:scratch .
+#                                                nothing but /bin/kubexit, for
+#                                                `/bin/kubexit --install /kubexit`
+FROM rust:1.95-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends musl-tools \
+    && rustup target add x86_64-unknown-linux-musl
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --target x86_64-unknown-linux-musl \
+    && cp target/x86_64-unknown-linux-musl/release/kubexit /kubexit
+
+FROM scratch AS scratch
+COPY --from=build /kubexit /bin/kubexit
+ENTRYPOINT ["/bin/kubexit"]
+
+FROM busybox:1.36-musl AS default
+COPY --from=build /kubexit /bin/kubexit
+ENTRYPOINT ["/bin/kubexit"]

@@ -1,4 +1,13 @@
-//! Birth dependencies in the graveyard: waiting until others are ready.
+//! Birth dependencies: waiting until others are ready.
+//!
+//! [`Births`] is the wait the supervisor runs, in one of two modes. In
+//! graveyard mode (the default, [`BirthWait`]) readiness is what each
+//! dependency's kubexit declared in its tombstone. In Kubernetes API mode
+//! (`KUBEXIT_POD_NAME` set, the kubernetes module) a dependency is a
+//! container of this pod and readiness is the kubelet's. Either way the
+//! supervisor asks the same two questions, "where does the wait stand?" and
+//! "what is still missing?", and deaths and stop signals keep their
+//! meaning.
 //!
 //! Each kubexit declares its own readiness in its tombstone (`Ready`), so a
 //! kubexit with `KUBEXIT_BIRTH_DEPS` only has to watch tombstones: the child
@@ -15,8 +24,11 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 
+use crate::config::Config;
 use crate::dependencies::{Dependencies, Seen};
-use crate::graveyard::Graveyard;
+use crate::graveyard::{Change, Graveyard};
+#[cfg(feature = "kubernetes")]
+use crate::kubernetes::PodWait;
 use crate::name::Name;
 
 /// Where the wait stands.
@@ -31,7 +43,75 @@ pub enum Verdict {
     Died(Name),
 }
 
-/// The sightings of the birth dependencies.
+/// The wait for the birth dependencies, in the mode the configuration
+/// chose.
+pub enum Births {
+    Graveyard(BirthWait),
+    #[cfg(feature = "kubernetes")]
+    Pod(PodWait),
+}
+
+impl Births {
+    /// Begins the wait. An error means it cannot begin at all (API mode
+    /// outside a cluster, say): kubexit ends with status 1.
+    pub fn start(config: &Config, graveyard: &Graveyard) -> Result<Births, String> {
+        match &config.pod {
+            #[cfg(feature = "kubernetes")]
+            Some(pod) => Ok(Births::Pod(PodWait::start(pod, &config.birth_deps)?)),
+            // Configuration refuses API mode in a build without it.
+            #[cfg(not(feature = "kubernetes"))]
+            Some(_) => Err("Kubernetes API mode is not in this build".into()),
+            None => {
+                let mut wait = BirthWait::new(&config.birth_deps);
+                wait.refresh_all(graveyard);
+                Ok(Births::Graveyard(wait))
+            }
+        }
+    }
+
+    /// Takes in graveyard changes (only graveyard mode cares).
+    pub fn graveyard_changed(&mut self, graveyard: &Graveyard, changes: &[Change]) {
+        #[cfg_attr(not(feature = "kubernetes"), allow(irrefutable_let_patterns))]
+        let Births::Graveyard(wait) = self else {
+            return;
+        };
+        for change in changes {
+            match change {
+                Change::Entry(entry) => wait.refresh_entry(graveyard, entry),
+                Change::Overflow | Change::Tick => wait.refresh_all(graveyard),
+                Change::Gone => {}
+            }
+        }
+    }
+
+    /// Returns when the API has news of the pod; never in graveyard mode,
+    /// whose news arrives as graveyard changes.
+    pub async fn news(&mut self) {
+        match self {
+            #[cfg(feature = "kubernetes")]
+            Births::Pod(wait) => wait.changed().await,
+            Births::Graveyard(_) => std::future::pending().await,
+        }
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Births::Graveyard(wait) => wait.verdict(),
+            #[cfg(feature = "kubernetes")]
+            Births::Pod(wait) => wait.verdict(),
+        }
+    }
+
+    pub fn report(&self, graveyard: &Graveyard) -> String {
+        match self {
+            Births::Graveyard(wait) => wait.report(graveyard),
+            #[cfg(feature = "kubernetes")]
+            Births::Pod(wait) => wait.report(),
+        }
+    }
+}
+
+/// The sightings of the birth dependencies in the graveyard.
 pub struct BirthWait {
     deps: Dependencies,
     seen: BTreeMap<Name, Seen>,

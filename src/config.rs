@@ -72,9 +72,14 @@ pub struct Args {
     #[arg(long, env = "KUBEXIT_POD_NAME", value_name = "POD")]
     pub pod_name: Option<OsString>,
 
-    /// This pod's namespace (Kubernetes API mode for birth dependencies)
+    /// This pod's namespace (Kubernetes API mode) [default: the service account's namespace]
     #[arg(long, env = "KUBEXIT_NAMESPACE", value_name = "NAMESPACE")]
     pub namespace: Option<OsString>,
+
+    /// Where the pod's service account token, ca.crt and namespace are mounted (Kubernetes API mode)
+    /// [default: /var/run/secrets/kubernetes.io/serviceaccount]
+    #[arg(long, env = "KUBEXIT_SERVICE_ACCOUNT_DIR", value_name = "DIR")]
+    pub service_account_dir: Option<PathBuf>,
 
     /// Signal that asks the child to stop (alias: KUBEXIT_STOPSIGNAL) [default: SIGTERM]
     #[arg(long, env = "KUBEXIT_STOP_SIGNAL", value_name = "SIGNAL")]
@@ -262,8 +267,9 @@ pub struct Config {
     pub birth_deps: Vec<Name>,
     pub birth_timeout: Duration,
     pub grace_period: Duration,
-    pub pod_name: Option<String>,
-    pub namespace: Option<String>,
+    /// Set when birth dependencies are containers of this pod, judged by
+    /// the Kubernetes API (`KUBEXIT_POD_NAME` and birth dependencies set).
+    pub pod: Option<PodTarget>,
     pub stop_signal: SignalNumber,
     pub stopped_exit_code: StoppedExitCode,
     pub ready_probe: Option<Probe>,
@@ -271,6 +277,25 @@ pub struct Config {
     pub ready_timeout: Duration,
     pub command: Vec<OsString>,
 }
+
+/// The pod whose containers are the birth dependencies, and what the
+/// environment says about reaching its API server. Whether that adds up to
+/// a usable cluster is the kubernetes module's judgement, made when the
+/// wait begins (not being in a cluster is exit status 1, not 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodTarget {
+    pub name: String,
+    /// `KUBEXIT_NAMESPACE`; else the service account's namespace file.
+    pub namespace: Option<String>,
+    /// `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT`, as the
+    /// kubelet sets them in every container.
+    pub service_host: Option<String>,
+    pub service_port: Option<String>,
+    pub service_account_dir: PathBuf,
+}
+
+/// Where Kubernetes mounts a pod's service account.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// A setting that cannot be used, and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -366,13 +391,34 @@ impl Config {
         };
         let stopped_exit_code = stopped_exit_code(args.stopped_exit_code.as_deref(), env)?;
 
-        if pod_name.is_some() && !birth_deps.is_empty() {
-            return Err(invalid(
-                POD_NAME,
-                "Kubernetes API mode for birth dependencies is not available in this build; \
-                 unset KUBEXIT_POD_NAME to wait for readiness declared in the graveyard",
-            ));
-        }
+        let pod = match pod_name {
+            Some(name) if !birth_deps.is_empty() => {
+                if !cfg!(feature = "kubernetes") {
+                    return Err(invalid(
+                        POD_NAME,
+                        "Kubernetes API mode for birth dependencies is not in this build \
+                         (the slim build, without the kubernetes feature); use the full build, \
+                         or unset KUBEXIT_POD_NAME to wait for readiness declared in the graveyard",
+                    ));
+                }
+                let service = |key: &str| {
+                    env.get(key)
+                        .and_then(|v| v.into_string().ok())
+                        .filter(|v| !v.trim().is_empty())
+                };
+                Some(PodTarget {
+                    name,
+                    namespace,
+                    service_host: service("KUBERNETES_SERVICE_HOST"),
+                    service_port: service("KUBERNETES_SERVICE_PORT"),
+                    service_account_dir: args
+                        .service_account_dir
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from(SERVICE_ACCOUNT_DIR)),
+                })
+            }
+            _ => None,
+        };
         if matches!(&ready_probe, Some(Probe::Http(target)) if target.tls) && !cfg!(feature = "tls")
         {
             return Err(invalid(
@@ -396,8 +442,7 @@ impl Config {
             birth_deps,
             birth_timeout,
             grace_period,
-            pod_name,
-            namespace,
+            pod,
             stop_signal,
             stopped_exit_code,
             ready_probe,
@@ -418,6 +463,12 @@ impl Config {
         tracing::info!("Graveyard: {}", self.graveyard.display());
         tracing::info!("Tombstone: {}", self.tombstone_path().display());
         tracing::info!("Birth Deps: {}", Name::display_list(&self.birth_deps));
+        if let Some(pod) = &self.pod {
+            tracing::info!(
+                "Pod: {} (birth dependencies judged by the Kubernetes API)",
+                pod.name
+            );
+        }
         tracing::info!("Death Deps: {}", Name::display_list(&self.death_deps));
         tracing::info!("Birth Timeout: {}", GoDuration(self.birth_timeout));
         tracing::info!("Grace Period: {}", GoDuration(self.grace_period));

@@ -20,6 +20,8 @@ pub mod duration;
 pub mod graveyard;
 pub mod install;
 pub mod json;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod liveness;
 pub mod log;
 pub mod name;

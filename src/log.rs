@@ -113,8 +113,13 @@ impl StderrLog {
 }
 
 impl Subscriber for StderrLog {
+    /// kubexit's own events at the chosen level. Libraries' events (the
+    /// Kubernetes client's, say) only at `debug` and `trace`: kubexit says
+    /// what went wrong in its own words, once.
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        *metadata.level() <= self.max_level
+        let level = *metadata.level();
+        level <= self.max_level
+            && (metadata.target().starts_with("kubexit") || self.max_level >= Level::DEBUG)
     }
 
     fn new_span(&self, _: &Attributes<'_>) -> Id {

@@ -37,7 +37,7 @@ use jiff::Timestamp;
 use nix::sys::signal::Signal;
 use tokio::time::{Instant, sleep_until};
 
-use crate::birth::{BirthWait, Verdict};
+use crate::birth::{Births, Verdict};
 use crate::child::{self, Child, Terminal};
 use crate::config::Config;
 use crate::dependencies::Dependencies;
@@ -289,8 +289,13 @@ async fn await_births(
     reaper: &mut Reaper,
 ) -> Result<(), Outcome> {
     let graveyard = senses.graveyard;
-    let mut births = BirthWait::new(&config.birth_deps);
-    births.refresh_all(graveyard);
+    let mut births = match Births::start(config, graveyard) {
+        Ok(births) => births,
+        Err(message) => {
+            tracing::error!("{message}");
+            return Err(Outcome::NeverStarted(NeverStarted::Failure(message)));
+        }
+    };
     let deadline = Instant::now() + config.birth_timeout;
     let mut next_report = Instant::now();
     loop {
@@ -321,14 +326,9 @@ async fn await_births(
                     tracing::info!(dependency = %dead, "New death: {dead}");
                     return Err(Outcome::NeverStarted(NeverStarted::DependencyDead(dead)));
                 }
-                for change in &changes {
-                    match change {
-                        Change::Entry(entry) => births.refresh_entry(graveyard, entry),
-                        Change::Overflow | Change::Tick => births.refresh_all(graveyard),
-                        Change::Gone => {}
-                    }
-                }
+                births.graveyard_changed(graveyard, &changes);
             }
+            () = births.news() => {}
             () = sleep_until(next_report) => {
                 tracing::info!("Waiting for birth dependencies: {}", births.report(graveyard));
                 next_report = Instant::now() + BIRTH_REPORT_EVERY;

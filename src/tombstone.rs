@@ -109,7 +109,7 @@ pub struct GoTime<'a>(pub Timestamp, pub &'a TimeZone);
 
 impl fmt::Display for GoTime<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let zoned = self.0.to_zoned_datetime(self.1.clone());
+        let zoned = self.0.to_zoned(self.1.clone());
         let dt = zoned.datetime();
         write!(
             f,
@@ -147,15 +147,10 @@ fn parse_time(raw: &str) -> Option<Timestamp> {
         return Some(at);
     }
     if let Ok(civil) = raw.parse::<jiff::civil::DateTime>() {
-        return civil
-            .to_zoned_datetime(TimeZone::UTC)
-            .ok()
-            .map(|z| z.timestamp());
+        return civil.to_zoned(TimeZone::UTC).ok().map(|z| z.timestamp());
     }
     let date = raw.parse::<jiff::civil::Date>().ok()?;
-    date.to_zoned_datetime(TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp())
+    date.to_zoned(TimeZone::UTC).ok().map(|z| z.timestamp())
 }
 
 /// The keys we know, matched case-insensitively as Go's readers do.

@@ -205,3 +205,36 @@ fn dependency_lists_are_trimmed() {
         "the child ran although db is dead"
     );
 }
+
+/// The slim build (without default features) has no Kubernetes client:
+/// API mode is a configuration error that says which build to use.
+#[cfg(not(feature = "kubernetes"))]
+#[test]
+fn api_mode_is_refused_by_the_slim_build() {
+    let yard = Yard::new();
+    refused(
+        &yard,
+        &[
+            ("KUBEXIT_NAME", "client"),
+            ("KUBEXIT_POD_NAME", "job-abc"),
+            ("KUBEXIT_BIRTH_DEPS", "server"),
+        ],
+        CHILD,
+        "KUBEXIT_POD_NAME (--pod-name): Kubernetes API mode for birth dependencies is not in \
+         this build (the slim build, without the kubernetes feature); use the full build",
+    );
+}
+
+/// Without birth dependencies the pod name has nothing to do, in either
+/// build: upstream manifests set it on every container.
+#[test]
+fn a_pod_name_without_birth_dependencies_changes_nothing() {
+    let yard = Yard::new();
+    let run = Kubexit::named("sidecar", &yard)
+        .env("KUBEXIT_POD_NAME", "job-abc")
+        .env("KUBEXIT_NAMESPACE", "batch")
+        .args(CHILD)
+        .run();
+    assert_eq!(run.code(), 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "started\n");
+}

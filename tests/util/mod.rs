@@ -113,6 +113,11 @@ impl Kubexit {
         self
     }
 
+    pub fn env_remove(&mut self, key: &str) -> &mut Kubexit {
+        self.command.env_remove(key);
+        self
+    }
+
     pub fn args<I, S>(&mut self, args: I) -> &mut Kubexit
     where
         I: IntoIterator<Item = S>,

@@ -146,10 +146,10 @@ impl Senses<'_> {
         for change in changes {
             match change {
                 Change::Entry(entry) => {
-                    if let Some(name) = self.deaths.matching(entry).cloned() {
-                        if self.deaths.look(self.graveyard, &name).is_dead() {
-                            return Some(name);
-                        }
+                    if let Some(name) = self.deaths.matching(entry).cloned()
+                        && self.deaths.look(self.graveyard, &name).is_dead()
+                    {
+                        return Some(name);
                     }
                 }
                 Change::Overflow | Change::Tick => {
@@ -225,10 +225,10 @@ async fn run(
     if let Interrupt::Stop(outcome) = senses.before_child(signals.drain(), reaper) {
         return outcome;
     }
-    if !config.birth_deps.is_empty() {
-        if let Err(outcome) = await_births(config, &mut senses, reaper).await {
-            return outcome;
-        }
+    if !config.birth_deps.is_empty()
+        && let Err(outcome) = await_births(config, &mut senses, reaper).await
+    {
+        return outcome;
     }
 
     let mut readiness = match Readiness::new(
@@ -391,11 +391,10 @@ impl Running<'_> {
                     if changes.contains(&Change::Gone) {
                         own.restore();
                     }
-                    if self.stopped_for.is_none() {
-                        if let Some(dead) = senses.death_among(&changes) {
+                    if self.stopped_for.is_none()
+                        && let Some(dead) = senses.death_among(&changes) {
                             self.stop_for(dead);
                         }
-                    }
                 }
                 event = readiness.next_event() => match event {
                     readiness::Event::Due => readiness.start_attempt(reaper),

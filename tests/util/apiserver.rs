@@ -335,10 +335,10 @@ fn serve(tcp: TcpStream, tls: Arc<rustls::ServerConfig>, shared: Arc<(Mutex<Stat
         }
         if target.is_empty() {
             target = trimmed.split(' ').nth(1).unwrap_or("").to_owned();
-        } else if let Some((name, value)) = trimmed.split_once(':') {
-            if name.eq_ignore_ascii_case("authorization") {
-                authorized = value.trim() == format!("Bearer {TOKEN}");
-            }
+        } else if let Some((name, value)) = trimmed.split_once(':')
+            && name.eq_ignore_ascii_case("authorization")
+        {
+            authorized = value.trim() == format!("Bearer {TOKEN}");
         }
     }
     let mut stream = reader.into_inner();

@@ -392,9 +392,10 @@ impl Running<'_> {
                         own.restore();
                     }
                     if self.stopped_for.is_none()
-                        && let Some(dead) = senses.death_among(&changes) {
-                            self.stop_for(dead);
-                        }
+                        && let Some(dead) = senses.death_among(&changes)
+                    {
+                        self.stop_for(dead);
+                    }
                 }
                 event = readiness.next_event() => match event {
                     readiness::Event::Due => readiness.start_attempt(reaper),

@@ -10,9 +10,9 @@ cd "$(dirname "$0")/.."
 
 kubexit=${KUBEXIT_BIN:-}
 if [ -z "$kubexit" ]; then
-    echo "Building kubexit (cargo build --release)..."
-    cargo build --quiet --release
-    kubexit=target/release/kubexit
+    echo "Building kubexit (cargo build)..."
+    cargo build --quiet
+    kubexit=${CARGO_TARGET_DIR:-target}/debug/kubexit
 fi
 
 graveyard=$(mktemp -d)

@@ -56,6 +56,8 @@ pub struct Results {
 /// The machine, as BENCHMARKS.md describes it.
 pub struct Machine {
     pub cpu: String,
+    /// The CPU flags say a hypervisor runs underneath.
+    pub virtual_machine: bool,
     pub cores: usize,
     pub kernel: String,
     pub memory: String,
@@ -79,8 +81,13 @@ impl Machine {
             .map_or("unknown".to_owned(), |kib| {
                 format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0)
             });
+        let virtual_machine = cpuinfo
+            .lines()
+            .find(|line| line.starts_with("flags"))
+            .is_some_and(|flags| flags.split_whitespace().any(|f| f == "hypervisor"));
         Machine {
             cpu,
+            virtual_machine,
             cores: std::thread::available_parallelism().map_or(0, usize::from),
             kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map_or("unknown".to_owned(), |k| k.trim().to_owned()),
@@ -131,12 +138,17 @@ impl Results {
         let m = &self.machine;
         let _ = writeln!(
             md,
-            "Measured {}{} on {}, {} cores, Linux {}, {} memory; graveyards on {} ({}).\n",
+            "Measured {}{} on {}{}, {} cores, Linux {}, {} memory; graveyards on {} ({}).\n",
             self.when,
             self.revision
                 .as_ref()
                 .map_or(String::new(), |r| format!(" at {r}")),
             m.cpu,
+            if m.virtual_machine {
+                " (virtual machine)"
+            } else {
+                ""
+            },
             m.cores,
             m.kernel,
             m.memory,
@@ -358,6 +370,7 @@ impl Results {
                 "machine",
                 Json::obj([
                     ("cpu", Json::str(&m.cpu)),
+                    ("virtual_machine", Json::Bool(m.virtual_machine)),
                     ("cores", Json::Int(m.cores as u64)),
                     ("kernel", Json::str(&m.kernel)),
                     ("memory", Json::str(&m.memory)),

@@ -103,13 +103,6 @@ impl Senses<'_> {
                     // is read again, as after lost events.
                     changes.push(Change::Tick);
                 }
-                for change in &changes {
-                    match change {
-                        Change::Entry(entry) => self.liveness.changed(entry),
-                        Change::Overflow | Change::Tick => self.liveness.changed_all(),
-                        Change::Gone => {}
-                    }
-                }
                 changes
             }
             Err(err) => {
@@ -118,6 +111,20 @@ impl Senses<'_> {
                 );
                 self.watching = false;
                 Vec::new()
+            }
+        }
+    }
+
+    /// Tells the liveness followers which dependencies' tombstones changed.
+    /// Called once a death among the changes has been acted on: each poke
+    /// wakes a thread, and on a small machine that thread would otherwise
+    /// take the CPU the stop signal is waiting for.
+    fn follow_liveness(&self, changes: &[Change]) {
+        for change in changes {
+            match change {
+                Change::Entry(entry) => self.liveness.changed(entry),
+                Change::Overflow | Change::Tick => self.liveness.changed_all(),
+                Change::Gone => {}
             }
         }
     }
@@ -326,6 +333,7 @@ async fn await_births(
                     tracing::info!(dependency = %dead, "New death: {dead}");
                     return Err(Outcome::NeverStarted(NeverStarted::DependencyDead(dead)));
                 }
+                senses.follow_liveness(&changes);
                 births.graveyard_changed(graveyard, &changes);
             }
             () = births.news() => {}
@@ -396,6 +404,7 @@ impl Running<'_> {
                     {
                         self.stop_for(dead);
                     }
+                    senses.follow_liveness(&changes);
                 }
                 event = readiness.next_event() => match event {
                     readiness::Event::Due => readiness.start_attempt(reaper),
@@ -423,9 +432,12 @@ impl Running<'_> {
     }
 
     fn stop_for(&mut self, dead: Name) {
+        // The signal first, the log lines after: the reaction latency is
+        // what dependents wait for (see BENCHMARKS.md).
+        let sent = self.child.signal_group(self.config.stop_signal);
         tracing::info!(dependency = %dead, "New death: {dead}");
         tracing::info!("Terminating child process...");
-        if let Err(err) = self.child.signal_group(self.config.stop_signal) {
+        if let Err(err) = sent {
             tracing::error!("cannot signal the child: {err}");
         }
         self.stopped_for = Some(dead);

@@ -1,0 +1,602 @@
+//! Processes: kubexits under test, waits that end at a deadline, and what
+//! the kernel says about a process in /proc.
+//!
+//! A [`Fleet`] is the kubexits of one run, each supervising a victim (see
+//! the victim module). It owns them: whatever is still running when the
+//! fleet is dropped (a run that failed half-way) is killed, kubexit and
+//! victim both, so a failed measurement leaves nothing behind.
+//!
+//! Waiting for kubexits to end is a blocking `wait4(-1)`, not a polling
+//! loop: while the harness waits for the reaction it is measuring, it must
+//! not take CPU time from the processes it measures on a 2-core machine. A
+//! watchdog thread bounds the wait: at the deadline it kills the fleet, and
+//! the wait returns with an error that says so.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::libc;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::victim;
+
+/// Where one run's kubexits live: the binary, the harness (the victim), the
+/// graveyard, and a work directory outside it for ready files, reports and
+/// logs (anything written in the graveyard would wake every kubexit).
+pub struct Setup<'a> {
+    pub kubexit: &'a Path,
+    pub harness: &'a Path,
+    pub yard: &'a Path,
+    pub work: &'a Path,
+    /// Victims stay once timed, until [`Fleet::release`].
+    pub linger: bool,
+}
+
+/// A run's directory, removed when dropped: `graveyard/` and, beside it on
+/// the same filesystem, `work/`.
+pub struct RunDir {
+    dir: PathBuf,
+    pub yard: PathBuf,
+    pub work: PathBuf,
+}
+
+impl RunDir {
+    pub fn new(scratch: &Path, label: &str) -> Result<RunDir, String> {
+        let dir = scratch.join(label);
+        let run = RunDir {
+            yard: dir.join("graveyard"),
+            work: dir.join("work"),
+            dir,
+        };
+        for d in [&run.yard, &run.work] {
+            fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        }
+        Ok(run)
+    }
+
+    pub fn setup<'a>(&'a self, kubexit: &'a Path, harness: &'a Path) -> Setup<'a> {
+        Setup {
+            kubexit,
+            harness,
+            yard: &self.yard,
+            work: &self.work,
+            linger: false,
+        }
+    }
+
+    /// Records `name`'s death: its tombstone is written in the work
+    /// directory and renamed into the graveyard, so the rename is the only
+    /// event kubexits see. Returns CLOCK_MONOTONIC read just before the
+    /// rename.
+    pub fn bury(&self, name: &str) -> Result<u64, String> {
+        let now = jiff::Timestamp::now();
+        let temp = self.work.join(format!(".{name}.tombstone"));
+        let text = format!("Born: \"{now}\"\nDied: \"{now}\"\nExitCode: 0\n");
+        fs::write(&temp, text).map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
+        let target = self.yard.join(name);
+        let before = victim::monotonic_ns();
+        fs::rename(&temp, &target)
+            .map_err(|e| format!("cannot rename to {}: {e}", target.display()))?;
+        Ok(before)
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One kubexit supervising one victim.
+pub struct Member {
+    pub name: String,
+    pub pid: i32,
+    pub ready: PathBuf,
+    pub report: PathBuf,
+    pub log: PathBuf,
+    /// CLOCK_MONOTONIC just before kubexit was spawned, ns.
+    pub spawned_at: u64,
+    /// The victim's pid and start time, once it said it is running.
+    pub victim: Option<(i32, u64)>,
+    reaped: bool,
+}
+
+/// The kubexits of one run.
+#[derive(Default)]
+pub struct Fleet {
+    pub members: Vec<Member>,
+}
+
+/// What `wait4` says about an ended process.
+#[derive(Debug, Clone, Copy)]
+pub struct Reaped {
+    pub pid: i32,
+    /// The exit status, or 128+N when killed by signal N.
+    pub code: i32,
+}
+
+/// A kubexit command line with the harness's own `KUBEXIT_*` variables
+/// removed, stdin and stdout closed, so nothing but the flags given counts.
+pub fn kubexit_command(kubexit: &Path, yard: &Path, name: &str) -> Command {
+    let mut command = Command::new(kubexit);
+    without_kubexit_env(&mut command);
+    command
+        .arg("--graveyard")
+        .arg(yard)
+        .arg("--name")
+        .arg(name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    command
+}
+
+/// Removes the harness's own `KUBEXIT_*` variables from a command's
+/// environment.
+pub fn without_kubexit_env(command: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.as_encoded_bytes().starts_with(b"KUBEXIT_") {
+            command.env_remove(key);
+        }
+    }
+}
+
+impl Fleet {
+    /// Starts kubexit `name`, with `death_deps`, supervising a victim.
+    pub fn spawn(&mut self, setup: &Setup, name: &str, death_deps: &str) -> Result<(), String> {
+        let member = Member {
+            name: name.to_owned(),
+            pid: 0,
+            ready: setup.work.join(format!("{name}.ready")),
+            report: setup.work.join(format!("{name}.report")),
+            log: setup.work.join(format!("{name}.log")),
+            spawned_at: 0,
+            victim: None,
+            reaped: false,
+        };
+        let log = File::create(&member.log)
+            .map_err(|e| format!("cannot create {}: {e}", member.log.display()))?;
+        let mut command = kubexit_command(setup.kubexit, setup.yard, name);
+        command
+            .arg("--death-deps")
+            .arg(death_deps)
+            .arg("--grace-period")
+            .arg("30s")
+            .arg("--")
+            .arg(setup.harness)
+            .arg(victim::MODE)
+            .arg(&member.ready)
+            .arg(&member.report)
+            .args(setup.linger.then_some(victim::LINGER))
+            .stderr(log);
+        let spawned_at = victim::monotonic_ns();
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", setup.kubexit.display()))?;
+        // The Child is dropped without waiting: `reap` owns waiting.
+        self.members.push(Member {
+            pid: child.id() as i32,
+            spawned_at,
+            ..member
+        });
+        Ok(())
+    }
+
+    /// Waits until every victim has said it is running. A kubexit that ends
+    /// before its victim is ready is an error that quotes its log.
+    pub fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut waiting = 0;
+            for member in &mut self.members {
+                if member.victim.is_some() {
+                    continue;
+                }
+                if let Some((start, pid)) = victim::read_ready(&member.ready) {
+                    member.victim = Some((pid, start));
+                    continue;
+                }
+                if let Some(reaped) = reap_now(member.pid) {
+                    member.reaped = true;
+                    return Err(format!(
+                        "kubexit {} exited with status {} before its child was running: {}",
+                        member.name,
+                        reaped.code,
+                        log_tail(&member.log)
+                    ));
+                }
+                waiting += 1;
+            }
+            if waiting == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{waiting} of {} children were not running after {limit:?}",
+                    self.members.len()
+                ));
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Waits, at most `limit`, until every kubexit and victim sleeps: the
+    /// births that woke everyone have been handled. Quiet is a courtesy to
+    /// the measurement, not a requirement: at the limit it goes on.
+    pub fn wait_quiet(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let pids: Vec<i32> = self
+            .members
+            .iter()
+            .flat_map(|m| [Some(m.pid), m.victim.map(|(pid, _)| pid)])
+            .flatten()
+            .collect();
+        while Instant::now() < deadline {
+            if pids.iter().all(|&pid| state(pid).is_none_or(|s| s != 'R')) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Waits until every victim has reported its signal (lingering victims
+    /// do not exit), polling every 2 ms so as to take little CPU time from
+    /// the reactions still under way.
+    pub fn wait_reports(&self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        let mut pending: Vec<&Member> = self.members.iter().collect();
+        loop {
+            pending.retain(|member| !member.report.exists());
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} children were not signalled within {limit:?}; first: {}",
+                    pending.len(),
+                    log_tail(&pending[0].log)
+                ));
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Lets lingering victims go (SIGUSR1), so their kubexits can end.
+    pub fn release(&self) {
+        for (pid, _) in self.members.iter().filter_map(|m| m.victim) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGUSR1);
+        }
+    }
+
+    /// Has `watchdog` kill the fleet unless it is reaped within `limit`.
+    /// Armed before the event that ends the fleet, so that arming costs
+    /// nothing while the reaction is timed.
+    pub fn guard<'w>(&self, watchdog: &'w Watchdog, limit: Duration) -> Armed<'w> {
+        watchdog.watch(self.pids_alive(), limit)
+    }
+
+    /// Waits, blocked, until every kubexit of the fleet has exited; if the
+    /// guard had to kill, that is an error naming what it killed.
+    pub fn reap(&mut self, guard: Armed) -> Result<Vec<(usize, Reaped)>, String> {
+        let mut reaped = Vec::new();
+        while self.members.iter().any(|m| !m.reaped) {
+            let Some(one) = reap_pid(-1) else { break };
+            if let Some(index) = self.members.iter().position(|m| m.pid == one.pid) {
+                self.members[index].reaped = true;
+                reaped.push((index, one));
+            }
+        }
+        if guard.clear() {
+            let stuck: Vec<&str> = reaped
+                .iter()
+                .filter(|(_, one)| one.code == 128 + libc::SIGKILL)
+                .map(|(index, _)| self.members[*index].name.as_str())
+                .collect();
+            return Err(format!(
+                "kubexits still running at the deadline, killed: {}",
+                stuck.join(", ")
+            ));
+        }
+        Ok(reaped)
+    }
+
+    /// The pids of kubexits not reaped yet, and of their victims.
+    fn pids_alive(&self) -> Vec<i32> {
+        self.members
+            .iter()
+            .filter(|m| !m.reaped)
+            .flat_map(|m| [Some(m.pid), m.victim.map(|(pid, _)| pid)])
+            .flatten()
+            .collect()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let left = self.pids_alive();
+        if left.is_empty() {
+            return;
+        }
+        for &pid in &left {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        for member in &mut self.members {
+            if !member.reaped {
+                let mut status = 0;
+                // SAFETY: a plain blocking waitpid on our own child, which
+                // was just sent SIGKILL.
+                unsafe { libc::waitpid(member.pid, &mut status, 0) };
+                member.reaped = true;
+            }
+        }
+    }
+}
+
+/// A thread that kills processes that outlive their deadline. One serves
+/// a whole measurement: arming it is a message, not a new thread, so it
+/// costs nothing on the paths being timed.
+pub struct Watchdog {
+    orders: mpsc::Sender<Order>,
+    verdicts: mpsc::Receiver<bool>,
+}
+
+enum Order {
+    /// Kill these pids at this instant, unless cleared before.
+    Watch(Vec<i32>, Instant),
+    /// Stop watching; the answer is whether it had to kill.
+    Clear,
+}
+
+impl Watchdog {
+    pub fn new() -> Watchdog {
+        let (orders, incoming) = mpsc::channel::<Order>();
+        let (verdict, verdicts) = mpsc::channel::<bool>();
+        thread::spawn(move || {
+            let mut watching: Option<(Vec<i32>, Instant)> = None;
+            let mut fired = false;
+            loop {
+                let order = match &watching {
+                    None => incoming
+                        .recv()
+                        .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                    Some((_, deadline)) => {
+                        incoming.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    }
+                };
+                match order {
+                    Ok(Order::Watch(pids, deadline)) => watching = Some((pids, deadline)),
+                    Ok(Order::Clear) => {
+                        watching = None;
+                        if verdict.send(std::mem::take(&mut fired)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if let Some((pids, _)) = watching.take() {
+                            for pid in pids {
+                                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                            }
+                            fired = true;
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        });
+        Watchdog { orders, verdicts }
+    }
+
+    /// Kills `pids` unless the returned guard is cleared (or dropped)
+    /// within `limit`.
+    pub fn watch(&self, pids: Vec<i32>, limit: Duration) -> Armed<'_> {
+        let _ = self.orders.send(Order::Watch(pids, Instant::now() + limit));
+        Armed {
+            watchdog: self,
+            cleared: false,
+        }
+    }
+}
+
+/// A watch in force; dropping it stops the watch, so an error path never
+/// leaves the watchdog aimed at pids that may be reused.
+pub struct Armed<'a> {
+    watchdog: &'a Watchdog,
+    cleared: bool,
+}
+
+impl Armed<'_> {
+    /// Stops watching; whether the watchdog killed (a watchdog thread that
+    /// is gone counts as having killed: it guarded nothing).
+    pub fn clear(mut self) -> bool {
+        self.cleared = true;
+        self.stop()
+    }
+
+    fn stop(&self) -> bool {
+        if self.watchdog.orders.send(Order::Clear).is_err() {
+            return true;
+        }
+        self.watchdog.verdicts.recv().unwrap_or(true)
+    }
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        if !self.cleared {
+            self.stop();
+        }
+    }
+}
+
+fn decode(pid: i32, status: i32) -> Reaped {
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        -1
+    };
+    Reaped { pid, code }
+}
+
+/// Reaps `pid` if it has ended, without waiting.
+pub fn reap_now(pid: i32) -> Option<Reaped> {
+    let mut status = 0;
+    // SAFETY: waitpid only writes the status; WNOHANG returns at once.
+    let got = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    (got == pid).then(|| decode(pid, status))
+}
+
+/// Reaps `pid` (any child for -1), waiting as long as it takes: callers
+/// bound the wait with a [`Watchdog`]. `None` when there is no such child.
+pub fn reap_pid(pid: i32) -> Option<Reaped> {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid only writes the status.
+        let got = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if got > 0 {
+            return Some(decode(got, status));
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return None;
+        }
+    }
+}
+
+/// The last lines of a kubexit's log, for error messages.
+pub fn log_tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(4)..].join(" | ");
+    if tail.is_empty() {
+        "(its log is empty)".to_owned()
+    } else {
+        tail
+    }
+}
+
+/// Finds a program on PATH, as a shell would.
+pub fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+pub fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Runs a command to its end, bounded by `watchdog`, with stdin, stdout
+/// and stderr closed; returns its exit status and how long it took from
+/// just before the spawn to just after the reap, in nanoseconds.
+pub fn run_timed(
+    command: &mut Command,
+    watchdog: &Watchdog,
+    limit: Duration,
+) -> Result<(i32, u64), String> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let started = Instant::now();
+    let child = command
+        .spawn()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    let pid = child.id() as i32;
+    let guard = watchdog.watch(vec![pid], limit);
+    let reaped = reap_pid(pid);
+    let elapsed = started.elapsed();
+    if guard.clear() {
+        return Err(format!("{program} ran longer than {limit:?}"));
+    }
+    let reaped = reaped.ok_or_else(|| format!("lost track of {program}"))?;
+    Ok((reaped.code, elapsed.as_nanos() as u64))
+}
+
+/// A process's scheduling state (`R`, `S`, `D`, `Z`...), from /proc.
+pub fn state(pid: i32) -> Option<char> {
+    stat_fields(pid)?.first()?.chars().next()
+}
+
+/// The fields of /proc/PID/stat after the command name, from the state on.
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// utime + stime of the whole process, all threads, in clock ticks.
+pub fn cpu_ticks(pid: i32) -> Option<u64> {
+    let fields = stat_fields(pid)?;
+    // Fields 14 and 15 of stat(5); the state is field 3.
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second, the unit of [`cpu_ticks`].
+pub fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).unwrap_or(100).max(1)
+}
+
+/// Time on a CPU of every thread of the process, in nanoseconds, from
+/// /proc/PID/task/*/schedstat: finer than clock ticks.
+pub fn cpu_ns(pid: i32) -> Option<u64> {
+    sum_over_threads(pid, |tid_dir| {
+        let text = fs::read_to_string(tid_dir.join("schedstat")).ok()?;
+        text.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Context switches of every thread of the process: how often it woke.
+pub fn context_switches(pid: i32) -> Option<u64> {
+    sum_over_threads(pid, |tid_dir| {
+        let text = fs::read_to_string(tid_dir.join("status")).ok()?;
+        Some(
+            status_value(&text, "voluntary_ctxt_switches:")?
+                + status_value(&text, "nonvoluntary_ctxt_switches:")?,
+        )
+    })
+}
+
+fn sum_over_threads(pid: i32, one: impl Fn(&Path) -> Option<u64>) -> Option<u64> {
+    let mut total = 0;
+    for entry in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        total += one(&entry.ok()?.path())?;
+    }
+    Some(total)
+}
+
+/// A number from /proc/PID/status (`VmHWM`, `VmRSS`... in KiB).
+pub fn status_kib(pid: i32, key: &str) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_value(&text, &format!("{key}:"))
+}
+
+fn status_value(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|line| line.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Polls `condition` every millisecond until it holds or `limit` passes.
+pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}

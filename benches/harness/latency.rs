@@ -213,10 +213,10 @@ impl InotifyLimit {
 
 impl Drop for InotifyLimit {
     fn drop(&mut self) {
-        if let Some(value) = self.restore {
-            if let Err(err) = fs::write(MAX_USER_INSTANCES, value.to_string()) {
-                eprintln!("warning: cannot restore {MAX_USER_INSTANCES} to {value}: {err}");
-            }
+        if let Some(value) = self.restore
+            && let Err(err) = fs::write(MAX_USER_INSTANCES, value.to_string())
+        {
+            eprintln!("warning: cannot restore {MAX_USER_INSTANCES} to {value}: {err}");
         }
     }
 }

@@ -120,7 +120,7 @@ impl Graveyard {
         }
         Ok(Graveyard {
             dir: dir.to_path_buf(),
-            zone: TimeZone::system(),
+            zone: crate::tombstone::local_zone(),
         })
     }
 

@@ -164,7 +164,7 @@ fn print_status(args: &Args) -> ExitCode {
             let text = if args.json {
                 status::json(&entries)
             } else {
-                status::table(&entries, &jiff::tz::TimeZone::system())
+                status::table(&entries, &tombstone::local_zone())
             };
             let _ = std::io::stdout().lock().write_all(text.as_bytes());
             ExitCode::SUCCESS

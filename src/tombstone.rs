@@ -20,6 +20,7 @@
 //! written atomically is the graveyard's business, not this module's.
 
 use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -102,6 +103,62 @@ impl Tombstone {
 fn first_line(message: &str) -> String {
     let line = message.lines().next().unwrap_or("").trim();
     line.chars().take(200).collect()
+}
+
+/// The local time zone, found as Go finds it: with `TZ` unset, the zone
+/// file `/etc/localtime`; with `TZ` empty or `UTC`, UTC; with `TZ=NAME`
+/// (or `:NAME`), the file of that name under `$ZONEINFO` or the system's
+/// zoneinfo directories, or the absolute path it names. Beyond Go, a POSIX
+/// rule such as `IST-5:30` is understood too. What cannot be read is UTC,
+/// as in Go. The file is read directly, never by listing the zone database:
+/// that listing cost a millisecond at every start.
+pub fn local_zone() -> TimeZone {
+    zone_for(
+        std::env::var_os("TZ").as_deref(),
+        std::env::var_os("ZONEINFO").as_deref(),
+    )
+}
+
+fn zone_for(tz: Option<&std::ffi::OsStr>, zoneinfo: Option<&std::ffi::OsStr>) -> TimeZone {
+    let Some(tz) = tz else {
+        return zone_file("/etc/localtime", Path::new("/etc/localtime"));
+    };
+    let tz = tz.to_string_lossy();
+    let name = tz.strip_prefix(':').unwrap_or(&tz);
+    if name.is_empty() || name == "UTC" {
+        return TimeZone::UTC;
+    }
+    if name.starts_with('/') {
+        return zone_file(name, Path::new(name));
+    }
+    // A name is a relative path inside a zoneinfo directory, never one
+    // that climbs out of it.
+    if name.split('/').any(|part| part == "..") {
+        return TimeZone::UTC;
+    }
+    let dirs = zoneinfo.map(PathBuf::from).into_iter().chain(
+        [
+            "/usr/share/zoneinfo",
+            "/usr/share/lib/zoneinfo",
+            "/usr/lib/locale/TZ",
+        ]
+        .map(PathBuf::from),
+    );
+    for dir in dirs {
+        let path = dir.join(name);
+        if path.is_file() {
+            return zone_file(name, &path);
+        }
+    }
+    TimeZone::posix(name).unwrap_or(TimeZone::UTC)
+}
+
+/// A TZif file as a zone; UTC when it cannot be read or parsed.
+fn zone_file(name: &str, path: &Path) -> TimeZone {
+    std::fs::read(path)
+        .ok()
+        .and_then(|data| TimeZone::tzif(name, &data).ok())
+        .unwrap_or(TimeZone::UTC)
 }
 
 /// A timestamp as Go's `time.RFC3339Nano` prints it in a given zone.
@@ -398,5 +455,26 @@ mod tests {
         for bytes in cases {
             assert!(Tombstone::parse(bytes).is_err(), "accepted {bytes:?}");
         }
+    }
+
+    #[test]
+    fn the_local_zone_is_found_as_go_finds_it_and_never_outside_zoneinfo() {
+        let at: Timestamp = "2026-01-15T12:00:00Z".parse().unwrap();
+        let offset = |tz: Option<&str>| {
+            let zone = zone_for(tz.map(std::ffi::OsStr::new), None);
+            zone.to_offset(at).seconds()
+        };
+        assert_eq!(offset(Some("")), 0);
+        assert_eq!(offset(Some("UTC")), 0);
+        assert_eq!(offset(Some("Europe/Paris")), 3600);
+        assert_eq!(offset(Some(":Asia/Kolkata")), 19800);
+        assert_eq!(offset(Some("/usr/share/zoneinfo/Asia/Kolkata")), 19800);
+        assert_eq!(offset(Some("IST-5:30")), 19800);
+        assert_eq!(offset(Some("../../../etc/passwd")), 0);
+        assert_eq!(offset(Some("No/Such_Zone")), 0);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy("/usr/share/zoneinfo/Asia/Kolkata", dir.path().join("Home")).unwrap();
+        let zone = zone_for(Some("Home".as_ref()), Some(dir.path().as_os_str()));
+        assert_eq!(zone.to_offset(at).seconds(), 19800);
     }
 }

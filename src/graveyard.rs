@@ -169,15 +169,32 @@ impl Graveyard {
     }
 
     /// Replaces `name`'s tombstone atomically with `stone`.
+    ///
+    /// A graveyard removed since it was opened is created again first, so
+    /// that a kubexit without dependencies (which does not watch the
+    /// graveyard) still leaves its record.
     pub fn write(&self, name: &Name, stone: &Tombstone) -> Result<(), WriteError> {
         let path = self.path_of(name);
         let text = stone.render(&self.zone);
-        let temp = self.dir.join(temporary_name());
-        let result = write_new(&temp, text.as_bytes()).and_then(|()| fs::rename(&temp, &path));
-        result.map_err(|source| {
-            let _ = fs::remove_file(&temp);
-            WriteError { path, source }
-        })
+        let attempt = || {
+            let temp = self.dir.join(temporary_name());
+            write_new(&temp, text.as_bytes())
+                .and_then(|()| fs::rename(&temp, &path))
+                .inspect_err(|_| {
+                    let _ = fs::remove_file(&temp);
+                })
+        };
+        let mut result = attempt();
+        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::NotFound) && !self.dir.exists() {
+            tracing::warn!(
+                "the graveyard {} was removed; creating it again",
+                self.dir.display()
+            );
+            if self.recreate().is_ok() {
+                result = attempt();
+            }
+        }
+        result.map_err(|source| WriteError { path, source })
     }
 
     /// Starts watching the directory for tombstone changes; falls back to

@@ -7,7 +7,8 @@
 //!
 //! The life of a supervision has three phases:
 //!
-//! 1. **Before the child.** The graveyard watch is armed *first*, then the
+//! 1. **Before the child.** The graveyard watch (needed only with
+//!    dependencies in the graveyard) is armed *first*, then the
 //!    dependencies' tombstones are read: a death that happens between the
 //!    two is seen by both, one that happened earlier by the scan, so none is
 //!    missed. A dead death dependency or a stop signal means the child never
@@ -76,8 +77,10 @@ pub async fn supervise(config: &Config, signals: &Signals) -> Outcome {
 struct Senses<'a> {
     signals: &'a Signals,
     graveyard: &'a Graveyard,
-    watch: Watch,
-    watching: bool,
+    /// None when kubexit has no dependency in the graveyard to watch (an
+    /// inotify instance costs milliseconds to close at exit), or once the
+    /// watch has failed.
+    watch: Option<Watch>,
     deaths: Dependencies,
     liveness: Liveness,
 }
@@ -89,13 +92,13 @@ enum Interrupt {
 }
 
 impl Senses<'_> {
-    /// Waits for the next batch of graveyard changes; pends forever once the
-    /// watch has failed (which has been logged).
+    /// Waits for the next batch of graveyard changes; pends forever without
+    /// a watch.
     async fn changes(&mut self) -> Vec<Change> {
-        if !self.watching {
+        let Some(watch) = &mut self.watch else {
             return std::future::pending().await;
-        }
-        match self.watch.next().await {
+        };
+        match watch.next().await {
             Ok(mut changes) => {
                 if changes.contains(&Change::Gone) {
                     self.rewatch();
@@ -109,7 +112,7 @@ impl Senses<'_> {
                 tracing::error!(
                     "cannot read graveyard events: {err}; deaths can no longer be seen"
                 );
-                self.watching = false;
+                self.watch = None;
                 Vec::new()
             }
         }
@@ -140,10 +143,10 @@ impl Senses<'_> {
             .recreate()
             .and_then(|()| self.graveyard.watch())
         {
-            Ok(watch) => self.watch = watch,
+            Ok(watch) => self.watch = Some(watch),
             Err(err) => {
                 tracing::error!("{err}; deaths can no longer be seen");
-                self.watching = false;
+                self.watch = None;
             }
         }
     }
@@ -209,16 +212,22 @@ async fn run(
     own: &mut OwnTombstone<'_>,
     reaper: &mut Reaper,
 ) -> Outcome {
-    tracing::info!("Watching graveyard...");
-    let watch = match graveyard.watch() {
-        Ok(watch) => watch,
-        Err(err) => return Outcome::NeverStarted(NeverStarted::Failure(err.to_string())),
+    // Dependencies in the graveyard are watched; birth dependencies of the
+    // Kubernetes API mode are the API's business.
+    let graveyard_births = config.pod.is_none() && !config.birth_deps.is_empty();
+    let watch = if config.death_deps.is_empty() && !graveyard_births {
+        None
+    } else {
+        tracing::info!("Watching graveyard...");
+        match graveyard.watch() {
+            Ok(watch) => Some(watch),
+            Err(err) => return Outcome::NeverStarted(NeverStarted::Failure(err.to_string())),
+        }
     };
     let mut senses = Senses {
         signals,
         graveyard,
         watch,
-        watching: true,
         deaths: Dependencies::new(&config.death_deps),
         liveness: Liveness::follow(
             graveyard,

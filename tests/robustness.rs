@@ -105,6 +105,37 @@ fn a_graveyard_deleted_while_running_is_created_again_and_deaths_still_seen() {
     );
 }
 
+/// Without dependencies kubexit does not watch the graveyard; a graveyard
+/// removed under it is created again when the death is recorded.
+#[test]
+fn without_dependencies_a_deleted_graveyard_still_gets_the_death_record() {
+    let yard = Yard::new();
+    let graveyard = yard.path().join("graveyard");
+    let script = format!(
+        "echo up; while [ -d '{}' ]; do sleep 0.01; done; exit 7",
+        graveyard.display()
+    );
+    let running = Kubexit::named("app", &yard)
+        .env("KUBEXIT_GRAVEYARD", &graveyard)
+        .sh(&script)
+        .spawn();
+    running.wait_for_output("up");
+    assert!(!running.stderr().contains("Watching graveyard"));
+    fs::remove_dir_all(&graveyard).unwrap();
+    let done = running.finish();
+    assert_eq!(done.code(), 7, "{}", done.stderr);
+    assert!(
+        done.stderr.contains("was removed; creating it again"),
+        "{}",
+        done.stderr
+    );
+    let stone = fs::read_to_string(graveyard.join("app")).unwrap();
+    assert!(
+        stone.contains("Died: ") && stone.contains("ExitCode: 7"),
+        "{stone}"
+    );
+}
+
 #[test]
 fn values_that_are_not_utf8_exit_2_naming_the_variable() {
     let yard = Yard::new();

@@ -285,7 +285,10 @@ impl Running {
         // The readers finish when the pipes close; the child may have left
         // them open in a leftover process, so do not wait forever.
         let closed = Instant::now();
-        while Arc::strong_count(&self.stderr) > 1 && closed.elapsed() < Duration::from_secs(2) {
+        // Both readers: a reader of one pipe may lag behind the other's.
+        while (Arc::strong_count(&self.stderr) > 1 || Arc::strong_count(&self.stdout) > 1)
+            && closed.elapsed() < Duration::from_secs(2)
+        {
             thread::sleep(Duration::from_millis(5));
         }
         Finished {

@@ -233,7 +233,7 @@ impl Graveyard {
             | WatchMask::DELETE_SELF
             | WatchMask::MOVE_SELF
             | WatchMask::ONLYDIR;
-        inotify.watches().add(&self.dir, mask)?;
+        let dir = inotify.watches().add(&self.dir, mask)?;
         // The parent is watched for the directory's own removal only; it
         // may be unreadable, which only loses that.
         let absolute = fs::canonicalize(&self.dir)?;
@@ -251,6 +251,7 @@ impl Graveyard {
         Ok(Mode::Events {
             fd,
             buffer: vec![0; 16 * 1024],
+            dir,
             parent,
         })
     }
@@ -342,12 +343,19 @@ enum Mode {
     Events {
         fd: AsyncFd<Inotify>,
         buffer: Vec<u8>,
+        /// The graveyard's watch.
+        dir: WatchDescriptor,
         /// The parent's watch and the graveyard's name in it.
         parent: Option<(WatchDescriptor, OsString)>,
     },
     Polling {
         dir: PathBuf,
         next: Instant,
+    },
+    /// No longer interested: nothing arrives. The inotify instance, if
+    /// any, stays open, since closing it waits for the kernel.
+    Quiet {
+        _fd: Option<AsyncFd<Inotify>>,
     },
 }
 
@@ -361,11 +369,36 @@ impl Watch {
         };
     }
 
+    /// Stops listening for good, cheaply: the kernel stops queueing events
+    /// for this watch (so other processes' writes no longer wake kubexit),
+    /// and the marks are released in the background; the instance itself
+    /// is closed at exit. [`Watch::next`] then never returns.
+    pub fn quiet(&mut self) {
+        let mode = std::mem::replace(&mut self.mode, Mode::Quiet { _fd: None });
+        if let Mode::Events {
+            mut fd,
+            dir,
+            parent,
+            ..
+        } = mode
+        {
+            let mut watches = fd.get_mut().watches();
+            let _ = watches.remove(dir);
+            if let Some((wd, _)) = parent {
+                let _ = watches.remove(wd);
+            }
+            self.mode = Mode::Quiet { _fd: Some(fd) };
+        }
+    }
+
     /// Waits for the next batch of changes. Entries are de-duplicated within
     /// a batch, and kubexit's own dot-files are left out.
     pub async fn next(&mut self) -> io::Result<Vec<Change>> {
         match &mut self.mode {
-            Mode::Events { fd, buffer, parent } => next_events(fd, buffer, parent.as_ref()).await,
+            Mode::Events {
+                fd, buffer, parent, ..
+            } => next_events(fd, buffer, parent.as_ref()).await,
+            Mode::Quiet { .. } => std::future::pending().await,
             Mode::Polling { dir, next } => {
                 tokio::time::sleep_until(*next).await;
                 *next = Instant::now() + POLL_EVERY;

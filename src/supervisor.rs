@@ -118,6 +118,14 @@ impl Senses<'_> {
         }
     }
 
+    /// Stops listening to the graveyard: once the child is stopping or has
+    /// ended, no change there matters.
+    fn quiet(&mut self) {
+        if let Some(watch) = &mut self.watch {
+            watch.quiet();
+        }
+    }
+
     /// Tells the liveness followers which dependencies' tombstones changed.
     /// Called once a death among the changes has been acted on: each poke
     /// wakes a thread, and on a small machine that thread would otherwise
@@ -285,6 +293,7 @@ async fn run(
         .until_exit(&mut senses, &mut readiness, own, reaper)
         .await;
     readiness.abandon();
+    senses.quiet();
     tracing::info!("Child Exited({})", status.code());
     let outcome = Outcome::Ended {
         status,
@@ -412,6 +421,11 @@ impl Running<'_> {
                         && let Some(dead) = senses.death_among(&changes)
                     {
                         self.stop_for(dead);
+                        // Nothing in the graveyard matters any more; in a
+                        // fan-out, the siblings' own deaths would otherwise
+                        // wake this kubexit again and again.
+                        senses.quiet();
+                        continue;
                     }
                     senses.follow_liveness(&changes);
                 }

@@ -239,7 +239,12 @@ async fn run(
         deaths: Dependencies::new(&config.death_deps),
         liveness: Liveness::follow(
             graveyard,
-            &[&config.death_deps[..], &config.birth_deps[..]].concat(),
+            if graveyard_births {
+                [&config.death_deps[..], &config.birth_deps[..]].concat()
+            } else {
+                config.death_deps.clone()
+            }
+            .as_slice(),
         ),
     };
     if let Some(dead) = senses.deaths.first_dead(graveyard) {

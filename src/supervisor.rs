@@ -222,8 +222,13 @@ async fn run(
 ) -> Outcome {
     // Dependencies in the graveyard are watched; birth dependencies of the
     // Kubernetes API mode are the API's business.
-    let graveyard_births = config.pod.is_none() && !config.birth_deps.is_empty();
-    let watch = if config.death_deps.is_empty() && !graveyard_births {
+    // The dependencies that live in the graveyard: death dependencies, and
+    // birth dependencies unless the Kubernetes API judges them.
+    let mut in_graveyard = config.death_deps.clone();
+    if config.pod.is_none() {
+        in_graveyard.extend(config.birth_deps.iter().cloned());
+    }
+    let watch = if in_graveyard.is_empty() {
         None
     } else {
         tracing::info!("Watching graveyard...");
@@ -237,15 +242,7 @@ async fn run(
         graveyard,
         watch,
         deaths: Dependencies::new(&config.death_deps),
-        liveness: Liveness::follow(
-            graveyard,
-            if graveyard_births {
-                [&config.death_deps[..], &config.birth_deps[..]].concat()
-            } else {
-                config.death_deps.clone()
-            }
-            .as_slice(),
-        ),
+        liveness: Liveness::follow(graveyard, &in_graveyard),
     };
     if let Some(dead) = senses.deaths.first_dead(graveyard) {
         tracing::info!(dependency = %dead, "Death dependency already dead: {dead}");

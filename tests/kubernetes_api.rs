@@ -8,6 +8,8 @@ mod apiserver;
 mod util;
 
 use std::fs;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use apiserver::{ApiServer, Container, pod};
 use nix::sys::signal::Signal;
@@ -355,4 +357,45 @@ fn a_wrong_token_is_refused_and_said() {
     let run = client(&yard, &api).env("KUBEXIT_BIRTH_TIMEOUT", "1s").run();
     assert_never_started(&run, &yard, 1);
     assert!(run.stderr.contains("401 Unauthorized"), "{}", run.stderr);
+}
+
+/// The kubelet rotates projected service account tokens; kubexit reads
+/// the token file again (the client reloads it once its copy is 50 s old),
+/// so a long wait survives a rotation. Slow by nature: about a minute.
+#[test]
+fn a_rotated_token_is_read_again() {
+    let yard = Yard::new();
+    let api = ApiServer::start(Some(pod(&[("server", NOT_READY)], &[])));
+    let running = client(&yard, &api)
+        .env("KUBEXIT_BIRTH_TIMEOUT", "10m")
+        .spawn();
+    wait_for_watch(&api, 1);
+    api.rotate_token("rotated-token");
+    // The open watch ends; every new request with the old token is refused.
+    api.end_watches();
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while !api.tokens().iter().any(|t| t == "rotated-token") {
+        assert!(
+            Instant::now() < deadline,
+            "the rotated token was never used: {:?}\n{}",
+            api.tokens(),
+            running.stderr()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    running.wait_for_log("401 Unauthorized");
+    api.update(pod(&[("server", READY)], &[]));
+    let run = running.finish();
+    assert_eq!(
+        run.stderr.matches("Warning: 401 Unauthorized").count(),
+        1,
+        "said once, then retried quietly:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("the Kubernetes API answers again"),
+        "{}",
+        run.stderr
+    );
+    assert_started(run);
 }

@@ -93,7 +93,11 @@ struct State {
     generation: u64,
     /// When set, every request gets this error status.
     refuse: Option<u16>,
+    /// The one bearer token accepted.
+    token: String,
     requests: Vec<String>,
+    /// The bearer token each request carried.
+    tokens: Vec<String>,
 }
 
 pub struct ApiServer {
@@ -132,7 +136,9 @@ impl ApiServer {
             compacted: 0,
             generation: 0,
             refuse: None,
+            token: TOKEN.to_owned(),
             requests: Vec::new(),
+            tokens: Vec::new(),
         };
         if let Some(pod) = pod {
             state.pod = Some(versioned(pod, 1));
@@ -208,6 +214,18 @@ impl ApiServer {
 
     pub fn serve_normally(&self) {
         self.change(|s| s.refuse = None);
+    }
+
+    /// Rotates the service account token, as the kubelet does: the file
+    /// gets a new token, and from now on the server accepts only that one.
+    pub fn rotate_token(&self, token: &str) {
+        fs::write(self.account.path().join("token"), token).unwrap();
+        self.change(|s| s.token = token.to_owned());
+    }
+
+    /// The bearer tokens the requests carried, in order.
+    pub fn tokens(&self) -> Vec<String> {
+        self.shared.0.lock().unwrap().tokens.clone()
     }
 
     /// The request targets received so far (path and query).
@@ -321,7 +339,7 @@ fn serve(tcp: TcpStream, tls: Arc<rustls::ServerConfig>, shared: Arc<(Mutex<Stat
     };
     let mut reader = BufReader::new(rustls::StreamOwned::new(conn, tcp));
     let mut target = String::new();
-    let mut authorized = false;
+    let mut bearer = String::new();
     let mut line = String::new();
     loop {
         line.clear();
@@ -338,13 +356,15 @@ fn serve(tcp: TcpStream, tls: Arc<rustls::ServerConfig>, shared: Arc<(Mutex<Stat
         } else if let Some((name, value)) = trimmed.split_once(':')
             && name.eq_ignore_ascii_case("authorization")
         {
-            authorized = value.trim() == format!("Bearer {TOKEN}");
+            bearer = value.trim().trim_start_matches("Bearer ").to_owned();
         }
     }
     let mut stream = reader.into_inner();
     let (lock, wake) = &*shared;
     let mut state = lock.lock().unwrap();
     state.requests.push(target.clone());
+    state.tokens.push(bearer.clone());
+    let authorized = bearer == state.token;
     let expected = format!("/api/v1/namespaces/{NAMESPACE}/pods?");
     if !authorized {
         drop(state);

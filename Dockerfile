@@ -9,6 +9,8 @@
 FROM rust:1.95-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends musl-tools \
     && rustup target add x86_64-unknown-linux-musl
+# ring compiles C for the TLS code: with musl's wrapper, as scripts/build-static.sh does.
+ENV CC_x86_64_unknown_linux_musl=musl-gcc
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl \

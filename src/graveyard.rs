@@ -102,22 +102,28 @@ fn write_hint(err: &io::Error) -> &'static str {
     }
 }
 
+/// Creates `dir` (and its parents) if missing; it must end up a directory.
+fn create(dir: &Path) -> Result<(), GraveyardError> {
+    if let Err(source) = fs::create_dir_all(dir) {
+        return Err(if dir.exists() && !dir.is_dir() {
+            GraveyardError::NotADirectory { dir: dir.into() }
+        } else {
+            GraveyardError::Create {
+                dir: dir.into(),
+                source,
+            }
+        });
+    }
+    if !dir.is_dir() {
+        return Err(GraveyardError::NotADirectory { dir: dir.into() });
+    }
+    Ok(())
+}
+
 impl Graveyard {
     /// Opens the graveyard at `dir`, creating it (and its parents) if missing.
     pub fn open(dir: &Path) -> Result<Graveyard, GraveyardError> {
-        if let Err(source) = fs::create_dir_all(dir) {
-            return Err(if dir.exists() && !dir.is_dir() {
-                GraveyardError::NotADirectory { dir: dir.into() }
-            } else {
-                GraveyardError::Create {
-                    dir: dir.into(),
-                    source,
-                }
-            });
-        }
-        if !dir.is_dir() {
-            return Err(GraveyardError::NotADirectory { dir: dir.into() });
-        }
+        create(dir)?;
         Ok(Graveyard {
             dir: dir.to_path_buf(),
             zone: crate::tombstone::local_zone(),
@@ -126,7 +132,7 @@ impl Graveyard {
 
     /// Creates the directory again after it was removed while kubexit ran.
     pub fn recreate(&self) -> Result<(), GraveyardError> {
-        Graveyard::open(&self.dir).map(|_| ())
+        create(&self.dir)
     }
 
     pub fn dir(&self) -> &Path {

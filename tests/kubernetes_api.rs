@@ -44,6 +44,14 @@ fn assert_never_started(run: &util::Finished, yard: &Yard, code: i32) {
     assert!(!stone.contains("Born:"), "{stone}");
 }
 
+/// Spawns `k` with a long birth timeout and waits until it is watching the
+/// pod: a kubexit in the middle of its wait.
+fn waiting(k: &mut Kubexit, api: &ApiServer) -> Running {
+    let running = k.env("KUBEXIT_BIRTH_TIMEOUT", "10m").spawn();
+    wait_for_watch(api, 1);
+    running
+}
+
 /// Waits until kubexit has a watch open on the pod.
 fn wait_for_watch(api: &ApiServer, count: usize) {
     eventually("a watch of the pod", || api.watches() >= count);
@@ -228,10 +236,7 @@ fn the_timeout_names_what_is_still_awaited() {
 fn a_dependency_that_ended_for_good_fails_fast() {
     let yard = Yard::new();
     let api = ApiServer::start(Some(pod(&[("server", NOT_READY)], &[])));
-    let running = client(&yard, &api)
-        .env("KUBEXIT_BIRTH_TIMEOUT", "10m")
-        .spawn();
-    wait_for_watch(&api, 1);
+    let running = waiting(&mut client(&yard, &api), &api);
     // restartPolicy Never: a terminated container will never be ready.
     api.update(pod(&[("server", Container::Terminated(3))], &[]));
     let run = running.finish();
@@ -247,10 +252,7 @@ fn a_dependency_that_ended_for_good_fails_fast() {
 fn sigterm_during_the_wait_means_the_child_never_starts() {
     let yard = Yard::new();
     let api = ApiServer::start(Some(pod(&[("server", NOT_READY)], &[])));
-    let running = client(&yard, &api)
-        .env("KUBEXIT_BIRTH_TIMEOUT", "10m")
-        .spawn();
-    wait_for_watch(&api, 1);
+    let running = waiting(&mut client(&yard, &api), &api);
     running.signal(Signal::SIGTERM);
     let run = running.finish();
     assert_never_started(&run, &yard, 128 + 15);
@@ -265,11 +267,7 @@ fn sigterm_during_the_wait_means_the_child_never_starts() {
 fn a_death_dependency_dying_during_the_wait_ends_it() {
     let yard = Yard::new();
     let api = ApiServer::start(Some(pod(&[("server", NOT_READY)], &[])));
-    let running: Running = client(&yard, &api)
-        .env("KUBEXIT_DEATH_DEPS", "main")
-        .env("KUBEXIT_BIRTH_TIMEOUT", "10m")
-        .spawn();
-    wait_for_watch(&api, 1);
+    let running = waiting(client(&yard, &api).env("KUBEXIT_DEATH_DEPS", "main"), &api);
     yard.bury("main");
     let run = running.finish();
     assert_never_started(&run, &yard, 0);
@@ -366,10 +364,7 @@ fn a_wrong_token_is_refused_and_said() {
 fn a_rotated_token_is_read_again() {
     let yard = Yard::new();
     let api = ApiServer::start(Some(pod(&[("server", NOT_READY)], &[])));
-    let running = client(&yard, &api)
-        .env("KUBEXIT_BIRTH_TIMEOUT", "10m")
-        .spawn();
-    wait_for_watch(&api, 1);
+    let running = waiting(&mut client(&yard, &api), &api);
     api.rotate_token("rotated-token");
     // The open watch ends; every new request with the old token is refused.
     api.end_watches();

@@ -74,16 +74,29 @@ impl RunDir {
     /// event kubexits see. Returns CLOCK_MONOTONIC read just before the
     /// rename.
     pub fn bury(&self, name: &str) -> Result<u64, String> {
-        let now = jiff::Timestamp::now();
         let temp = self.work.join(format!(".{name}.tombstone"));
-        let text = format!("Born: \"{now}\"\nDied: \"{now}\"\nExitCode: 0\n");
-        fs::write(&temp, text).map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
+        fs::write(&temp, tombstone(true))
+            .map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
         let target = self.yard.join(name);
         let before = victim::monotonic_ns();
         fs::rename(&temp, &target)
             .map_err(|e| format!("cannot rename to {}: {e}", target.display()))?;
         Ok(before)
     }
+}
+
+/// A tombstone in kubexit's own format, written now: born and ready, or
+/// born and dead with exit code 0.
+pub fn tombstone(dead: bool) -> String {
+    let now = jiff::Timestamp::now();
+    kubexit::tombstone::Tombstone {
+        born: Some(now),
+        ready: (!dead).then_some(now),
+        died: dead.then_some(now),
+        exit_code: dead.then_some(0),
+        reason: None,
+    }
+    .render(&jiff::tz::TimeZone::UTC)
 }
 
 impl Drop for RunDir {

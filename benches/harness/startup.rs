@@ -55,13 +55,9 @@ pub fn measure(bench: &Bench, tombstones: usize, runs: usize) -> Result<Startup,
 
 /// Writes `count` tombstones of other processes, half of them dead.
 fn fill(dir: &RunDir, count: usize) -> Result<(), String> {
-    let now = jiff::Timestamp::now();
+    let (alive, dead) = (procs::tombstone(false), procs::tombstone(true));
     for i in 0..count {
-        let text = if i % 2 == 0 {
-            format!("Born: \"{now}\"\nReady: \"{now}\"\n")
-        } else {
-            format!("Born: \"{now}\"\nDied: \"{now}\"\nExitCode: 0\n")
-        };
+        let text = if i % 2 == 0 { &alive } else { &dead };
         let path = dir.yard.join(format!("job-{i:05}"));
         fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }

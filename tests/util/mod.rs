@@ -381,3 +381,28 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().unwrap().port()
 }
+
+/// Whether this run is CI's: `.ci/run` sets `KUBEXIT_CI=1`. There, a test
+/// of the shape users run (real containers, the real API server, the Go
+/// peer) never skips: a missing prerequisite is a failure.
+pub fn in_ci() -> bool {
+    std::env::var_os("KUBEXIT_CI").is_some_and(|v| v == "1")
+}
+
+/// The directory `../shared` beside the checkout (peers: the Go kubexit,
+/// the floor, the Kubernetes API server; Go's tombstones), or where
+/// `KUBEXIT_SHARED` points.
+pub fn shared_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("KUBEXIT_SHARED") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"),
+    };
+    dir.join("peers").is_dir().then_some(dir)
+}
+
+/// Says clearly that `test` is skipped and why, and returns; under CI
+/// (`KUBEXIT_CI=1`) a skip is a failure instead.
+pub fn skip(test: &str, why: &str) {
+    assert!(!in_ci(), "{test}: cannot run under CI: {why}");
+    eprintln!("SKIPPED {test}: {why}");
+}

@@ -12,38 +12,25 @@
 //!
 //! [`run`] is the whole program; `main.rs` only calls it.
 
-pub mod birth;
-pub mod child;
+pub mod cli;
 pub mod config;
 pub mod dependencies;
 pub mod duration;
 pub mod graveyard;
-pub mod install;
 pub mod json;
-#[cfg(feature = "kubernetes")]
-pub mod kubernetes;
-pub mod liveness;
-pub mod log;
-pub mod name;
-pub mod notify;
-pub mod outcome;
-pub mod probe;
+pub mod process;
 pub mod readiness;
-pub mod reaper;
-pub mod signals;
-pub mod status;
 pub mod supervisor;
-pub mod tls;
-pub mod tombstone;
 
 use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::cli::{install, log, status};
 use crate::config::{Args, Config, ProcessEnvironment, Reporting};
-use crate::graveyard::Graveyard;
-use crate::signals::Signals;
+use crate::graveyard::{Graveyard, tombstone};
+use crate::process::signals::{self, Signals};
 
 /// Exit status for a configuration error, as upstream.
 pub const EXIT_CONFIG: u8 = 2;

@@ -46,8 +46,8 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::graveyard::Graveyard;
-use crate::name::Name;
-use crate::tombstone::{NEVER_STARTED, Tombstone};
+use crate::graveyard::name::Name;
+use crate::graveyard::tombstone::{NEVER_STARTED, Tombstone};
 
 /// The lock that says "this kubexit is alive"; held until dropped or the
 /// process ends.

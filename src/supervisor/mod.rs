@@ -30,6 +30,8 @@
 //! that means for the exit status. Its own tombstone is written in one
 //! place, [`OwnTombstone`].
 
+pub mod outcome;
+
 use std::ffi::OsString;
 use std::io;
 use std::time::Duration;
@@ -38,19 +40,19 @@ use jiff::Timestamp;
 use nix::sys::signal::Signal;
 use tokio::time::{Instant, sleep_until};
 
-use crate::birth::{Births, Verdict};
-use crate::child::{self, Child, Terminal};
 use crate::config::Config;
 use crate::dependencies::Dependencies;
+use crate::dependencies::births::{Births, Verdict};
 use crate::duration::GoDuration;
+use crate::graveyard::liveness::{LifeLock, Liveness};
+use crate::graveyard::name::Name;
+use crate::graveyard::tombstone::Tombstone;
 use crate::graveyard::{Change, Graveyard, Watch, WriteError};
-use crate::liveness::{LifeLock, Liveness};
-use crate::name::Name;
-use crate::outcome::{NeverStarted, Outcome};
+use crate::process::child::{self, Child, Terminal};
+use crate::process::reaper::{ChildStatus, Reaper};
+use crate::process::signals::{SignalNumber, Signals};
 use crate::readiness::{self, Readiness};
-use crate::reaper::{ChildStatus, Reaper};
-use crate::signals::{SignalNumber, Signals};
-use crate::tombstone::Tombstone;
+use crate::supervisor::outcome::{NeverStarted, Outcome};
 
 /// How long kubexit waits for SIGKILLed leftovers to be reaped before it
 /// gives up on them (a process stuck in the kernel cannot be hurried).

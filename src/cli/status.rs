@@ -22,9 +22,9 @@ use jiff::tz::TimeZone;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::graveyard::Graveyard;
+use crate::graveyard::name::Name;
+use crate::graveyard::tombstone::{GoTime, Tombstone};
 use crate::json::Quoted;
-use crate::name::Name;
-use crate::tombstone::{GoTime, Tombstone};
 
 /// One line of the view.
 #[derive(Debug, Clone, PartialEq, Eq)]

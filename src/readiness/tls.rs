@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use crate::probe::HttpTarget;
+use crate::readiness::probe::HttpTarget;
 
 #[cfg(feature = "tls")]
 pub async fn check_https(target: &HttpTarget, timeout: Duration) -> Result<(), String> {
@@ -22,7 +22,7 @@ pub async fn check_https(target: &HttpTarget, timeout: Duration) -> Result<(), S
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpStream;
 
-    use crate::probe::{http_request, judge_status, read_status_line};
+    use crate::readiness::probe::{http_request, judge_status, read_status_line};
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))

@@ -12,6 +12,10 @@
 //! Failures are logged when their reason changes and otherwise at most
 //! every few seconds, so a slow start does not flood the log.
 
+pub mod notify;
+pub mod probe;
+pub mod tls;
+
 use std::ffi::OsString;
 use std::future::Future;
 use std::io;
@@ -21,11 +25,11 @@ use std::time::Duration;
 use nix::unistd::Pid;
 use tokio::time::{Instant, sleep_until};
 
-use crate::child;
-use crate::notify::NotifySocket;
-use crate::probe::{self, Probe};
-use crate::reaper::{ChildStatus, Reaper};
-use crate::signals::SignalNumber;
+use crate::process::child;
+use crate::process::reaper::{ChildStatus, Reaper};
+use crate::process::signals::SignalNumber;
+use crate::readiness::notify::NotifySocket;
+use crate::readiness::probe::Probe;
 
 /// How often a persisting probe failure is logged again.
 const REPEAT_FAILURE_LOG: Duration = Duration::from_secs(5);
@@ -157,7 +161,7 @@ impl Readiness {
                 Box::pin(async move { probe::check_tcp(&host, port, timeout).await })
             }
             Probe::Http(target) if target.tls => {
-                Box::pin(async move { crate::tls::check_https(&target, timeout).await })
+                Box::pin(async move { crate::readiness::tls::check_https(&target, timeout).await })
             }
             Probe::Http(target) => {
                 Box::pin(async move { probe::check_http(&target, timeout).await })

@@ -27,6 +27,10 @@
 //! What a tombstone means is the tombstone module's business; which names
 //! matter is the supervisor's.
 
+pub mod liveness;
+pub mod name;
+pub mod tombstone;
+
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -41,8 +45,8 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
-use crate::name::Name;
-use crate::tombstone::{ParseError, Tombstone};
+use crate::graveyard::name::Name;
+use crate::graveyard::tombstone::{ParseError, Tombstone};
 
 /// Tombstones are a few hundred bytes; anything beyond this is not one.
 pub const MAX_TOMBSTONE_BYTES: u64 = 64 * 1024;
@@ -126,7 +130,7 @@ impl Graveyard {
         create(dir)?;
         Ok(Graveyard {
             dir: dir.to_path_buf(),
-            zone: crate::tombstone::local_zone(),
+            zone: crate::graveyard::tombstone::local_zone(),
         })
     }
 

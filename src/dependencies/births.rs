@@ -25,11 +25,11 @@ use std::ffi::OsStr;
 use std::fs;
 
 use crate::config::Config;
-use crate::dependencies::{Dependencies, Seen};
-use crate::graveyard::{Change, Graveyard};
 #[cfg(feature = "kubernetes")]
-use crate::kubernetes::PodWait;
-use crate::name::Name;
+use crate::dependencies::kubernetes::PodWait;
+use crate::dependencies::{Dependencies, Seen};
+use crate::graveyard::name::Name;
+use crate::graveyard::{Change, Graveyard};
 
 /// Where the wait stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,7 +210,7 @@ fn holdings(graveyard: &Graveyard) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tombstone::Tombstone;
+    use crate::graveyard::tombstone::Tombstone;
 
     fn yard() -> (tempfile::TempDir, Graveyard) {
         let dir = tempfile::tempdir().unwrap();

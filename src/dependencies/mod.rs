@@ -9,12 +9,16 @@
 //! file) is reported once per distinct problem, not on every event, and
 //! never counts as a death: only a `Died` time does.
 
+pub mod births;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
+
 use std::collections::HashMap;
 use std::ffi::OsStr;
 
 use crate::graveyard::Graveyard;
-use crate::name::Name;
-use crate::tombstone::Tombstone;
+use crate::graveyard::name::Name;
+use crate::graveyard::tombstone::Tombstone;
 
 /// What a dependency's tombstone says.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,50 +10,57 @@
 //!   a tombstone, which renames replace) and writes its `Born` time into it.
 //!   It holds the lock until the process ends, however it ends: the kernel
 //!   drops the lock when the last descriptor closes. The descriptor is
-//!   close-on-exec, so the child never holds it.
-//! * **The dependent.** For each dependency, a thread waits in a blocking
-//!   shared `flock` on that lock file. It returns the moment the holder is
-//!   gone. If the tombstone then shows no `Died` and the same `Born` as the
-//!   lock file, the holder died silently, and the dependent records the
-//!   death in the dependency's tombstone itself (`ExitCode: -1`, a `Reason`
-//!   starting with `lost`). It does so while holding its shared lock, so a
-//!   restarting holder, which must take the exclusive lock before it writes a
-//!   new `Born`, cannot interleave. The ordinary graveyard watch then sees
-//!   the death, in this kubexit and in every other reader, Go peers included.
+//!   close-on-exec, so the child never holds it. Taking the lock never
+//!   blocks the event loop: attempts are non-blocking, with the loop's own
+//!   timer between them.
+//! * **The dependent.** It never waits on the lock. The graveyard watch
+//!   reports when the lock file is closed by a writer (the holder's
+//!   descriptor closing, at its death), and the dependency view then asks
+//!   [`lost`]: a non-blocking shared lock succeeds only if no holder is
+//!   left. If the tombstone then shows no `Died` and the same `Born` as the
+//!   lock file, the holder died silently: the dependent records the death
+//!   in the dependency's tombstone itself (`ExitCode: -1`, a `Reason`
+//!   starting with `lost`), while holding its shared lock, so a restarting
+//!   holder, which must take the exclusive lock before it writes a new
+//!   `Born`, cannot interleave. The view also counts the dependency as dead
+//!   at once, even if that record cannot be written (a full filesystem):
+//!   the dependents act on what they saw, and every other reader, Go peers
+//!   included, sees the record where it could be written.
 //!
-//! Waiting is blocking, in a thread per dependency, not polling: a lost
-//! death is recorded within milliseconds. Between holders, the thread sleeps
-//! until the supervisor's graveyard watch reports a change to that
-//! dependency's tombstone (a new holder writes `Born` after taking the lock).
-//! The threads own no inotify instance: those are limited per user, and a
-//! pod may hold hundreds of kubexits.
+//! Lock files are opened as every graveyard entry is: never through a link,
+//! never blocking on a FIFO, only if they are regular files. Anything else
+//! planted at a lock's name costs only this guarantee, with a warning.
 //!
 //! What this does not cover: Go kubexit holds no lock, so a Go peer that is
 //! SIGKILLed is still only seen through `Died`. A stale lock file whose
 //! `Born` differs from the tombstone's (a Go instance took over the name,
 //! or a new holder has not written yet) is never taken as a death.
 
-use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use tokio::time::{Instant, sleep};
 
-use crate::graveyard::Graveyard;
 use crate::graveyard::name::Name;
 use crate::graveyard::tombstone::{NEVER_STARTED, Tombstone};
+use crate::graveyard::{Graveyard, ReadError, open_entry};
 
 /// The lock that says "this kubexit is alive"; held until dropped or the
 /// process ends.
 pub struct LifeLock {
     _lock: Flock<File>,
 }
+
+/// How long [`LifeLock::hold`] waits for dependents' momentary shared locks.
+pub const HOLD_PATIENCE: Duration = Duration::from_millis(500);
+
+/// How often a busy lock is tried again while holding it.
+const HOLD_RETRY: Duration = Duration::from_millis(5);
 
 impl LifeLock {
     /// Takes the lock on `name`'s lock file and records `born` in it.
@@ -62,134 +69,94 @@ impl LifeLock {
     /// name (a nested kubexit that inherited `KUBEXIT_NAME`, or a
     /// misconfiguration): that is an error for the caller to report, never a
     /// wait without end.
-    pub fn hold(graveyard: &Graveyard, name: &Name, born: Timestamp) -> io::Result<LifeLock> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(graveyard.lock_path(name)?)?;
-        let mut lock = lock_within(file, HOLD_PATIENCE)?;
-        lock.set_len(0)?;
-        lock.write_all(born.to_string().as_bytes())?;
+    pub async fn hold(graveyard: &Graveyard, name: &Name, born: Timestamp) -> io::Result<LifeLock> {
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).mode(0o644);
+        let path = graveyard.lock_path(name)?;
+        let mut file = match open_entry(&path, &mut options) {
+            Ok(Some(file)) => file,
+            Ok(None) => return Err(io::Error::from_raw_os_error(nix::libc::ENOENT)),
+            Err(ReadError::Io(err)) => return Err(err),
+            Err(err) => {
+                return Err(io::Error::other(format!(
+                    "{} cannot be used: {err}",
+                    path.display()
+                )));
+            }
+        };
+        let deadline = Instant::now() + HOLD_PATIENCE;
+        let lock = loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => break lock,
+                Err((returned, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                    file = returned;
+                    sleep(HOLD_RETRY).await;
+                }
+                Err((_, Errno::EWOULDBLOCK)) => {
+                    return Err(io::Error::other(
+                        "another live kubexit holds this name's lock (a nested kubexit that \
+                         inherited KUBEXIT_NAME? give each kubexit its own name)",
+                    ));
+                }
+                Err((_, errno)) => return Err(errno.into()),
+            }
+        };
+        // In place, then cut: on a full filesystem the file's block is
+        // already there to be written.
+        let text = born.to_string();
+        lock.write_all_at(text.as_bytes(), 0)?;
+        lock.set_len(text.len() as u64)?;
         Ok(LifeLock { _lock: lock })
     }
 }
 
-/// How long [`LifeLock::hold`] waits for dependents' momentary shared locks.
-pub const HOLD_PATIENCE: Duration = Duration::from_millis(500);
-
-/// Takes the exclusive lock, retrying while it is busy for at most `limit`.
-fn lock_within(mut file: File, limit: Duration) -> io::Result<Flock<File>> {
-    let deadline = Instant::now() + limit;
-    loop {
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(lock),
-            Err((returned, Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
-                file = returned;
-                thread::sleep(Duration::from_millis(5));
-            }
-            Err((_, Errno::EWOULDBLOCK)) => {
-                return Err(io::Error::other(
-                    "another live kubexit holds this name's lock (a nested kubexit that \
-                     inherited KUBEXIT_NAME? give each kubexit its own name)",
-                ));
-            }
-            Err((_, errno)) => return Err(errno.into()),
-        }
-    }
+/// A free lock, held shared while the caller judges, and the `Born` its
+/// last holder wrote into it.
+struct Released {
+    _lock: Flock<File>,
+    holder_born: Option<Timestamp>,
 }
 
-/// The threads following the dependencies' locks, and how to wake them.
-pub struct Liveness {
-    followers: Vec<(Name, SyncSender<()>)>,
-}
-
-impl Liveness {
-    /// Starts one thread per dependency that records its death if its
-    /// kubexit dies without recording it. A thread that cannot start is
-    /// logged: it only loses this extra guarantee, never the ordinary one.
-    pub fn follow(graveyard: &Graveyard, names: &[Name]) -> Liveness {
-        let mut followers = Vec::new();
-        for name in names {
-            // One pending wake-up is enough: the thread re-reads everything.
-            let (poke, woken) = sync_channel(1);
-            let (graveyard, thread_name) = (graveyard.clone(), name.clone());
-            let spawned = thread::Builder::new()
-                .name(format!("liveness-{name}"))
-                .spawn(move || follow(&graveyard, &thread_name, &woken));
-            match spawned {
-                Ok(_) => followers.push((name.clone(), poke)),
-                Err(err) => tracing::warn!("cannot follow {name}'s liveness: {err}"),
-            }
+/// `name`'s lock if no kubexit holds it: `None` while a holder lives (or
+/// there is no usable lock file). Never blocks.
+fn released(graveyard: &Graveyard, name: &Name) -> Option<Released> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    let file = match open_entry(&graveyard.lock_path(name).ok()?, &mut options) {
+        Ok(Some(file)) => file,
+        Ok(None) => return None,
+        Err(err) => {
+            tracing::debug!(dependency = %name, "{name}'s liveness lock cannot be used: {err}");
+            return None;
         }
-        Liveness { followers }
-    }
-
-    /// Tells the follower of the dependency whose tombstone is `entry` that
-    /// it changed.
-    pub fn changed(&self, entry: &OsStr) {
-        for (name, poke) in &self.followers {
-            if OsStr::new(name.as_str()) == entry {
-                let _ = poke.try_send(());
-            }
-        }
-    }
-
-    /// Tells every follower that anything may have changed.
-    pub fn changed_all(&self) {
-        for (_, poke) in &self.followers {
-            let _ = poke.try_send(());
-        }
-    }
-}
-
-/// A follower's loop: wait for the holder to go away, judge, wait for a
-/// change, repeat, until the supervisor is gone.
-fn follow(graveyard: &Graveyard, name: &Name, woken: &Receiver<()>) {
-    loop {
-        if let Err(err) = judge_when_released(graveyard, name) {
-            tracing::warn!(dependency = %name, "cannot follow {name}'s liveness lock: {err}");
-        }
-        if woken.recv().is_err() {
-            return;
-        }
-    }
-}
-
-/// Waits until no kubexit holds `name`'s lock (at once if none does), then
-/// judges whether its holder died without recording it.
-fn judge_when_released(graveyard: &Graveyard, name: &Name) -> io::Result<()> {
-    let file = match OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(graveyard.lock_path(name)?)
-    {
-        Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(err) => return Err(err),
     };
-    let mut shared =
-        Flock::lock(file, FlockArg::LockShared).map_err(|(_, e)| io::Error::from(e))?;
-    let mut holder_born = String::new();
-    shared.read_to_string(&mut holder_born)?;
-    record_if_lost(graveyard, name, holder_born.trim());
-    Ok(())
+    let mut lock = Flock::lock(file, FlockArg::LockSharedNonblock).ok()?;
+    let mut text = String::new();
+    let _ = (&mut *lock).take(64).read_to_string(&mut text);
+    Some(Released {
+        holder_born: text.trim().parse().ok(),
+        _lock: lock,
+    })
 }
 
-/// With the shared lock held: if the tombstone still belongs to the holder
-/// that just went away and records no death, record it.
-fn record_if_lost(graveyard: &Graveyard, name: &Name, holder_born: &str) {
-    let Ok(holder_born) = holder_born.parse::<Timestamp>() else {
-        return;
-    };
-    let Ok(Some(stone)) = graveyard.read(name) else {
-        return;
-    };
-    if stone.is_dead() || stone.born != Some(holder_born) {
-        return;
+/// Whether the holder behind `stone`'s `Born` is gone without recording a
+/// death: its lock is free and carries that `Born`. Only reads.
+pub fn holder_gone(graveyard: &Graveyard, name: &Name, stone: &Tombstone) -> bool {
+    !stone.is_dead()
+        && stone.born.is_some()
+        && released(graveyard, name).is_some_and(|r| r.holder_born == stone.born)
+}
+
+/// Judges `name` after its lock was closed (or at a scan): if its holder is
+/// gone without recording a death, records one (`lost`) in its tombstone and
+/// returns that tombstone, whether or not the record could be written.
+pub fn lost(graveyard: &Graveyard, name: &Name) -> Option<Tombstone> {
+    let released = released(graveyard, name)?;
+    // Read again under the shared lock: a restarting holder cannot write
+    // a new Born until it is released.
+    let stone = graveyard.read(name).ok()??;
+    if stone.is_dead() || stone.born.is_none() || stone.born != released.holder_born {
+        return None;
     }
     tracing::warn!(
         dependency = %name,
@@ -202,8 +169,9 @@ fn record_if_lost(graveyard: &Graveyard, name: &Name, holder_born: &str) {
         ..stone
     };
     if let Err(err) = graveyard.write(name, &lost) {
-        tracing::error!("{err}");
+        tracing::error!("{err}; acting on the loss all the same");
     }
+    Some(lost)
 }
 
 #[cfg(test)]
@@ -216,23 +184,38 @@ mod tests {
         (dir, graveyard, Name::new("db").unwrap())
     }
 
-    fn born_at(graveyard: &Graveyard, name: &Name, born: Timestamp) {
+    fn born_at(graveyard: &Graveyard, name: &Name, born: Timestamp) -> Tombstone {
         let stone = Tombstone {
             born: Some(born),
             ..Tombstone::default()
         };
         graveyard.write(name, &stone).unwrap();
+        stone
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
     }
 
     #[test]
     fn a_holder_gone_without_died_is_recorded_as_lost() {
         let (_dir, graveyard, name) = setup();
         let born = Timestamp::now();
-        born_at(&graveyard, &name, born);
-        record_if_lost(&graveyard, &name, &born.to_string());
+        let life = runtime()
+            .block_on(LifeLock::hold(&graveyard, &name, born))
+            .unwrap();
+        let stone = born_at(&graveyard, &name, born);
+        assert!(lost(&graveyard, &name).is_none(), "judged lost while held");
+        assert!(!holder_gone(&graveyard, &name, &stone));
+        drop(life);
+        assert!(holder_gone(&graveyard, &name, &stone));
+        let recorded = lost(&graveyard, &name).unwrap();
         let stone = graveyard.read(&name).unwrap().unwrap();
+        assert_eq!(stone, recorded);
         assert_eq!(stone.born, Some(born));
-        assert!(stone.is_dead());
         assert_eq!(stone.exit_code, Some(-1));
         assert!(stone.reason.unwrap().starts_with("lost"));
     }
@@ -240,10 +223,14 @@ mod tests {
     #[test]
     fn a_stale_lock_of_another_instance_is_not_a_death() {
         let (_dir, graveyard, name) = setup();
-        born_at(&graveyard, &name, Timestamp::now());
         let earlier = Timestamp::from_second(1_700_000_000).unwrap();
-        record_if_lost(&graveyard, &name, &earlier.to_string());
-        record_if_lost(&graveyard, &name, "");
+        drop(
+            runtime()
+                .block_on(LifeLock::hold(&graveyard, &name, earlier))
+                .unwrap(),
+        );
+        born_at(&graveyard, &name, Timestamp::now());
+        assert!(lost(&graveyard, &name).is_none());
         assert!(!graveyard.read(&name).unwrap().unwrap().is_dead());
     }
 
@@ -251,6 +238,11 @@ mod tests {
     fn a_recorded_death_is_left_as_it_is() {
         let (_dir, graveyard, name) = setup();
         let born = Timestamp::now();
+        drop(
+            runtime()
+                .block_on(LifeLock::hold(&graveyard, &name, born))
+                .unwrap(),
+        );
         let stone = Tombstone {
             born: Some(born),
             died: Some(born),
@@ -258,20 +250,48 @@ mod tests {
             ..Tombstone::default()
         };
         graveyard.write(&name, &stone).unwrap();
-        record_if_lost(&graveyard, &name, &born.to_string());
+        assert!(lost(&graveyard, &name).is_none());
         assert_eq!(graveyard.read(&name).unwrap(), Some(stone));
     }
 
     #[test]
-    fn the_lock_is_exclusive_while_held_and_free_once_dropped() {
+    fn a_second_holder_of_the_same_name_is_refused_in_bounded_time() {
         let (_dir, graveyard, name) = setup();
-        let life = LifeLock::hold(&graveyard, &name, Timestamp::now()).unwrap();
-        let probe = || {
-            let file = File::open(graveyard.lock_path(&name).unwrap()).unwrap();
-            Flock::lock(file, FlockArg::LockSharedNonblock).is_ok()
+        let rt = runtime();
+        let _first = rt
+            .block_on(LifeLock::hold(&graveyard, &name, Timestamp::now()))
+            .unwrap();
+        let err = rt
+            .block_on(LifeLock::hold(&graveyard, &name, Timestamp::now()))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("another live kubexit"), "{err}");
+    }
+
+    #[test]
+    fn planted_fifos_symlinks_and_directories_at_a_lock_name_never_block_or_redirect() {
+        let (dir, graveyard, _) = setup();
+        let rt = runtime();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "untouched").unwrap();
+        let fifo = |p: &std::path::Path| {
+            nix::unistd::mkfifo(p, nix::sys::stat::Mode::S_IRWXU).unwrap();
         };
-        assert!(!probe());
-        drop(life);
-        assert!(probe());
+        let link = |p: &std::path::Path| std::os::unix::fs::symlink("outside", p).unwrap();
+        let dir_at = |p: &std::path::Path| std::fs::create_dir(p).unwrap();
+        type Plant<'a> = &'a dyn Fn(&std::path::Path);
+        let plants: [(&str, Plant); 3] = [("fifo", &fifo), ("link", &link), ("dir", &dir_at)];
+        for (planted, plant) in plants {
+            let name = Name::new(planted).unwrap();
+            plant(&graveyard.lock_path(&name).unwrap());
+            let stone = born_at(&graveyard, &name, Timestamp::now());
+            assert!(
+                rt.block_on(LifeLock::hold(&graveyard, &name, Timestamp::now()))
+                    .is_err()
+            );
+            assert!(lost(&graveyard, &name).is_none());
+            assert!(!holder_gone(&graveyard, &name, &stone));
+        }
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "untouched");
     }
 }

@@ -1,49 +1,48 @@
 //! The graveyard: the shared directory where tombstones live.
 //!
-//! Every container of a pod can write here, so the graveyard treats the
-//! directory as shared with strangers:
+//! Every container of a pod can write here, each kubexit PID 1 of its own
+//! PID namespace, so the graveyard treats the directory as shared with
+//! strangers, and nothing it does depends on a pid being unique:
 //!
-//! * **Reads are bounded and never follow links.** A tombstone is opened
-//!   with `O_NOFOLLOW | O_NONBLOCK`, must be a regular file (not a FIFO that
-//!   would block, a device, or a directory), and only the first
-//!   [`MAX_TOMBSTONE_BYTES`] are ever read. Names are [`Name`]s, which cannot
-//!   contain `/` or start with `.`, so no path leaves the directory.
-//! * **Writes are atomic.** A tombstone is written to a fresh dot-file in the
-//!   graveyard (`O_EXCL | O_NOFOLLOW`, so a planted link is never written
-//!   through) and renamed over the old one: readers see the old record or the
-//!   new one, never half of one. Go peers see the rename as a create event.
-//! * **Watching is event-driven.** [`Watch`] wraps one inotify instance on
-//!   the directory; it wakes only when an entry is written, renamed into
-//!   place or created, and says which. When the kernel's event queue
-//!   overflows, it says so, and the caller rescans. The directory's parent is
-//!   watched too, for the directory's own removal: kubexit's open lock file
-//!   pins the directory, which delays the kernel's "deleted" event on it.
-//! * **Never stuck without events.** inotify instances are limited per user
-//!   (128 by default), and a pod with hundreds of kubexits under one uid can
-//!   run out. Then the watch falls back to reading the graveyard every
-//!   [`POLL_EVERY`], with a warning naming the sysctl to raise; slower to
-//!   react, never blind.
+//! * **Opening never follows a link and never blocks.** Every entry kubexit
+//!   opens (a tombstone, a liveness lock) is opened with
+//!   `O_NOFOLLOW | O_NONBLOCK | O_NOCTTY` and must be a regular file: a
+//!   symbolic link is refused, not followed out of the directory; a FIFO
+//!   cannot hold kubexit in `open`; a directory or device is refused. Only
+//!   the first [`MAX_TOMBSTONE_BYTES`] of a tombstone are ever read. Names
+//!   are [`Name`]s, which cannot contain `/` or start with `.`, so no path
+//!   leaves the directory.
+//! * **Writes are atomic and cannot collide.** A tombstone is written to a
+//!   fresh dot-file with a random name, created with `O_EXCL | O_NOFOLLOW`
+//!   (a name already taken, by a sibling's write in progress or by anything
+//!   planted there, is simply passed over for another random one), then
+//!   renamed over the old record: readers see the old record or the new
+//!   one, never half of one, and Go peers see the rename as a create event.
+//!   kubexit only ever removes a temporary file it created itself, and only
+//!   while the name still refers to the file it created.
+//! * **A full filesystem still records a death.** When no new file can be
+//!   made (`ENOSPC`, `EDQUOT`), the existing tombstone is rewritten in place,
+//!   as Go kubexit writes: its blocks are already allocated, so a record of
+//!   a few hundred bytes still fits. Readers may then see a torn record for a
+//!   moment; they treat it as unreadable, never as a death, and read it
+//!   again on the next event. The log says the filesystem is full.
 //!
-//! What a tombstone means is the tombstone module's business; which names
-//! matter is the supervisor's.
+//! How the directory is watched is the [`watch`] module's business; what a
+//! tombstone means is [`tombstone`]'s; the liveness locks are [`liveness`]'s.
 
 pub mod liveness;
 pub mod name;
 pub mod tombstone;
+pub mod watch;
 
-use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use jiff::tz::TimeZone;
-use std::time::Duration;
-
-use tokio::io::unix::AsyncFd;
-use tokio::time::Instant;
+use nix::libc;
 
 use crate::graveyard::name::Name;
 use crate::graveyard::tombstone::{ParseError, Tombstone};
@@ -67,11 +66,9 @@ pub enum GraveyardError {
     Create { dir: PathBuf, source: io::Error },
     #[error("the graveyard {dir:?} is not a directory; point KUBEXIT_GRAVEYARD at a directory")]
     NotADirectory { dir: PathBuf },
-    #[error("cannot watch the graveyard {dir:?}: {source}")]
-    Watch { dir: PathBuf, source: io::Error },
 }
 
-/// Why one tombstone could not be read.
+/// Why one entry of the graveyard could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("it is a symbolic link, which kubexit never follows")]
@@ -96,14 +93,23 @@ pub struct WriteError {
 
 fn write_hint(err: &io::Error) -> &'static str {
     match err.raw_os_error() {
-        Some(nix::libc::ENOSPC) => "; the graveyard's filesystem is full",
-        Some(nix::libc::EROFS) => "; the graveyard is mounted read-only",
-        Some(nix::libc::EACCES | nix::libc::EPERM) => {
+        Some(libc::ENOSPC) => "; the graveyard's filesystem is full",
+        Some(libc::EDQUOT) => "; the graveyard's disk quota is exhausted",
+        Some(libc::EROFS) => "; the graveyard is mounted read-only",
+        Some(libc::EACCES | libc::EPERM) => {
             "; kubexit needs write permission on the graveyard directory"
         }
-        Some(nix::libc::ENOENT) => "; the graveyard directory was removed",
+        Some(libc::ENOENT) => "; the graveyard directory was removed",
+        Some(libc::EISDIR) => {
+            "; a directory stands where the tombstone belongs: remove it, or give this process another name"
+        }
         _ => "",
     }
+}
+
+/// Whether a write failed because no new file or block could be had.
+fn is_full(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 /// Creates `dir` (and its parents) if missing; it must end up a directory.
@@ -128,10 +134,16 @@ impl Graveyard {
     /// Opens the graveyard at `dir`, creating it (and its parents) if missing.
     pub fn open(dir: &Path) -> Result<Graveyard, GraveyardError> {
         create(dir)?;
-        Ok(Graveyard {
+        Ok(Graveyard::at(dir))
+    }
+
+    /// The graveyard at `dir`, as it is: nothing is created (for readers
+    /// such as the status view, which never change the graveyard).
+    pub fn at(dir: &Path) -> Graveyard {
+        Graveyard {
             dir: dir.to_path_buf(),
-            zone: crate::graveyard::tombstone::local_zone(),
-        })
+            zone: tombstone::local_zone(),
+        }
     }
 
     /// Creates the directory again after it was removed while kubexit ran.
@@ -154,31 +166,35 @@ impl Graveyard {
     pub fn lock_path(&self, name: &Name) -> io::Result<PathBuf> {
         let file = format!(".{name}.lock");
         if file.len() > 255 {
-            return Err(io::Error::from_raw_os_error(nix::libc::ENAMETOOLONG));
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
         }
         Ok(self.dir.join(file))
     }
 
+    /// The names of the tombstones in the graveyard (dot-files and names
+    /// that are not valid left out), sorted.
+    pub fn names(&self) -> io::Result<Vec<Name>> {
+        let mut names: Vec<Name> = fs::read_dir(&self.dir)?
+            .filter_map(Result::ok)
+            .filter_map(|entry| Name::from_os(&entry.file_name()).ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Reads `name`'s tombstone: `Ok(None)` if there is none yet.
     pub fn read(&self, name: &Name) -> Result<Option<Tombstone>, ReadError> {
-        let path = self.path_of(name);
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
-            .open(&path);
-        let file = match file {
-            Ok(file) => file,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(err) if err.raw_os_error() == Some(nix::libc::ELOOP) => {
-                return Err(ReadError::Symlink);
-            }
-            Err(err) => return Err(ReadError::Io(err)),
+        let mut options = OpenOptions::new();
+        options.read(true);
+        let Some(file) = open_entry(&self.path_of(name), &mut options)? else {
+            return Ok(None);
         };
-        let bytes = read_bounded(file)?;
+        let bytes = read_bounded(file, MAX_TOMBSTONE_BYTES)?;
         Ok(Some(Tombstone::parse(&bytes)?))
     }
 
-    /// Replaces `name`'s tombstone atomically with `stone`.
+    /// Replaces `name`'s tombstone with `stone`: atomically when a new file
+    /// can be made, in place when the filesystem is full.
     ///
     /// A graveyard removed since it was opened is created again first, so
     /// that a kubexit without dependencies (which does not watch the
@@ -186,100 +202,84 @@ impl Graveyard {
     pub fn write(&self, name: &Name, stone: &Tombstone) -> Result<(), WriteError> {
         let path = self.path_of(name);
         let text = stone.render(&self.zone);
-        let attempt = || {
-            let temp = self.dir.join(temporary_name());
-            write_new(&temp, text.as_bytes())
-                .and_then(|()| fs::rename(&temp, &path))
-                .inspect_err(|_| {
-                    let _ = fs::remove_file(&temp);
-                })
-        };
-        let mut result = attempt();
+        let mut result = self.replace(&path, text.as_bytes());
         if matches!(&result, Err(e) if e.kind() == io::ErrorKind::NotFound) && !self.dir.exists() {
             tracing::warn!(
                 "the graveyard {} was removed; creating it again",
                 self.dir.display()
             );
             if self.recreate().is_ok() {
-                result = attempt();
+                result = self.replace(&path, text.as_bytes());
             }
+        }
+        if let Err(err) = &result
+            && is_full(err)
+            && rewrite_in_place(&path, text.as_bytes()).is_ok()
+        {
+            tracing::warn!(
+                "the graveyard's filesystem is full ({err}): {} was rewritten in place instead; \
+                 free space on the volume",
+                path.display()
+            );
+            return Ok(());
         }
         result.map_err(|source| WriteError { path, source })
     }
 
-    /// Starts watching the directory for tombstone changes; falls back to
-    /// polling when the kernel's inotify limits are reached.
-    pub fn watch(&self) -> Result<Watch, GraveyardError> {
-        match self.watch_events() {
-            Ok(mode) => Ok(Watch { mode }),
-            Err(err) if is_limit(&err) => {
-                tracing::warn!(
-                    "cannot watch the graveyard {} with inotify ({err}); reading it every {} \
-                     instead: raise the sysctl fs.inotify.max_user_instances (or max_user_watches) \
-                     for immediate reactions",
-                    self.dir.display(),
-                    crate::duration::GoDuration(POLL_EVERY)
-                );
-                Ok(Watch {
-                    mode: Mode::Polling {
-                        dir: self.dir.clone(),
-                        next: Instant::now(),
-                    },
-                })
+    /// Writes `bytes` to a new temporary file and renames it to `path`.
+    fn replace(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        // A name is taken only by chance or by a hostile neighbour; a few
+        // fresh draws get past either.
+        for _ in 0..16 {
+            let temp = self.dir.join(temporary_name());
+            let file = match create_exclusive(&temp) {
+                Ok(file) => file,
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(err) => return Err(err),
+            };
+            let written = (&file)
+                .write_all(bytes)
+                .and_then(|()| fs::rename(&temp, path));
+            if written.is_err() {
+                remove_own(&temp, &file);
             }
-            Err(source) => Err(GraveyardError::Watch {
-                dir: self.dir.clone(),
-                source,
-            }),
+            return written;
         }
-    }
-
-    fn watch_events(&self) -> io::Result<Mode> {
-        let inotify = Inotify::init()?;
-        let mask = WatchMask::CLOSE_WRITE
-            | WatchMask::MODIFY
-            | WatchMask::MOVED_TO
-            | WatchMask::CREATE
-            | WatchMask::DELETE_SELF
-            | WatchMask::MOVE_SELF
-            | WatchMask::ONLYDIR;
-        let dir = inotify.watches().add(&self.dir, mask)?;
-        // The parent is watched for the directory's own removal only; it
-        // may be unreadable, which only loses that.
-        let absolute = fs::canonicalize(&self.dir)?;
-        let parent = absolute
-            .parent()
-            .zip(absolute.file_name())
-            .and_then(|(parent, name)| {
-                let mask = WatchMask::DELETE | WatchMask::MOVED_FROM | WatchMask::ONLYDIR;
-                let wd = inotify.watches().add(parent, mask).ok()?;
-                Some((wd, name.to_os_string()))
-            });
-        // SAFETY: the Inotify value owns its descriptor and keeps it open,
-        // unchanged, for as long as the AsyncFd holds it.
-        let fd = unsafe { AsyncFd::register(inotify) }.map_err(io::Error::from)?;
-        Ok(Mode::Events {
-            fd,
-            buffer: vec![0; 16 * 1024],
-            dir,
-            parent,
-        })
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "every temporary name kubexit drew was taken",
+        ))
     }
 }
 
-/// Whether an inotify error is one of the kernel's per-user limits.
-fn is_limit(err: &io::Error) -> bool {
-    matches!(
-        err.raw_os_error(),
-        Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOSPC | nix::libc::ENOMEM)
-    )
-}
-
-/// Reads at most [`MAX_TOMBSTONE_BYTES`] from a regular file.
-fn read_bounded(file: File) -> Result<Vec<u8>, ReadError> {
+/// Opens the graveyard entry at `path` with `options`, never following a
+/// link, never blocking, never acquiring a terminal, and only if it is a
+/// regular file. `Ok(None)`: nothing is there.
+pub(crate) fn open_entry(
+    path: &Path,
+    options: &mut OpenOptions,
+) -> Result<Option<File>, ReadError> {
+    let file = options
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path);
+    let file = match file {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => return Err(ReadError::Symlink),
+        Err(err) if err.raw_os_error() == Some(libc::EISDIR) => {
+            return Err(ReadError::NotAFile("directory"));
+        }
+        // A FIFO opened for writing with no reader.
+        Err(err) if err.raw_os_error() == Some(libc::ENXIO) => {
+            return Err(ReadError::NotAFile("named pipe or device"));
+        }
+        Err(err) => return Err(ReadError::Io(err)),
+    };
     let kind = file.metadata().map_err(ReadError::Io)?.file_type();
-    if !kind.is_file() {
-        return Err(ReadError::NotAFile(if kind.is_dir() {
+    if kind.is_file() {
+        Ok(Some(file))
+    } else {
+        Err(ReadError::NotAFile(if kind.is_dir() {
             "directory"
         } else if kind.is_fifo() {
             "named pipe"
@@ -287,185 +287,81 @@ fn read_bounded(file: File) -> Result<Vec<u8>, ReadError> {
             "socket"
         } else {
             "device"
-        }));
+        }))
     }
+}
+
+/// Reads at most `limit` bytes of a file opened by [`open_entry`].
+pub(crate) fn read_bounded(file: File, limit: u64) -> Result<Vec<u8>, ReadError> {
     let mut bytes = Vec::new();
-    file.take(MAX_TOMBSTONE_BYTES + 1)
+    file.take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(ReadError::Io)?;
-    if bytes.len() as u64 > MAX_TOMBSTONE_BYTES {
+    if bytes.len() as u64 > limit {
         return Err(ReadError::TooLarge);
     }
     Ok(bytes)
 }
 
-/// A dot-name unique to this process and write: dot-files are reserved for
-/// kubexit (no [`Name`] starts with a dot), and the name does not embed the
-/// tombstone's name, so it stays short whatever the name's length.
-fn temporary_name() -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(".kubexit-{}-{n}.tmp", std::process::id())
+/// Rewrites the existing regular file at `path` in place: the bytes at
+/// offset 0, then the length cut to theirs. No new file, and for a
+/// tombstone no new block, is needed.
+fn rewrite_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true);
+    let file = match open_entry(path, &mut options) {
+        Ok(Some(file)) => file,
+        Ok(None) => return Err(io::Error::from_raw_os_error(libc::ENOENT)),
+        Err(err) => return Err(io::Error::other(err.to_string())),
+    };
+    file.write_all_at(bytes, 0)?;
+    file.set_len(bytes.len() as u64)
 }
 
-fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut options = OpenOptions::new();
-    options
+/// A dot-name drawn at random: dot-files are reserved for kubexit (no
+/// [`Name`] starts with a dot), and nothing about it is unique only within
+/// one process tree, as a pid would be in a pod of PID namespaces.
+fn temporary_name() -> String {
+    format!(".kubexit-{:016x}.tmp", random_u64())
+}
+
+/// 64 random bits from the kernel; should that fail (no entropy yet at
+/// boot, an ancient kernel), a mix of the clock, the pid and a counter,
+/// which differs between calls and, through the nanoseconds, between
+/// processes.
+pub(crate) fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: the buffer is valid for writes of its length.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_NONBLOCK) };
+    if n == 8 {
+        return u64::from_ne_bytes(bytes);
+    }
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = jiff::Timestamp::now().as_nanosecond() as u64;
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    (nanos ^ (u64::from(std::process::id()) << 40))
+        .wrapping_add(count.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// Creates a new file at `path`; fails if anything, even a dangling link,
+/// is there already.
+fn create_exclusive(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o644)
-        .custom_flags(nix::libc::O_NOFOLLOW);
-    let mut file = match options.open(path) {
-        Ok(file) => file,
-        // A stale file from an earlier kubexit with the same pid.
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-            fs::remove_file(path)?;
-            options.open(path)?
-        }
-        Err(err) => return Err(err),
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Removes the temporary file at `path` only if it is still `file`, the
+/// one kubexit created: never a file someone else put at that name since.
+fn remove_own(path: &Path, file: &File) {
+    let (Ok(ours), Ok(there)) = (file.metadata(), fs::symlink_metadata(path)) else {
+        return;
     };
-    file.write_all(bytes)
-}
-
-/// How often the graveyard is read when inotify is not available.
-pub const POLL_EVERY: Duration = Duration::from_millis(100);
-
-/// A change in the graveyard.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// The entry with this file name was written, created or renamed into
-    /// place. It may or may not be a valid name; the caller filters.
-    Entry(OsString),
-    /// Events were lost: every tombstone of interest must be read again.
-    Overflow,
-    /// A polling tick: every tombstone of interest must be read again.
-    Tick,
-    /// The graveyard directory itself was removed or moved away.
-    Gone,
-}
-
-/// A watch on the graveyard, readable in the event loop.
-pub struct Watch {
-    mode: Mode,
-}
-
-enum Mode {
-    Events {
-        fd: AsyncFd<Inotify>,
-        buffer: Vec<u8>,
-        /// The graveyard's watch.
-        dir: WatchDescriptor,
-        /// The parent's watch and the graveyard's name in it.
-        parent: Option<(WatchDescriptor, OsString)>,
-    },
-    Polling {
-        dir: PathBuf,
-        next: Instant,
-    },
-    /// No longer interested: nothing arrives. The inotify instance, if
-    /// any, stays open, since closing it waits for the kernel.
-    Quiet {
-        _fd: Option<AsyncFd<Inotify>>,
-    },
-}
-
-impl Watch {
-    /// Closes the watch (its inotify instance, if any) before a new one is
-    /// made; until then it only polls.
-    pub fn close(&mut self) {
-        self.mode = Mode::Polling {
-            dir: PathBuf::new(),
-            next: Instant::now() + POLL_EVERY,
-        };
-    }
-
-    /// Stops listening for good, cheaply: the kernel stops queueing events
-    /// for this watch (so other processes' writes no longer wake kubexit),
-    /// and the marks are released in the background; the instance itself
-    /// is closed at exit. [`Watch::next`] then never returns.
-    pub fn quiet(&mut self) {
-        let mode = std::mem::replace(&mut self.mode, Mode::Quiet { _fd: None });
-        if let Mode::Events {
-            mut fd,
-            dir,
-            parent,
-            ..
-        } = mode
-        {
-            let mut watches = fd.get_mut().watches();
-            let _ = watches.remove(dir);
-            if let Some((wd, _)) = parent {
-                let _ = watches.remove(wd);
-            }
-            self.mode = Mode::Quiet { _fd: Some(fd) };
-        }
-    }
-
-    /// Waits for the next batch of changes. Entries are de-duplicated within
-    /// a batch, and kubexit's own dot-files are left out.
-    pub async fn next(&mut self) -> io::Result<Vec<Change>> {
-        match &mut self.mode {
-            Mode::Events {
-                fd, buffer, parent, ..
-            } => next_events(fd, buffer, parent.as_ref()).await,
-            Mode::Quiet { .. } => std::future::pending().await,
-            Mode::Polling { dir, next } => {
-                tokio::time::sleep_until(*next).await;
-                *next = Instant::now() + POLL_EVERY;
-                Ok(vec![if dir.is_dir() {
-                    Change::Tick
-                } else {
-                    Change::Gone
-                }])
-            }
-        }
-    }
-}
-
-async fn next_events(
-    fd: &mut AsyncFd<Inotify>,
-    buffer: &mut [u8],
-    parent: Option<&(WatchDescriptor, OsString)>,
-) -> io::Result<Vec<Change>> {
-    loop {
-        let mut guard = fd.readable_mut().await?;
-        let events = match guard.get_inner_mut().read_events(buffer) {
-            Ok(events) => events,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                guard.clear_ready();
-                continue;
-            }
-            Err(err) => return Err(err),
-        };
-        let mut changes: Vec<Change> = Vec::new();
-        for event in events {
-            let change = if event.mask.contains(EventMask::Q_OVERFLOW) {
-                Change::Overflow
-            } else if let Some((_, own_name)) = parent.filter(|(wd, _)| *wd == event.wd) {
-                if event.name != Some(own_name.as_os_str()) {
-                    continue;
-                }
-                Change::Gone
-            } else if event
-                .mask
-                .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED)
-            {
-                Change::Gone
-            } else if let Some(name) = event.name {
-                if name.as_encoded_bytes().starts_with(b".") {
-                    continue;
-                }
-                Change::Entry(name.to_os_string())
-            } else {
-                continue;
-            };
-            if !changes.contains(&change) {
-                changes.push(change);
-            }
-        }
-        if !changes.is_empty() {
-            return Ok(changes);
-        }
+    if ours.dev() == there.dev() && ours.ino() == there.ino() {
+        let _ = fs::remove_file(path);
     }
 }
 
@@ -473,16 +369,20 @@ async fn next_events(
 mod tests {
     use super::*;
 
+    fn stone() -> Tombstone {
+        Tombstone {
+            born: Some(jiff::Timestamp::now()),
+            ..Tombstone::default()
+        }
+    }
+
     #[test]
     fn write_then_read_round_trips_and_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         let graveyard = Graveyard::open(&dir.path().join("nested/yard")).unwrap();
         let name = Name::new("app").unwrap();
         assert!(graveyard.read(&name).unwrap().is_none());
-        let stone = Tombstone {
-            born: Some(jiff::Timestamp::now()),
-            ..Tombstone::default()
-        };
+        let stone = stone();
         graveyard.write(&name, &stone).unwrap();
         graveyard.write(&name, &stone).unwrap();
         assert_eq!(graveyard.read(&name).unwrap(), Some(stone));
@@ -509,5 +409,51 @@ mod tests {
         ));
         assert!(matches!(read("dir"), Err(ReadError::NotAFile("directory"))));
         assert!(matches!(read("huge"), Err(ReadError::TooLarge)));
+    }
+
+    #[test]
+    fn temporary_names_differ_and_stay_short() {
+        let names: std::collections::HashSet<String> =
+            (0..1000).map(|_| temporary_name()).collect();
+        assert_eq!(names.len(), 1000);
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with(".kubexit-") && n.len() == 29)
+        );
+    }
+
+    #[test]
+    fn a_file_at_a_temporary_name_is_never_removed_by_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let graveyard = Graveyard::open(dir.path()).unwrap();
+        let planted = dir.path().join(".kubexit-planted.tmp");
+        fs::write(&planted, "someone else's").unwrap();
+        let file = File::open(&planted).unwrap();
+        // Not ours: a different inode now stands at a name we created.
+        let other = dir.path().join(".kubexit-ours.tmp");
+        let ours = create_exclusive(&other).unwrap();
+        fs::rename(&planted, &other).unwrap();
+        remove_own(&other, &ours);
+        assert_eq!(fs::read_to_string(&other).unwrap(), "someone else's");
+        drop(file);
+        graveyard
+            .write(&Name::new("app").unwrap(), &stone())
+            .unwrap();
+        assert!(other.exists());
+    }
+
+    #[test]
+    fn an_existing_tombstone_is_rewritten_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app");
+        fs::write(
+            &path,
+            "Born: \"2026-01-01T00:00:00Z\"\nReady: \"2026-01-01T00:00:00Z\"\n",
+        )
+        .unwrap();
+        rewrite_in_place(&path, b"Died: x\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "Died: x\n");
+        assert!(rewrite_in_place(&dir.path().join("missing"), b"x").is_err());
     }
 }

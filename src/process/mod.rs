@@ -8,3 +8,4 @@
 pub mod child;
 pub mod reaper;
 pub mod signals;
+pub mod table;

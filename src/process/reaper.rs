@@ -13,21 +13,24 @@
 //! Those are noted when the reaper is created and are never counted as
 //! leftovers: kubexit reaps them if they end, but does not stop them.
 //!
-//! One subtlety is closed here. When the supervised child has exited, its
-//! pid is also the id of its process group, where leftovers may live on.
-//! Signalling that group after the child is reaped could, in principle, hit
-//! an unrelated group that reused the id; so [`Reaper::reap`] looks at the
-//! child's exit with `WNOWAIT` first and lets the caller signal the group
-//! while the zombie still pins the id, and only then reaps.
+//! **The supervised child is reaped last.** Its pid is also the id of its
+//! process group, where leftovers may live on. Once a pid is reaped the
+//! kernel may give it to a new process, so signalling the group after that
+//! could reach strangers. So the child's exit is only *seen*
+//! (`waitid(WNOWAIT)`), its status taken, and its zombie kept until
+//! [`Reaper::release`]: while it stands, its pid and group id cannot be
+//! reused, and a signal to the group reaches only the group. Meanwhile the
+//! other children are reaped one by one, by pid, never with
+//! `waitpid(-1)`, which could take the zombie.
 
 use std::collections::HashMap;
-use std::fs;
-use std::io;
 
 use nix::errno::Errno;
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
+
+use crate::process::table;
 
 /// How the supervised child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,12 +49,25 @@ impl ChildStatus {
             ChildStatus::Signaled(signal) => 128 + signal,
         }
     }
+
+    fn of(status: WaitStatus) -> Option<(Pid, ChildStatus)> {
+        match status {
+            WaitStatus::Exited(pid, code) => Some((pid, ChildStatus::Exited(code))),
+            WaitStatus::Signaled(pid, signal, _) => {
+                Some((pid, ChildStatus::Signaled(signal as i32)))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Reaps children; knows which one is the supervised child and which
 /// children kubexit inherited.
 pub struct Reaper {
+    /// The supervised child, until its zombie is released.
     child: Option<Pid>,
+    /// Its status, once it has exited (its zombie still held).
+    ended: Option<ChildStatus>,
     inherited: Vec<Pid>,
     /// Helper processes of kubexit's own (exec probes), whose status is
     /// handed to whoever started them.
@@ -67,13 +83,20 @@ impl Reaper {
         }
         Reaper {
             child: None,
-            inherited: children().unwrap_or_default(),
+            ended: None,
+            inherited: table::own_children(),
             watched: HashMap::new(),
         }
     }
 
     pub fn supervise(&mut self, child: Pid) {
         self.child = Some(child);
+    }
+
+    /// The supervised child, until it is released: its pid is its process
+    /// group's id, and safe to signal.
+    pub fn child(&self) -> Option<Pid> {
+        self.child
     }
 
     /// Hands the exit status of `pid`, one of kubexit's own helper
@@ -85,54 +108,96 @@ impl Reaper {
         receiver
     }
 
-    /// Whether the supervised child has exited and awaits reaping; it is not
-    /// reaped, so its pid and group id stay reserved (see the module docs).
-    pub fn child_has_exited(&self) -> bool {
-        let Some(child) = self.child else {
-            return false;
-        };
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-        matches!(
-            waitid(Id::Pid(child), flags),
-            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..))
-        )
-    }
-
-    /// Reaps every child that has exited, without blocking, and returns the
-    /// supervised child's status if it was among them.
+    /// Reaps every child that has exited, without blocking, except the
+    /// supervised child, whose exit is only seen; returns its status the
+    /// first time it is seen.
     pub fn reap(&mut self) -> Option<ChildStatus> {
-        let mut supervised = None;
-        loop {
-            let (pid, status) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, ChildStatus::Exited(code)),
-                Ok(WaitStatus::Signaled(pid, signal, _)) => {
-                    (pid, ChildStatus::Signaled(signal as i32))
-                }
-                Ok(WaitStatus::StillAlive) => break,
-                Ok(_) | Err(Errno::EINTR) => continue,
-                // ECHILD: nobody is left.
-                Err(_) => break,
-            };
-            if self.child == Some(pid) {
-                self.child = None;
-                supervised = Some(status);
-            } else if let Some(sender) = self.watched.remove(&pid) {
-                let _ = sender.send(status);
+        let was_seen = self.ended.is_some();
+        if let (Some(child), None) = (self.child, self.ended) {
+            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+            if let Ok(status) = waitid(Id::Pid(child), flags)
+                && let Some((_, status)) = ChildStatus::of(status)
+            {
+                self.ended = Some(status);
             }
         }
-        supervised
+        match self.child {
+            None => self.reap_any(),
+            Some(child) => match table::children(None) {
+                Ok(children) => {
+                    for pid in children.into_iter().filter(|pid| *pid != child) {
+                        if let Ok(status) = waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                            self.collected(status);
+                        }
+                    }
+                }
+                // Without the kernel's list of children, the zombie cannot
+                // be kept apart: the child is released with the rest.
+                Err(_) => {
+                    if self.ended.is_some() {
+                        self.child = None;
+                    }
+                    self.reap_any();
+                }
+            },
+        }
+        if was_seen { None } else { self.ended }
     }
 
-    /// The living processes the supervised child left behind and kubexit
-    /// adopted: its children minus those it inherited and the child itself.
-    pub fn leftovers(&self) -> Vec<Pid> {
-        let mut found = children().unwrap_or_default();
+    /// Reaps the supervised child's zombie: the last thing kubexit does
+    /// with it. From here on its group id means nothing.
+    pub fn release(&mut self) {
+        if let Some(child) = self.child.take() {
+            let _ = waitpid(child, None);
+        }
+        self.reap_any();
+    }
+
+    fn reap_any(&mut self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => break,
+                Ok(status) => {
+                    if let Some((pid, code)) = ChildStatus::of(status)
+                        && Some(pid) == self.child
+                    {
+                        self.child = None;
+                        self.ended.get_or_insert(code);
+                    }
+                    self.collected(status);
+                }
+                Err(Errno::EINTR) => continue,
+                // ECHILD: nobody is left.
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn collected(&mut self, status: WaitStatus) {
+        if let Some((pid, code)) = ChildStatus::of(status)
+            && let Some(sender) = self.watched.remove(&pid)
+        {
+            let _ = sender.send(code);
+        }
+    }
+
+    /// The children of kubexit that stop sequences concern: the supervised
+    /// child while it lives, and every process it left behind that kubexit
+    /// adopted; neither inherited processes nor kubexit's own helpers.
+    pub fn stoppable(&self) -> Vec<Pid> {
+        let mut found = table::own_children();
         found.retain(|pid| {
             !self.inherited.contains(pid)
                 && !self.watched.contains_key(pid)
-                && Some(*pid) != self.child
+                && (Some(*pid) != self.child || self.ended.is_none())
         });
         found
+    }
+
+    /// Whether anything the child left behind is still alive (zombies not
+    /// yet reaped count until the next [`Reaper::reap`]).
+    pub fn has_leftovers(&self) -> bool {
+        self.stoppable().iter().any(|pid| Some(*pid) != self.child)
     }
 }
 
@@ -140,56 +205,6 @@ impl Default for Reaper {
     fn default() -> Self {
         Reaper::new()
     }
-}
-
-/// The pids of kubexit's living (or not yet reaped) children. The kernel
-/// lists them per thread in /proc/self/task/TID/children, one small read
-/// for a single-threaded kubexit; where that file is missing (kernels
-/// without CONFIG_PROC_CHILDREN) every /proc/PID/stat is scanned instead.
-fn children() -> io::Result<Vec<Pid>> {
-    let mut found = Vec::new();
-    let mut listed = false;
-    for task in fs::read_dir("/proc/self/task")? {
-        let Ok(task) = task else { continue };
-        let Ok(list) = fs::read_to_string(task.path().join("children")) else {
-            continue;
-        };
-        listed = true;
-        found.extend(
-            list.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .map(Pid::from_raw),
-        );
-    }
-    if listed {
-        return Ok(found);
-    }
-    let me = std::process::id().to_string();
-    for entry in fs::read_dir("/proc")? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        if parent_of(&stat) == Some(me.as_str()) {
-            found.push(Pid::from_raw(pid));
-        }
-    }
-    Ok(found)
-}
-
-/// The parent pid field of /proc/PID/stat. The command name in parentheses
-/// may contain spaces and parentheses, so fields are counted from the last
-/// `)`: state, then ppid.
-fn parent_of(stat: &str) -> Option<&str> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)
 }
 
 #[cfg(test)]
@@ -201,12 +216,5 @@ mod tests {
         assert_eq!(ChildStatus::Exited(3).code(), 3);
         assert_eq!(ChildStatus::Signaled(15).code(), 143);
         assert_eq!(ChildStatus::Signaled(9).code(), 137);
-    }
-
-    #[test]
-    fn parent_pid_is_read_after_the_last_parenthesis() {
-        assert_eq!(parent_of("42 (sleep) S 7 42 42 0"), Some("7"));
-        assert_eq!(parent_of("42 (a) b) (c) R 1 42"), Some("1"));
-        assert_eq!(parent_of("garbage"), None);
     }
 }

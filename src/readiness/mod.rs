@@ -1,19 +1,26 @@
 //! Readiness: when the child counts as ready, so that `Ready` can be
 //! recorded in the tombstone for the kubexits waiting on it.
 //!
-//! Without a probe the child is ready when it is born. With one, the
-//! supervisor's event loop asks [`Readiness::next_event`] what happens next:
-//! an attempt is due, or one has finished. Attempts run one at a time, each
-//! bounded by the probe timeout, every probe period, until one succeeds;
-//! then probing stops for good (readiness here is about start-up order, not
-//! liveness). Starting an attempt is a separate call so that `exec:` probes
-//! can register their process with the reaper, which alone reaps.
+//! Without a probe the child is ready when it is born. With one, a
+//! [`Prober`] runs it: attempts one at a time, each bounded by the probe
+//! timeout, every probe period, until one succeeds; then probing stops for
+//! good (readiness here is about start-up order, not liveness). The
+//! supervisor's event loop asks [`Prober::next_event`] what happens next: an
+//! attempt is due, or one has finished. Starting an attempt is a separate
+//! call so that `exec:` probes can register their process with the reaper,
+//! which alone reaps. The notify socket (`notify`) is the child's own word,
+//! waited for in the same loop.
+//!
+//! Nothing here blocks the event loop: network probes resolve names through
+//! a [`resolve::Resolver`] (one lookup in flight at most, never waited for
+//! beyond the attempt), connect and read under the attempt's timeout.
 //!
 //! Failures are logged when their reason changes and otherwise at most
 //! every few seconds, so a slow start does not flood the log.
 
 pub mod notify;
 pub mod probe;
+pub mod resolve;
 pub mod tls;
 
 use std::ffi::OsString;
@@ -25,153 +32,118 @@ use std::time::Duration;
 use nix::unistd::Pid;
 use tokio::time::{Instant, sleep_until};
 
+use crate::duration::GoDuration;
 use crate::process::child;
 use crate::process::reaper::{ChildStatus, Reaper};
 use crate::process::signals::SignalNumber;
 use crate::readiness::notify::NotifySocket;
 use crate::readiness::probe::Probe;
+use crate::readiness::resolve::Resolver;
 
 /// How often a persisting probe failure is logged again.
 const REPEAT_FAILURE_LOG: Duration = Duration::from_secs(5);
 
 type Attempt = Pin<Box<dyn Future<Output = Result<(), String>>>>;
 
-/// What the readiness machinery needs from the loop.
+/// What a prober needs from the loop.
 pub enum Event {
-    /// Time to start an attempt: call [`Readiness::start_attempt`].
+    /// Time to start an attempt: call [`Prober::start_attempt`].
     Due,
-    /// The child was judged ready.
+    /// The probe succeeded.
     Ready,
 }
 
-/// The readiness state of the child.
-pub struct Readiness {
-    state: State,
+/// One probe, tried until it first succeeds.
+pub struct Prober {
+    probe: Probe,
     period: Duration,
     timeout: Duration,
+    resolver: Option<Resolver>,
+    next_at: Instant,
+    attempt: Option<Attempt>,
+    helper: Option<Pid>,
+    ready: bool,
     last_failure: Option<(String, Instant)>,
 }
 
-enum State {
-    /// Ready, or no longer probing because the child has ended.
-    Settled,
-    Probing {
-        probe: Probe,
-        next_at: Instant,
-        attempt: Option<Attempt>,
-        helper: Option<Pid>,
-    },
-    Notify(Option<NotifySocket>),
-}
-
-impl Readiness {
-    /// Prepares readiness for `probe`; the notify socket is bound here,
-    /// before the child starts, so that its name can be passed to it.
-    pub fn new(
-        probe: Option<&Probe>,
-        period: Duration,
-        timeout: Duration,
-    ) -> io::Result<Readiness> {
-        let state = match probe {
-            None => State::Settled,
-            Some(Probe::Notify) => State::Notify(Some(NotifySocket::bind()?)),
-            Some(probe) => State::Probing {
-                probe: probe.clone(),
-                next_at: Instant::now(),
-                attempt: None,
-                helper: None,
-            },
-        };
-        Ok(Readiness {
-            state,
+impl Prober {
+    /// A prober of `probe` (not `notify`, which is no attempt), its first
+    /// attempt due at once.
+    pub fn new(probe: &Probe, period: Duration, timeout: Duration) -> Prober {
+        Prober {
+            resolver: probe
+                .address()
+                .map(|(host, port)| Resolver::new(host, port)),
+            probe: probe.clone(),
             period,
             timeout,
+            next_at: Instant::now(),
+            attempt: None,
+            helper: None,
+            ready: false,
             last_failure: None,
-        })
-    }
-
-    /// Whether the child counts as ready already (no probe).
-    pub fn is_ready(&self) -> bool {
-        matches!(self.state, State::Settled)
-    }
-
-    /// Variables the child needs to take part (`NOTIFY_SOCKET`).
-    pub fn child_env(&self) -> Vec<(&'static str, &str)> {
-        match &self.state {
-            State::Notify(Some(socket)) => vec![("NOTIFY_SOCKET", socket.env_value())],
-            _ => Vec::new(),
         }
+    }
+
+    pub fn probe(&self) -> &Probe {
+        &self.probe
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Why the last attempt failed, if one has.
+    pub fn last_failure(&self) -> Option<&str> {
+        self.last_failure
+            .as_ref()
+            .map(|(reason, _)| reason.as_str())
     }
 
     /// Waits for the next thing to do; never completes once ready.
     pub async fn next_event(&mut self) -> Event {
         loop {
-            match &mut self.state {
-                State::Settled => std::future::pending::<()>().await,
-                State::Notify(socket) => {
-                    let Some(live) = socket.as_ref() else {
-                        std::future::pending::<()>().await;
-                        continue;
-                    };
-                    match live.ready().await {
-                        Ok(()) => {
-                            self.state = State::Settled;
-                            return Event::Ready;
-                        }
-                        Err(err) => {
-                            tracing::error!(
-                                "the notify socket failed: {err}; the child cannot be marked ready"
-                            );
-                            *socket = None;
-                        }
+            if self.ready {
+                return std::future::pending().await;
+            }
+            match &mut self.attempt {
+                None => {
+                    sleep_until(self.next_at).await;
+                    return Event::Due;
+                }
+                Some(running) => {
+                    let result = running.as_mut().await;
+                    if self.finish_attempt(result) {
+                        return Event::Ready;
                     }
                 }
-                State::Probing {
-                    next_at, attempt, ..
-                } => match attempt {
-                    None => {
-                        sleep_until(*next_at).await;
-                        return Event::Due;
-                    }
-                    Some(running) => {
-                        let result = running.as_mut().await;
-                        if self.finish_attempt(result) {
-                            return Event::Ready;
-                        }
-                    }
-                },
             }
         }
     }
 
-    /// Starts one probe attempt.
+    /// Starts one attempt.
     pub fn start_attempt(&mut self, reaper: &mut Reaper) {
-        let timeout = self.timeout;
-        let State::Probing {
-            probe,
-            attempt,
-            helper,
-            ..
-        } = &mut self.state
-        else {
+        if self.ready || self.attempt.is_some() {
             return;
-        };
-        let future: Attempt = match probe.clone() {
-            Probe::Tcp { host, port } => {
-                Box::pin(async move { probe::check_tcp(&host, port, timeout).await })
+        }
+        let timeout = self.timeout;
+        let resolver = self.resolver.clone();
+        let future: Attempt = match (self.probe.clone(), resolver) {
+            (Probe::Tcp { .. }, Some(resolver)) => {
+                Box::pin(async move { probe::check_tcp(&resolver, timeout).await })
             }
-            Probe::Http(target) if target.tls => {
-                Box::pin(async move { crate::readiness::tls::check_https(&target, timeout).await })
+            (Probe::Http(target), Some(resolver)) if target.tls => {
+                Box::pin(async move { tls::check_https(&target, &resolver, timeout).await })
             }
-            Probe::Http(target) => {
-                Box::pin(async move { probe::check_http(&target, timeout).await })
+            (Probe::Http(target), Some(resolver)) => {
+                Box::pin(async move { probe::check_http(&target, &resolver, timeout).await })
             }
-            Probe::File { path } => Box::pin(std::future::ready(probe::check_file(&path))),
-            Probe::Exec { argv } => {
+            (Probe::File { path }, _) => Box::pin(std::future::ready(probe::check_file(&path))),
+            (Probe::Exec { argv }, _) => {
                 let argv: Vec<OsString> = argv.into_iter().map(OsString::from).collect();
                 match child::spawn_helper(&argv) {
                     Ok(pid) => {
-                        *helper = Some(pid);
+                        self.helper = Some(pid);
                         let exited = reaper.watch(pid);
                         Box::pin(async move {
                             match tokio::time::timeout(timeout, exited).await {
@@ -184,7 +156,7 @@ impl Readiness {
                                     let _ = child::signal_group_of(pid, SignalNumber::KILL);
                                     Err(format!(
                                         "the command did not finish within {}",
-                                        crate::duration::GoDuration(timeout)
+                                        GoDuration(timeout)
                                     ))
                                 }
                             }
@@ -193,33 +165,23 @@ impl Readiness {
                     Err(err) => Box::pin(std::future::ready(Err(err.to_string()))),
                 }
             }
-            Probe::Notify => return,
+            _ => return,
         };
-        *attempt = Some(future);
+        self.attempt = Some(future);
     }
 
-    /// Records an attempt's result; true when the child became ready.
+    /// Records an attempt's result; true when the probe succeeded.
     fn finish_attempt(&mut self, result: Result<(), String>) -> bool {
-        let period = self.period;
-        let State::Probing {
-            probe,
-            next_at,
-            attempt,
-            helper,
-        } = &mut self.state
-        else {
-            return false;
-        };
-        *attempt = None;
-        *helper = None;
+        self.attempt = None;
+        self.helper = None;
         match result {
             Ok(()) => {
-                self.state = State::Settled;
+                self.ready = true;
                 true
             }
             Err(reason) => {
                 let now = Instant::now();
-                *next_at = now + period;
+                self.next_at = now + self.period;
                 let repeat = match &self.last_failure {
                     Some((last, at)) => {
                         *last != reason || now.duration_since(*at) >= REPEAT_FAILURE_LOG
@@ -227,6 +189,7 @@ impl Readiness {
                     None => true,
                 };
                 if repeat {
+                    let probe = &self.probe;
                     tracing::info!(probe = %probe, "Not ready yet: {probe}: {reason}");
                     self.last_failure = Some((reason, now));
                 }
@@ -235,15 +198,105 @@ impl Readiness {
         }
     }
 
-    /// Stops probing (the child has ended): an `exec:` probe still running
-    /// is killed.
+    /// Stops probing: an `exec:` probe still running is killed; a name
+    /// lookup in flight is left to end on its own, never waited for.
     pub fn abandon(&mut self) {
-        if let State::Probing {
-            helper: Some(pid), ..
-        } = &self.state
-        {
-            let _ = child::signal_group_of(*pid, SignalNumber::KILL);
+        if let Some(pid) = self.helper.take() {
+            let _ = child::signal_group_of(pid, SignalNumber::KILL);
         }
-        self.state = State::Settled;
+        self.attempt = None;
+        self.ready = true;
+    }
+}
+
+/// The readiness of the child kubexit supervises.
+pub enum Readiness {
+    /// Ready, or no longer judged because the child has ended.
+    Settled,
+    Probing(Prober),
+    Notify(Option<NotifySocket>),
+}
+
+/// What the loop must do about the child's readiness.
+pub enum ReadinessEvent {
+    Due,
+    Ready,
+}
+
+impl Readiness {
+    /// Prepares readiness for `probe`; the notify socket is bound here,
+    /// before the child starts, so that its name can be passed to it.
+    pub fn new(
+        probe: Option<&Probe>,
+        period: Duration,
+        timeout: Duration,
+    ) -> io::Result<Readiness> {
+        Ok(match probe {
+            None => Readiness::Settled,
+            Some(Probe::Notify) => Readiness::Notify(Some(NotifySocket::bind()?)),
+            Some(probe) => Readiness::Probing(Prober::new(probe, period, timeout)),
+        })
+    }
+
+    /// Whether the child counts as ready already (no probe).
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Readiness::Settled)
+    }
+
+    /// Variables the child needs to take part (`NOTIFY_SOCKET`).
+    pub fn child_env(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Readiness::Notify(Some(socket)) => vec![("NOTIFY_SOCKET", socket.env_value())],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Waits for the next thing to do; never completes once ready.
+    pub async fn next_event(&mut self) -> ReadinessEvent {
+        loop {
+            match self {
+                Readiness::Settled => std::future::pending::<()>().await,
+                Readiness::Probing(prober) => match prober.next_event().await {
+                    Event::Due => return ReadinessEvent::Due,
+                    Event::Ready => {
+                        *self = Readiness::Settled;
+                        return ReadinessEvent::Ready;
+                    }
+                },
+                Readiness::Notify(socket) => {
+                    let Some(live) = socket.as_ref() else {
+                        std::future::pending::<()>().await;
+                        continue;
+                    };
+                    match live.ready().await {
+                        Ok(()) => {
+                            *self = Readiness::Settled;
+                            return ReadinessEvent::Ready;
+                        }
+                        Err(err) => {
+                            tracing::error!(
+                                "the notify socket failed: {err}; the child cannot be marked ready"
+                            );
+                            *socket = None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts one probe attempt.
+    pub fn start_attempt(&mut self, reaper: &mut Reaper) {
+        if let Readiness::Probing(prober) = self {
+            prober.start_attempt(reaper);
+        }
+    }
+
+    /// Stops judging (the child has ended).
+    pub fn abandon(&mut self) {
+        if let Readiness::Probing(prober) = self {
+            prober.abandon();
+        }
+        *self = Readiness::Settled;
     }
 }

@@ -26,9 +26,9 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::duration::{self, GoDuration};
-use crate::name::Name;
-use crate::probe::Probe;
-use crate::signals::{SignalNumber, parse_signal};
+use crate::graveyard::name::Name;
+use crate::process::signals::{SignalNumber, parse_signal};
+use crate::readiness::probe::Probe;
 
 /// kubexit: run a command, record its life in a tombstone, and stop it when
 /// the processes it depends on die.

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use jiff::tz::{Offset, TimeZone};
 use kubexit::config::{Args, Config, Environment};
 use kubexit::duration::{format_go, parse, parse_go};
-use kubexit::tombstone::Tombstone;
+use kubexit::graveyard::tombstone::Tombstone;
 use proptest::prelude::*;
 
 fn timestamp() -> impl Strategy<Value = Timestamp> {

@@ -89,7 +89,7 @@ impl RunDir {
 /// born and dead with exit code 0.
 pub fn tombstone(dead: bool) -> String {
     let now = jiff::Timestamp::now();
-    kubexit::tombstone::Tombstone {
+    kubexit::graveyard::tombstone::Tombstone {
         born: Some(now),
         ready: (!dead).then_some(now),
         died: dead.then_some(now),

@@ -3,7 +3,7 @@
 #![no_main]
 
 use jiff::tz::TimeZone;
-use kubexit::tombstone::Tombstone;
+use kubexit::graveyard::tombstone::Tombstone;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {

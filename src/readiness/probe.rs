@@ -26,6 +26,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::readiness::resolve::Resolver;
+
 /// How the child's readiness is judged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
@@ -54,6 +56,15 @@ pub struct HttpTarget {
 pub struct ProbeError(pub String);
 
 impl Probe {
+    /// The host and port a network probe connects to.
+    pub fn address(&self) -> Option<(&str, u16)> {
+        match self {
+            Probe::Tcp { host, port } => Some((host, *port)),
+            Probe::Http(target) => Some((&target.host, target.port)),
+            _ => None,
+        }
+    }
+
     pub fn parse(raw: &str) -> Result<Probe, ProbeError> {
         let bad = || ProbeError(raw.to_owned());
         let spec = raw.trim();
@@ -154,11 +165,25 @@ fn host_port(authority: &str, default_port: Option<u16>) -> Option<(String, u16)
     Some((host.to_owned(), port))
 }
 
+/// Connects to the first of the host's addresses that accepts. Name
+/// resolution is the resolver's, bounded by the caller's timeout.
+pub async fn connect(resolver: &Resolver) -> Result<TcpStream, String> {
+    let addresses = resolver.resolve().await?;
+    let mut last = String::from("the name resolves to no address");
+    for address in addresses {
+        match TcpStream::connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(err) => last = err.to_string(),
+        }
+    }
+    Err(last)
+}
+
 /// One attempt of a TCP probe: Ok when a connection is accepted.
-pub async fn check_tcp(host: &str, port: u16, timeout: Duration) -> Result<(), String> {
-    match tokio::time::timeout(timeout, TcpStream::connect((host, port))).await {
+pub async fn check_tcp(resolver: &Resolver, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, connect(resolver)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(err)) => Err(err.to_string()),
+        Ok(Err(err)) => Err(err),
         Err(_) => Err(format!(
             "no connection within {}",
             crate::duration::GoDuration(timeout)
@@ -167,11 +192,13 @@ pub async fn check_tcp(host: &str, port: u16, timeout: Duration) -> Result<(), S
 }
 
 /// One attempt of a plain HTTP probe: Ok for a status of 200–399.
-pub async fn check_http(target: &HttpTarget, timeout: Duration) -> Result<(), String> {
+pub async fn check_http(
+    target: &HttpTarget,
+    resolver: &Resolver,
+    timeout: Duration,
+) -> Result<(), String> {
     let attempt = async {
-        let mut stream = TcpStream::connect((target.host.as_str(), target.port))
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut stream = connect(resolver).await?;
         let request = http_request(target);
         stream
             .write_all(request.as_bytes())

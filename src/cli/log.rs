@@ -17,11 +17,13 @@
 //! Call sites use `tracing`'s macros with structured fields beside the
 //! message, so both formats come from the same events. The subscriber is
 //! deliberately tiny: kubexit has no spans, and each line is written with
-//! one `write` call, so lines never interleave mid-line, even with the
-//! liveness threads.
+//! one `write` call, so lines never interleave mid-line, whatever thread
+//! logs. When stderr's reader goes away (a log pipe closed, `| head`), the
+//! log falls silent: kubexit and its child go on.
 
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -41,6 +43,9 @@ pub fn init(reporting: &Reporting, name: Option<String>) {
         name,
     });
 }
+
+/// Set once a write to stderr found its reader gone.
+static STDERR_GONE: AtomicBool = AtomicBool::new(false);
 
 struct StderrLog {
     max_level: Level,
@@ -138,8 +143,17 @@ impl Subscriber for StderrLog {
             LogFormat::Text => self.text_line(level, &fields),
             LogFormat::Json => self.json_line(level, &fields),
         };
-        // A closed stderr must not take the supervisor down with it.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        // A closed stderr must not take the supervisor down with it, nor
+        // cost it anything more: once its reader is gone, nothing more is
+        // written (each write would only raise another SIGPIPE).
+        if STDERR_GONE.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(err) = std::io::stderr().lock().write_all(line.as_bytes())
+            && err.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            STDERR_GONE.store(true, Ordering::Relaxed);
+        }
     }
 
     fn enter(&self, _: &Id) {}

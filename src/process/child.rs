@@ -28,7 +28,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::unistd::{Pid, getpgrp, tcgetpgrp, tcsetpgrp};
 
-use crate::signals::SignalNumber;
+use crate::process::signals::SignalNumber;
 
 /// A started child: its pid, which is also its process group id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,19 +12,23 @@
 //! | `alive` | an empty tombstone (a Go peer writing in place) |
 //! | `unreadable` | not a tombstone; the reason says why |
 //!
-//! It only reads: the graveyard is never changed by looking at it.
+//! It only reads: the graveyard is never changed by looking at it, and it
+//! opens its entries as the supervisor does (never through a link, never
+//! blocking on a FIFO), so nothing planted in the graveyard can hold it or
+//! lead it out of the directory.
 
 use std::fmt::Write as _;
-use std::fs::File;
+use std::io::Write as _;
+use std::process::ExitCode;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use nix::fcntl::{Flock, FlockArg};
 
-use crate::graveyard::Graveyard;
+use crate::config::{self, Args};
+use crate::graveyard::name::Name;
+use crate::graveyard::tombstone::{self, GoTime, Tombstone};
+use crate::graveyard::{Graveyard, liveness};
 use crate::json::Quoted;
-use crate::name::Name;
-use crate::tombstone::{GoTime, Tombstone};
 
 /// One line of the view.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,17 +40,45 @@ pub struct Entry {
     pub problem: Option<String>,
 }
 
+/// `kubexit --status`: the graveyard's tombstones on stdout.
+pub fn main(args: &Args) -> ExitCode {
+    let graveyard = match config::status_graveyard(args) {
+        Ok(dir) if dir.is_dir() => Graveyard::at(&dir),
+        Ok(dir) => {
+            tracing::error!(
+                "the graveyard {} does not exist; set KUBEXIT_GRAVEYARD or --graveyard",
+                dir.display()
+            );
+            return ExitCode::from(crate::EXIT_FAILURE);
+        }
+        Err(err) => {
+            tracing::error!("{err}");
+            return ExitCode::from(crate::EXIT_CONFIG);
+        }
+    };
+    match collect(&graveyard) {
+        Ok(entries) => {
+            let text = if args.json {
+                json(&entries)
+            } else {
+                table(&entries, &tombstone::local_zone())
+            };
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            tracing::error!("cannot read the graveyard: {err}");
+            ExitCode::from(crate::EXIT_FAILURE)
+        }
+    }
+}
+
 /// Reads every tombstone of `graveyard`, sorted by name.
 pub fn collect(graveyard: &Graveyard) -> std::io::Result<Vec<Entry>> {
-    let mut names: Vec<String> = std::fs::read_dir(graveyard.dir())?
-        .filter_map(Result::ok)
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .filter(|name| !name.starts_with('.'))
-        .collect();
-    names.sort();
-    Ok(names
-        .into_iter()
-        .filter_map(|raw| Name::new(&raw).ok().map(|name| look(graveyard, &name)))
+    Ok(graveyard
+        .names()?
+        .iter()
+        .map(|name| look(graveyard, name))
         .collect())
 }
 
@@ -69,7 +101,7 @@ fn look(graveyard: &Graveyard, name: &Name) -> Entry {
                 if lost { "lost" } else { "dead" }
             } else if stone.born.is_none() {
                 "alive"
-            } else if holder_gone(graveyard, name, &stone) {
+            } else if liveness::holder_gone(graveyard, name, &stone) {
                 "lost"
             } else if stone.ready.is_some() {
                 "ready"
@@ -79,22 +111,6 @@ fn look(graveyard: &Graveyard, name: &Name) -> Entry {
             entry(state, stone, None)
         }
     }
-}
-
-/// Whether the liveness lock backing this Born is free: its kubexit is gone.
-fn holder_gone(graveyard: &Graveyard, name: &Name, stone: &Tombstone) -> bool {
-    let Ok(path) = graveyard.lock_path(name) else {
-        return false;
-    };
-    let Ok(file) = File::open(path) else {
-        return false;
-    };
-    let Ok(mut lock) = Flock::lock(file, FlockArg::LockSharedNonblock) else {
-        return false;
-    };
-    let mut born = String::new();
-    let _ = std::io::Read::read_to_string(&mut *lock, &mut born);
-    born.trim().parse::<Timestamp>().ok() == stone.born
 }
 
 /// The view as an aligned table.

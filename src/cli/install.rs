@@ -13,6 +13,8 @@ use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::graveyard::random_u64;
+
 /// Why the copy failed.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -31,13 +33,13 @@ pub fn install(dir: &Path) -> Result<PathBuf, InstallError> {
     };
     fs::create_dir_all(dir).map_err(fail)?;
     let target = dir.join("kubexit");
-    let temporary = dir.join(format!(".kubexit-install-{}", std::process::id()));
+    // Random, not the pid: every init container is PID 1 of its own.
+    let temporary = dir.join(format!(".kubexit-install-{:016x}", random_u64()));
     let copy = || -> io::Result<()> {
         let mut source = File::open("/proc/self/exe")?;
         let mut copy = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o755)
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&temporary)?;
@@ -46,7 +48,10 @@ pub fn install(dir: &Path) -> Result<PathBuf, InstallError> {
         fs::rename(&temporary, &target)
     };
     copy().map_err(|err| {
-        let _ = fs::remove_file(&temporary);
+        // Only a file this kubexit made: create_new refused anything else.
+        if err.kind() != io::ErrorKind::AlreadyExists {
+            let _ = fs::remove_file(&temporary);
+        }
         fail(err)
     })?;
     Ok(target)

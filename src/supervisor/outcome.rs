@@ -22,10 +22,10 @@
 use std::fmt;
 
 use crate::config::StoppedExitCode;
-use crate::name::Name;
-use crate::reaper::ChildStatus;
-use crate::signals::SignalNumber;
-use crate::tombstone::NEVER_STARTED;
+use crate::graveyard::name::Name;
+use crate::graveyard::tombstone::NEVER_STARTED;
+use crate::process::reaper::ChildStatus;
+use crate::process::signals::SignalNumber;
 
 /// How supervision ended.
 #[derive(Debug)]

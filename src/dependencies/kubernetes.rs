@@ -46,9 +46,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::birth::Verdict;
 use crate::config::PodTarget;
-use crate::name::Name;
+use crate::dependencies::Verdict;
+use crate::graveyard::name::Name;
 
 /// How long the server may keep one watch open (it may end it sooner).
 const WATCH_SECONDS: u32 = 290;

@@ -12,17 +12,20 @@
 
 use std::time::Duration;
 
-use crate::probe::HttpTarget;
+use crate::readiness::probe::HttpTarget;
+use crate::readiness::resolve::Resolver;
 
 #[cfg(feature = "tls")]
-pub async fn check_https(target: &HttpTarget, timeout: Duration) -> Result<(), String> {
+pub async fn check_https(
+    target: &HttpTarget,
+    resolver: &Resolver,
+    timeout: Duration,
+) -> Result<(), String> {
     use std::sync::Arc;
 
+    use crate::readiness::probe::{connect, http_request, judge_status, read_status_line};
     use rustls::pki_types::ServerName;
     use tokio::io::AsyncWriteExt;
-    use tokio::net::TcpStream;
-
-    use crate::probe::{http_request, judge_status, read_status_line};
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
@@ -34,9 +37,7 @@ pub async fn check_https(target: &HttpTarget, timeout: Duration) -> Result<(), S
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let server_name = ServerName::try_from(target.host.clone()).map_err(|e| e.to_string())?;
     let attempt = async {
-        let tcp = TcpStream::connect((target.host.as_str(), target.port))
-            .await
-            .map_err(|e| e.to_string())?;
+        let tcp = connect(resolver).await?;
         let mut stream = connector
             .connect(server_name, tcp)
             .await
@@ -57,7 +58,7 @@ pub async fn check_https(target: &HttpTarget, timeout: Duration) -> Result<(), S
 }
 
 #[cfg(not(feature = "tls"))]
-pub async fn check_https(_: &HttpTarget, _: Duration) -> Result<(), String> {
+pub async fn check_https(_: &HttpTarget, _: &Resolver, _: Duration) -> Result<(), String> {
     Err("this kubexit was built without the tls feature".into())
 }
 

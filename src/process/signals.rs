@@ -21,6 +21,14 @@
 //! default action. The child gets an empty mask back before `exec` (see the
 //! `child` module).
 //!
+//! Some signals are the kernel's answer to something kubexit itself did: a
+//! SIGPIPE or SIGXFSZ for its own write (to a stderr whose reader has gone,
+//! say), a SIGXCPU for its own CPU limit. The kernel attributes those to
+//! kubexit's own pid, or to itself (`SI_KERNEL`). [`Received::is_own`]
+//! says so, and they are never passed on to the child: a broken log pipe
+//! must not kill the child, nor, by being forwarded and logged again, make
+//! kubexit spin.
+//!
 //! This module only hears and names signals; sending them is the child
 //! module's job, and deciding what they mean is the supervisor's.
 
@@ -139,6 +147,47 @@ pub fn block_all() -> io::Result<()> {
     Ok(())
 }
 
+/// Gives every signal back its default handling (for the modes that do not
+/// supervise, such as `--status`): nothing stays blocked.
+pub fn unblock_all() {
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+/// A signal as received: what it is, and whether kubexit's own action
+/// raised it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received {
+    pub signal: SignalNumber,
+    own: bool,
+}
+
+impl Received {
+    /// A signal sent from outside (the tests, and callers that build one).
+    pub fn external(signal: SignalNumber) -> Received {
+        Received { signal, own: false }
+    }
+
+    /// Whether the kernel raised this signal for kubexit's own action (see
+    /// the module docs): kubexit's business alone, never forwarded.
+    pub fn is_own(&self) -> bool {
+        self.own
+    }
+
+    fn classify(signal: SignalNumber, sender: u32, code: i32) -> Received {
+        let own = match signal.known() {
+            // Raised by a write of kubexit's: the kernel names kubexit as
+            // the sender.
+            Some(Signal::SIGPIPE | Signal::SIGXFSZ) => {
+                sender == std::process::id()
+                    && matches!(code, nix::libc::SI_USER | nix::libc::SI_TKILL)
+            }
+            Some(Signal::SIGXCPU) => code == nix::libc::SI_KERNEL,
+            _ => false,
+        };
+        Received { signal, own }
+    }
+}
+
 /// The queue of signals received by kubexit, readable in the event loop.
 pub struct Signals {
     fd: AsyncFd<SignalFd>,
@@ -157,18 +206,22 @@ impl Signals {
     }
 
     /// Everything pending now, without waiting (possibly nothing).
-    pub fn drain(&self) -> io::Result<Vec<SignalNumber>> {
+    pub fn drain(&self) -> io::Result<Vec<Received>> {
         let mut received = Vec::new();
         while let Some(info) = self.fd.get_ref().read_signal()? {
             if let Ok(number) = i32::try_from(info.ssi_signo) {
-                received.push(SignalNumber(number));
+                received.push(Received::classify(
+                    SignalNumber(number),
+                    info.ssi_pid,
+                    info.ssi_code,
+                ));
             }
         }
         Ok(received)
     }
 
     /// Waits until at least one signal is pending, then returns all of them.
-    pub async fn recv(&self) -> io::Result<Vec<SignalNumber>> {
+    pub async fn recv(&self) -> io::Result<Vec<Received>> {
         loop {
             let mut guard = self.fd.readable().await?;
             let received = self.drain()?;
@@ -218,6 +271,21 @@ mod tests {
             assert!(SignalNumber(passed).is_forwarded());
         }
         assert!(SignalNumber(nix::libc::SIGRTMIN() + 1).is_forwarded());
+    }
+
+    #[test]
+    fn only_signals_raised_for_kubexits_own_action_are_its_own() {
+        let me = std::process::id();
+        let pipe = SignalNumber(nix::libc::SIGPIPE);
+        assert!(Received::classify(pipe, me, nix::libc::SI_USER).is_own());
+        assert!(!Received::classify(pipe, me + 1, nix::libc::SI_USER).is_own());
+        assert!(!Received::classify(pipe, 0, nix::libc::SI_USER).is_own());
+        let xcpu = SignalNumber(nix::libc::SIGXCPU);
+        assert!(Received::classify(xcpu, 0, nix::libc::SI_KERNEL).is_own());
+        // A terminal's Ctrl-C comes from the kernel too, and is forwarded.
+        let int = SignalNumber(nix::libc::SIGINT);
+        assert!(!Received::classify(int, 0, nix::libc::SI_KERNEL).is_own());
+        assert!(!Received::classify(SignalNumber::TERM, me, nix::libc::SI_USER).is_own());
     }
 
     #[test]

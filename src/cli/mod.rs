@@ -1,0 +1,139 @@
+//! The command line: from the process's arguments to an exit status.
+//!
+//! [`run`] reads the arguments, sets up the log (its own format even for a
+//! configuration error), and runs one of kubexit's modes: supervising a
+//! command (the configuration, then the supervisor's event loop, then the
+//! exit status and the termination message), or one of the modes that do
+//! something else and exit: the status view (`--status`) and self-install
+//! (`--install`). Signals are blocked first thing, for the supervisor's
+//! sake; the other modes give them back their default actions, so that
+//! Ctrl-C interrupts them as it would any command.
+
+pub mod install;
+pub mod log;
+pub mod status;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::config::{Args, Config, ProcessEnvironment, Reporting};
+use crate::process::signals::{self, Signals};
+use crate::supervisor;
+
+/// Exit status for a configuration error, as upstream.
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit status when kubexit itself fails.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Runs kubexit with the process's arguments and environment.
+pub fn run() -> ExitCode {
+    // First of all, before any thread exists: from here on no signal can
+    // kill kubexit half-way; each waits in the queue for the event loop.
+    if let Err(err) = signals::block_all() {
+        eprintln!("Error: cannot block signals: {err}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(err) => {
+            // --help and --version print to stdout and exit 0; usage
+            // errors print to stderr and exit 2.
+            let _ = err.print();
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(EXIT_CONFIG));
+        }
+    };
+    let name = args.name.as_ref().map(|n| n.to_string_lossy().into_owned());
+    let reporting = match Reporting::from_args(&args, &ProcessEnvironment) {
+        Ok(reporting) => reporting,
+        Err(err) => {
+            let reporting = Reporting::default();
+            log::init(&reporting, name);
+            return refuse(&reporting, &err.to_string());
+        }
+    };
+    log::init(&reporting, name);
+
+    if args.install.is_some() || args.status {
+        // Not supervising: signals get their default actions back.
+        signals::unblock_all();
+    }
+    if let Some(dir) = &args.install {
+        return match install::install(dir) {
+            Ok(path) => {
+                tracing::info!("Installed kubexit to {}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                tracing::error!("{err}");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        };
+    }
+    if args.status {
+        return status::main(&args);
+    }
+
+    let config = match Config::from_args(args, &ProcessEnvironment) {
+        Ok(config) => config,
+        Err(err) => return refuse(&reporting, &err.to_string()),
+    };
+    config.log_summary();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!("cannot start the event loop: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match Signals::open() {
+            Ok(signals) => Some(supervisor::supervise(&config, &signals).await),
+            Err(err) => {
+                tracing::error!("cannot open the signal queue: {err}");
+                None
+            }
+        }
+    });
+    // Whatever still runs in the runtime's blocking pool (a name lookup of
+    // the Kubernetes client, say) is not waited for: the outcome is known.
+    runtime.shutdown_background();
+    let Some(outcome) = outcome else {
+        return ExitCode::from(EXIT_FAILURE);
+    };
+    let status = outcome.exit_status(config.stopped_exit_code);
+    tracing::info!(status, "Exiting with status {status}: {outcome}");
+    write_termination_message(
+        &reporting,
+        &format!("{}: {outcome} (exit status {status})", config.name),
+    );
+    ExitCode::from(status)
+}
+
+/// A configuration error: said in the log and the termination message,
+/// exit status 2.
+fn refuse(reporting: &Reporting, message: &str) -> ExitCode {
+    tracing::error!("{message}");
+    write_termination_message(reporting, &format!("configuration error: {message}"));
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// One line saying why kubexit exited, where Kubernetes shows it
+/// (`kubectl describe pod`: the container's last state, "Message").
+/// Failures are only logged: the exit status matters more.
+fn write_termination_message(reporting: &Reporting, message: &str) {
+    let Some(path) = reporting.termination_path() else {
+        return;
+    };
+    if let Err(err) = std::fs::write(&path, format!("{message}\n")) {
+        tracing::warn!(
+            "cannot write the termination message to {}: {err}",
+            path.display()
+        );
+    }
+}

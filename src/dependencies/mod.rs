@@ -1,0 +1,428 @@
+//! Dependencies: one view of every process kubexit depends on.
+//!
+//! A name may be a death dependency, a birth dependency, or both; whatever
+//! its roles, it is watched once and read once per change, and the view
+//! answers every question asked of it: is it dead (its tombstone records
+//! `Died`, or its holder was judged lost), is it ready. The supervisor asks
+//! the view; nothing else in kubexit reads a dependency's tombstone.
+//!
+//! The view keeps its promises this way:
+//!
+//! * **Nothing is missed.** At start it arms the [`Watch`] on each name
+//!   *before* reading the name's tombstone, so a death just before the
+//!   first scan is in the scan, and one just after is an event. Every event
+//!   re-arms and re-reads the names it concerns (see the watch module).
+//! * **Liveness is judged at every look.** After reading a tombstone that
+//!   shows a birth and no death, the view asks the liveness module whether
+//!   the holder behind it is gone ([`liveness::lost`]): a non-blocking lock
+//!   attempt, at the first scan (a dependency SIGKILLed before this kubexit
+//!   started is found before the child starts) and whenever the watch says
+//!   the holder's lock was closed. A lost dependency is dead at once, even
+//!   when the record of its loss cannot be written.
+//! * **The untidiness of a shared directory stays here.** A tombstone that
+//!   is missing says nothing yet; one that cannot be read (garbage, a link,
+//!   a FIFO, a huge file) is reported once per distinct problem, not on
+//!   every event, and never counts as a death: only a `Died` time does.
+//!
+//! Birth dependencies judged by the Kubernetes API (`KUBEXIT_POD_NAME`) are
+//! not in the graveyard; [`births`] combines both kinds of wait, and
+//! [`kubernetes`] follows the pod.
+
+pub mod births;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
+
+use crate::graveyard::name::Name;
+use crate::graveyard::tombstone::Tombstone;
+use crate::graveyard::watch::{Change, Watch};
+use crate::graveyard::{Graveyard, liveness};
+
+/// Where a wait for birth dependencies stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every dependency is ready: start the child.
+    AllReady,
+    /// Some are not ready yet.
+    Waiting,
+    /// This dependency is dead: it will not be ready unless it is started
+    /// again, so waiting on would only run out the timeout.
+    Died(Name),
+}
+
+/// What a dependency's tombstone says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// No tombstone yet.
+    Nothing,
+    /// A tombstone that cannot be read (already logged).
+    Unreadable,
+    /// A readable tombstone.
+    Stone(Tombstone),
+}
+
+/// What a dependency is to this kubexit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Roles {
+    pub death: bool,
+    pub birth: bool,
+}
+
+struct Dependency {
+    name: Name,
+    roles: Roles,
+    seen: Seen,
+    /// Its holder was judged gone without a recorded death: this is the
+    /// record of the loss, which counts until a new birth replaces it.
+    lost: Option<Tombstone>,
+    /// The last problem reported about its tombstone.
+    complaint: Option<String>,
+}
+
+impl Dependency {
+    fn is_dead(&self) -> bool {
+        self.lost.is_some() || matches!(&self.seen, Seen::Stone(stone) if stone.is_dead())
+    }
+
+    fn is_ready(&self) -> bool {
+        !self.is_dead() && matches!(&self.seen, Seen::Stone(stone) if stone.ready.is_some())
+    }
+}
+
+/// What the view learnt from a batch of graveyard changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learnt {
+    /// The dependencies it concerns were read again.
+    Changes,
+    /// The graveyard was removed and has been created again: whatever
+    /// kubexit had written there must be written again.
+    Recreated,
+}
+
+/// The view of every dependency in the graveyard.
+pub struct Dependencies {
+    graveyard: Graveyard,
+    watch: Watch,
+    deps: Vec<Dependency>,
+}
+
+impl Dependencies {
+    /// Watches and reads the death dependencies `deaths` and the birth
+    /// dependencies `births` in `graveyard`: armed, read and judged before
+    /// this returns.
+    pub fn open(graveyard: &Graveyard, deaths: &[Name], births: &[Name]) -> Dependencies {
+        let mut deps: Vec<Dependency> = Vec::new();
+        for (name, roles) in deaths
+            .iter()
+            .map(|n| {
+                (
+                    n,
+                    Roles {
+                        death: true,
+                        birth: false,
+                    },
+                )
+            })
+            .chain(births.iter().map(|n| {
+                (
+                    n,
+                    Roles {
+                        death: false,
+                        birth: true,
+                    },
+                )
+            }))
+        {
+            match deps.iter_mut().find(|d| d.name == *name) {
+                Some(dep) => {
+                    dep.roles.death |= roles.death;
+                    dep.roles.birth |= roles.birth;
+                }
+                None => deps.push(Dependency {
+                    name: name.clone(),
+                    roles,
+                    seen: Seen::Nothing,
+                    lost: None,
+                    complaint: None,
+                }),
+            }
+        }
+        let names: Vec<Name> = deps.iter().map(|d| d.name.clone()).collect();
+        if !names.is_empty() {
+            tracing::info!("Watching graveyard...");
+        }
+        let mut view = Dependencies {
+            watch: Watch::open(graveyard, &names),
+            graveyard: graveyard.clone(),
+            deps,
+        };
+        view.look_all();
+        view
+    }
+
+    /// Waits for the next graveyard change that concerns a dependency and
+    /// takes it in. Pends forever without dependencies, or once quiet.
+    pub async fn changed(&mut self) -> Learnt {
+        let changes = self.watch.next().await;
+        let mut learnt = Learnt::Changes;
+        for change in changes {
+            match change {
+                Change::Stone(name) => {
+                    if let Some(i) = self.index(&name) {
+                        self.look(i);
+                    }
+                }
+                Change::Lock(name) => {
+                    if let Some(i) = self.index(&name) {
+                        self.judge(i);
+                    }
+                }
+                Change::Everything => self.look_all(),
+                Change::Gone => {
+                    let dir = self.graveyard.dir().display();
+                    tracing::warn!(
+                        "the graveyard {dir} was removed or moved away; creating it again"
+                    );
+                    if let Err(err) = self.graveyard.recreate() {
+                        tracing::error!("{err}");
+                    }
+                    self.watch.rewatch();
+                    self.look_all();
+                    learnt = Learnt::Recreated;
+                }
+            }
+        }
+        learnt
+    }
+
+    /// Stops listening: once the child is stopping or has ended, no change
+    /// in the graveyard matters.
+    pub fn quiet(&mut self) {
+        self.watch.quiet();
+    }
+
+    /// The death dependencies that have died, in the order configured.
+    pub fn dead(&self) -> Vec<Name> {
+        self.deps
+            .iter()
+            .filter(|d| d.roles.death && d.is_dead())
+            .map(|d| d.name.clone())
+            .collect()
+    }
+
+    /// Where the wait for the birth dependencies in the graveyard stands.
+    pub fn births(&self) -> Verdict {
+        let mut all_ready = true;
+        for dep in self.deps.iter().filter(|d| d.roles.birth) {
+            if dep.is_dead() {
+                return Verdict::Died(dep.name.clone());
+            }
+            all_ready &= dep.is_ready();
+        }
+        if all_ready {
+            Verdict::AllReady
+        } else {
+            Verdict::Waiting
+        }
+    }
+
+    /// The birth dependencies not ready yet and why, such as
+    /// `cache (no tombstone yet; the graveyard holds: api, dbb), db (born, not ready)`.
+    pub fn births_report(&self) -> String {
+        let mut held = None;
+        let mut parts = Vec::new();
+        let mut awaited: Vec<&Dependency> = self
+            .deps
+            .iter()
+            .filter(|d| d.roles.birth && !d.is_ready())
+            .collect();
+        awaited.sort_by(|a, b| a.name.cmp(&b.name));
+        for dep in awaited {
+            let state = match &dep.seen {
+                _ if dep.lost.is_some() => "lost".into(),
+                Seen::Nothing => {
+                    let held = held.get_or_insert_with(|| holdings(&self.graveyard));
+                    format!("no tombstone yet; the graveyard holds: {held}")
+                }
+                Seen::Unreadable => "unreadable tombstone".into(),
+                Seen::Stone(stone) if stone.is_dead() => "dead".into(),
+                Seen::Stone(stone) if stone.born.is_some() => "born, not ready".into(),
+                Seen::Stone(_) => "tombstone without Born".into(),
+            };
+            parts.push(format!("{} ({state})", dep.name));
+        }
+        parts.join(", ")
+    }
+
+    fn index(&self, name: &Name) -> Option<usize> {
+        self.deps.iter().position(|d| d.name == *name)
+    }
+
+    fn look_all(&mut self) {
+        for i in 0..self.deps.len() {
+            self.look(i);
+        }
+    }
+
+    /// Arms the watch on a dependency, reads its tombstone, and judges its
+    /// liveness when it shows a birth and no death.
+    fn look(&mut self, i: usize) {
+        let name = self.deps[i].name.clone();
+        self.watch.arm(&name);
+        let seen = match self.graveyard.read(&name) {
+            Ok(None) => Seen::Nothing,
+            Ok(Some(stone)) => Seen::Stone(stone),
+            Err(err) => {
+                let problem = err.to_string();
+                if self.deps[i].complaint.as_ref() != Some(&problem) {
+                    tracing::warn!(
+                        dependency = %name,
+                        "Ignoring unreadable tombstone {}: {problem}",
+                        self.graveyard.path_of(&name).display()
+                    );
+                    self.deps[i].complaint = Some(problem);
+                }
+                Seen::Unreadable
+            }
+        };
+        let dep = &mut self.deps[i];
+        if !matches!(seen, Seen::Unreadable) {
+            dep.complaint = None;
+        }
+        // A new birth (a restarted dependency) ends an earlier loss.
+        if let (Some(lost), Seen::Stone(stone)) = (&dep.lost, &seen)
+            && stone.born != lost.born
+        {
+            dep.lost = None;
+        }
+        dep.seen = seen;
+        self.judge(i);
+    }
+
+    /// Asks whether a dependency that shows a birth and no death has lost
+    /// its holder.
+    fn judge(&mut self, i: usize) {
+        let dep = &self.deps[i];
+        let alive = matches!(&dep.seen, Seen::Stone(s) if s.born.is_some() && !s.is_dead());
+        if dep.lost.is_none()
+            && alive
+            && let Some(lost) = liveness::lost(&self.graveyard, &dep.name)
+        {
+            self.deps[i].lost = Some(lost);
+        }
+    }
+}
+
+/// The tombstone names in the graveyard, at most 20 of them, for reports.
+fn holdings(graveyard: &Graveyard) -> String {
+    let names = graveyard.names().unwrap_or_default();
+    if names.is_empty() {
+        return "nothing".into();
+    }
+    let more = names.len().saturating_sub(20);
+    let mut text = names
+        .iter()
+        .take(20)
+        .map(Name::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yard() -> (tempfile::TempDir, Graveyard) {
+        let dir = tempfile::tempdir().unwrap();
+        let graveyard = Graveyard::open(dir.path()).unwrap();
+        (dir, graveyard)
+    }
+
+    fn name(n: &str) -> Name {
+        Name::new(n).unwrap()
+    }
+
+    fn stone(ready: bool, dead: bool) -> Tombstone {
+        let now = jiff::Timestamp::now();
+        Tombstone {
+            born: Some(now),
+            ready: ready.then_some(now),
+            died: dead.then_some(now),
+            ..Tombstone::default()
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn births_are_ready_only_when_every_one_is_ready_and_alive() {
+        let (_dir, graveyard) = yard();
+        let rt = runtime();
+        let _guard = rt.enter();
+        let view = Dependencies::open(&graveyard, &[], &[name("a"), name("b")]);
+        assert_eq!(view.births(), Verdict::Waiting);
+        graveyard.write(&name("a"), &stone(true, false)).unwrap();
+        graveyard.write(&name("b"), &stone(false, false)).unwrap();
+        let mut view = Dependencies::open(&graveyard, &[], &[name("a"), name("b")]);
+        assert_eq!(view.births(), Verdict::Waiting);
+        assert_eq!(view.births_report(), "b (born, not ready)");
+        graveyard.write(&name("b"), &stone(true, false)).unwrap();
+        rt.block_on(view.changed());
+        assert_eq!(view.births(), Verdict::AllReady);
+    }
+
+    #[test]
+    fn a_name_that_is_both_kinds_is_read_once_and_its_death_ends_the_wait() {
+        let (_dir, graveyard) = yard();
+        let rt = runtime();
+        let _guard = rt.enter();
+        graveyard.write(&name("a"), &stone(false, false)).unwrap();
+        let mut view = Dependencies::open(&graveyard, &[name("a")], &[name("a")]);
+        assert_eq!(view.deps.len(), 1);
+        assert!(view.dead().is_empty());
+        graveyard.write(&name("a"), &stone(false, true)).unwrap();
+        rt.block_on(view.changed());
+        assert_eq!(view.dead(), [name("a")]);
+        assert_eq!(view.births(), Verdict::Died(name("a")));
+    }
+
+    #[test]
+    fn a_missing_tombstone_is_reported_with_what_the_graveyard_holds() {
+        let (_dir, graveyard) = yard();
+        let rt = runtime();
+        let _guard = rt.enter();
+        graveyard.write(&name("dbb"), &stone(true, false)).unwrap();
+        let view = Dependencies::open(&graveyard, &[], &[name("db")]);
+        assert_eq!(
+            view.births_report(),
+            "db (no tombstone yet; the graveyard holds: dbb)"
+        );
+    }
+
+    #[test]
+    fn a_siblings_tombstone_wakes_nobody_once_every_dependency_is_there() {
+        let (_dir, graveyard) = yard();
+        let rt = runtime();
+        let _guard = rt.enter();
+        graveyard.write(&name("db"), &stone(true, false)).unwrap();
+        let mut view = Dependencies::open(&graveyard, &[name("db")], &[]);
+        graveyard
+            .write(&name("sibling"), &stone(true, false))
+            .unwrap();
+        let woken = rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_millis(200), view.changed()).await
+        });
+        assert!(woken.is_err(), "woken by a sibling's tombstone");
+        graveyard.write(&name("db"), &stone(true, true)).unwrap();
+        rt.block_on(view.changed());
+        assert_eq!(view.dead(), [name("db")]);
+    }
+}

@@ -1,0 +1,459 @@
+//! The graveyard: the shared directory where tombstones live.
+//!
+//! Every container of a pod can write here, each kubexit PID 1 of its own
+//! PID namespace, so the graveyard treats the directory as shared with
+//! strangers, and nothing it does depends on a pid being unique:
+//!
+//! * **Opening never follows a link and never blocks.** Every entry kubexit
+//!   opens (a tombstone, a liveness lock) is opened with
+//!   `O_NOFOLLOW | O_NONBLOCK | O_NOCTTY` and must be a regular file: a
+//!   symbolic link is refused, not followed out of the directory; a FIFO
+//!   cannot hold kubexit in `open`; a directory or device is refused. Only
+//!   the first [`MAX_TOMBSTONE_BYTES`] of a tombstone are ever read. Names
+//!   are [`Name`]s, which cannot contain `/` or start with `.`, so no path
+//!   leaves the directory.
+//! * **Writes are atomic and cannot collide.** A tombstone is written to a
+//!   fresh dot-file with a random name, created with `O_EXCL | O_NOFOLLOW`
+//!   (a name already taken, by a sibling's write in progress or by anything
+//!   planted there, is simply passed over for another random one), then
+//!   renamed over the old record: readers see the old record or the new
+//!   one, never half of one, and Go peers see the rename as a create event.
+//!   kubexit only ever removes a temporary file it created itself, and only
+//!   while the name still refers to the file it created.
+//! * **A full filesystem still records a death.** When no new file can be
+//!   made (`ENOSPC`, `EDQUOT`), the existing tombstone is rewritten in place,
+//!   as Go kubexit writes: its blocks are already allocated, so a record of
+//!   a few hundred bytes still fits. Readers may then see a torn record for a
+//!   moment; they treat it as unreadable, never as a death, and read it
+//!   again on the next event. The log says the filesystem is full.
+//!
+//! How the directory is watched is the [`watch`] module's business; what a
+//! tombstone means is [`tombstone`]'s; the liveness locks are [`liveness`]'s.
+
+pub mod liveness;
+pub mod name;
+pub mod tombstone;
+pub mod watch;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use jiff::tz::TimeZone;
+use nix::libc;
+
+use crate::graveyard::name::Name;
+use crate::graveyard::tombstone::{ParseError, Tombstone};
+
+/// Tombstones are a few hundred bytes; anything beyond this is not one.
+pub const MAX_TOMBSTONE_BYTES: u64 = 64 * 1024;
+
+/// The shared directory, and the time zone tombstones are written in.
+#[derive(Debug, Clone)]
+pub struct Graveyard {
+    dir: PathBuf,
+    zone: TimeZone,
+}
+
+/// Why the graveyard itself cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum GraveyardError {
+    #[error(
+        "cannot create the graveyard {dir:?}: {source}; check that the parent exists and is writable, or mount a volume there"
+    )]
+    Create { dir: PathBuf, source: io::Error },
+    #[error("the graveyard {dir:?} is not a directory; point KUBEXIT_GRAVEYARD at a directory")]
+    NotADirectory { dir: PathBuf },
+}
+
+/// Why one entry of the graveyard could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("it is a symbolic link, which kubexit never follows")]
+    Symlink,
+    #[error("it is a {0}, not a regular file")]
+    NotAFile(&'static str),
+    #[error("it is larger than {MAX_TOMBSTONE_BYTES} bytes")]
+    TooLarge,
+    #[error("{0}")]
+    Unparsable(#[from] ParseError),
+    #[error("{0}")]
+    Io(io::Error),
+}
+
+/// Why a tombstone could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the tombstone {path:?}: {source}{hint}", hint = write_hint(source))]
+pub struct WriteError {
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+fn write_hint(err: &io::Error) -> &'static str {
+    match err.raw_os_error() {
+        Some(libc::ENOSPC) => "; the graveyard's filesystem is full",
+        Some(libc::EDQUOT) => "; the graveyard's disk quota is exhausted",
+        Some(libc::EROFS) => "; the graveyard is mounted read-only",
+        Some(libc::EACCES | libc::EPERM) => {
+            "; kubexit needs write permission on the graveyard directory"
+        }
+        Some(libc::ENOENT) => "; the graveyard directory was removed",
+        Some(libc::EISDIR) => {
+            "; a directory stands where the tombstone belongs: remove it, or give this process another name"
+        }
+        _ => "",
+    }
+}
+
+/// Whether a write failed because no new file or block could be had.
+fn is_full(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+}
+
+/// Creates `dir` (and its parents) if missing; it must end up a directory.
+fn create(dir: &Path) -> Result<(), GraveyardError> {
+    if let Err(source) = fs::create_dir_all(dir) {
+        return Err(if dir.exists() && !dir.is_dir() {
+            GraveyardError::NotADirectory { dir: dir.into() }
+        } else {
+            GraveyardError::Create {
+                dir: dir.into(),
+                source,
+            }
+        });
+    }
+    if !dir.is_dir() {
+        return Err(GraveyardError::NotADirectory { dir: dir.into() });
+    }
+    Ok(())
+}
+
+impl Graveyard {
+    /// Opens the graveyard at `dir`, creating it (and its parents) if missing.
+    pub fn open(dir: &Path) -> Result<Graveyard, GraveyardError> {
+        create(dir)?;
+        Ok(Graveyard::at(dir))
+    }
+
+    /// The graveyard at `dir`, as it is: nothing is created (for readers
+    /// such as the status view, which never change the graveyard).
+    pub fn at(dir: &Path) -> Graveyard {
+        Graveyard {
+            dir: dir.to_path_buf(),
+            zone: tombstone::local_zone(),
+        }
+    }
+
+    /// Creates the directory again after it was removed while kubexit ran.
+    pub fn recreate(&self) -> Result<(), GraveyardError> {
+        create(&self.dir)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where `name`'s tombstone lives.
+    pub fn path_of(&self, name: &Name) -> PathBuf {
+        self.dir.join(name.as_str())
+    }
+
+    /// Where `name`'s liveness lock lives (see the liveness module): a
+    /// dot-file, so no tombstone can collide with it. Too long a name for
+    /// the extra characters is an error.
+    pub fn lock_path(&self, name: &Name) -> io::Result<PathBuf> {
+        let file = format!(".{name}.lock");
+        if file.len() > 255 {
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        Ok(self.dir.join(file))
+    }
+
+    /// The names of the tombstones in the graveyard (dot-files and names
+    /// that are not valid left out), sorted.
+    pub fn names(&self) -> io::Result<Vec<Name>> {
+        let mut names: Vec<Name> = fs::read_dir(&self.dir)?
+            .filter_map(Result::ok)
+            .filter_map(|entry| Name::from_os(&entry.file_name()).ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Reads `name`'s tombstone: `Ok(None)` if there is none yet.
+    pub fn read(&self, name: &Name) -> Result<Option<Tombstone>, ReadError> {
+        let mut options = OpenOptions::new();
+        options.read(true);
+        let Some(file) = open_entry(&self.path_of(name), &mut options)? else {
+            return Ok(None);
+        };
+        let bytes = read_bounded(file, MAX_TOMBSTONE_BYTES)?;
+        Ok(Some(Tombstone::parse(&bytes)?))
+    }
+
+    /// Replaces `name`'s tombstone with `stone`: atomically when a new file
+    /// can be made, in place when the filesystem is full.
+    ///
+    /// A graveyard removed since it was opened is created again first, so
+    /// that a kubexit without dependencies (which does not watch the
+    /// graveyard) still leaves its record.
+    pub fn write(&self, name: &Name, stone: &Tombstone) -> Result<(), WriteError> {
+        let path = self.path_of(name);
+        let text = stone.render(&self.zone);
+        let mut result = self.replace(&path, text.as_bytes());
+        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::NotFound) && !self.dir.exists() {
+            tracing::warn!(
+                "the graveyard {} was removed; creating it again",
+                self.dir.display()
+            );
+            if self.recreate().is_ok() {
+                result = self.replace(&path, text.as_bytes());
+            }
+        }
+        if let Err(err) = &result
+            && is_full(err)
+            && rewrite_in_place(&path, text.as_bytes()).is_ok()
+        {
+            tracing::warn!(
+                "the graveyard's filesystem is full ({err}): {} was rewritten in place instead; \
+                 free space on the volume",
+                path.display()
+            );
+            return Ok(());
+        }
+        result.map_err(|source| WriteError { path, source })
+    }
+
+    /// Writes `bytes` to a new temporary file and renames it to `path`.
+    fn replace(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        // A name is taken only by chance or by a hostile neighbour; a few
+        // fresh draws get past either.
+        for _ in 0..16 {
+            let temp = self.dir.join(temporary_name());
+            let file = match create_exclusive(&temp) {
+                Ok(file) => file,
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(err) => return Err(err),
+            };
+            let written = (&file)
+                .write_all(bytes)
+                .and_then(|()| fs::rename(&temp, path));
+            if written.is_err() {
+                remove_own(&temp, &file);
+            }
+            return written;
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "every temporary name kubexit drew was taken",
+        ))
+    }
+}
+
+/// Opens the graveyard entry at `path` with `options`, never following a
+/// link, never blocking, never acquiring a terminal, and only if it is a
+/// regular file. `Ok(None)`: nothing is there.
+pub(crate) fn open_entry(
+    path: &Path,
+    options: &mut OpenOptions,
+) -> Result<Option<File>, ReadError> {
+    let file = options
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path);
+    let file = match file {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => return Err(ReadError::Symlink),
+        Err(err) if err.raw_os_error() == Some(libc::EISDIR) => {
+            return Err(ReadError::NotAFile("directory"));
+        }
+        // A FIFO opened for writing with no reader.
+        Err(err) if err.raw_os_error() == Some(libc::ENXIO) => {
+            return Err(ReadError::NotAFile("named pipe or device"));
+        }
+        Err(err) => return Err(ReadError::Io(err)),
+    };
+    let kind = file.metadata().map_err(ReadError::Io)?.file_type();
+    if kind.is_file() {
+        Ok(Some(file))
+    } else {
+        Err(ReadError::NotAFile(if kind.is_dir() {
+            "directory"
+        } else if kind.is_fifo() {
+            "named pipe"
+        } else if kind.is_socket() {
+            "socket"
+        } else {
+            "device"
+        }))
+    }
+}
+
+/// Reads at most `limit` bytes of a file opened by [`open_entry`].
+pub(crate) fn read_bounded(file: File, limit: u64) -> Result<Vec<u8>, ReadError> {
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(bytes)
+}
+
+/// Rewrites the existing regular file at `path` in place: the bytes at
+/// offset 0, then the length cut to theirs. No new file, and for a
+/// tombstone no new block, is needed.
+fn rewrite_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true);
+    let file = match open_entry(path, &mut options) {
+        Ok(Some(file)) => file,
+        Ok(None) => return Err(io::Error::from_raw_os_error(libc::ENOENT)),
+        Err(err) => return Err(io::Error::other(err.to_string())),
+    };
+    file.write_all_at(bytes, 0)?;
+    file.set_len(bytes.len() as u64)
+}
+
+/// A dot-name drawn at random: dot-files are reserved for kubexit (no
+/// [`Name`] starts with a dot), and nothing about it is unique only within
+/// one process tree, as a pid would be in a pod of PID namespaces.
+fn temporary_name() -> String {
+    format!(".kubexit-{:016x}.tmp", random_u64())
+}
+
+/// 64 random bits from the kernel; should that fail (no entropy yet at
+/// boot, an ancient kernel), a mix of the clock, the pid and a counter,
+/// which differs between calls and, through the nanoseconds, between
+/// processes.
+pub(crate) fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: the buffer is valid for writes of its length.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_NONBLOCK) };
+    if n == 8 {
+        return u64::from_ne_bytes(bytes);
+    }
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = jiff::Timestamp::now().as_nanosecond() as u64;
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    (nanos ^ (u64::from(std::process::id()) << 40))
+        .wrapping_add(count.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// Creates a new file at `path`; fails if anything, even a dangling link,
+/// is there already.
+fn create_exclusive(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Removes the temporary file at `path` only if it is still `file`, the
+/// one kubexit created: never a file someone else put at that name since.
+fn remove_own(path: &Path, file: &File) {
+    let (Ok(ours), Ok(there)) = (file.metadata(), fs::symlink_metadata(path)) else {
+        return;
+    };
+    if ours.dev() == there.dev() && ours.ino() == there.ino() {
+        let _ = fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stone() -> Tombstone {
+        Tombstone {
+            born: Some(jiff::Timestamp::now()),
+            ..Tombstone::default()
+        }
+    }
+
+    #[test]
+    fn write_then_read_round_trips_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let graveyard = Graveyard::open(&dir.path().join("nested/yard")).unwrap();
+        let name = Name::new("app").unwrap();
+        assert!(graveyard.read(&name).unwrap().is_none());
+        let stone = stone();
+        graveyard.write(&name, &stone).unwrap();
+        graveyard.write(&name, &stone).unwrap();
+        assert_eq!(graveyard.read(&name).unwrap(), Some(stone));
+        let entries: Vec<_> = fs::read_dir(graveyard.dir()).unwrap().collect();
+        assert_eq!(entries.len(), 1);
+    }
+
+    #[test]
+    fn symlinks_fifos_directories_and_huge_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let graveyard = Graveyard::open(dir.path()).unwrap();
+        let secret = dir.path().join("outside");
+        fs::write(&secret, "Died: \"2026-01-01T00:00:00Z\"\n").unwrap();
+        std::os::unix::fs::symlink(&secret, dir.path().join("link")).unwrap();
+        nix::unistd::mkfifo(&dir.path().join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        fs::create_dir(dir.path().join("dir")).unwrap();
+        fs::write(dir.path().join("huge"), vec![b'#'; 70_000]).unwrap();
+
+        let read = |n: &str| graveyard.read(&Name::new(n).unwrap());
+        assert!(matches!(read("link"), Err(ReadError::Symlink)));
+        assert!(matches!(
+            read("fifo"),
+            Err(ReadError::NotAFile("named pipe"))
+        ));
+        assert!(matches!(read("dir"), Err(ReadError::NotAFile("directory"))));
+        assert!(matches!(read("huge"), Err(ReadError::TooLarge)));
+    }
+
+    #[test]
+    fn temporary_names_differ_and_stay_short() {
+        let names: std::collections::HashSet<String> =
+            (0..1000).map(|_| temporary_name()).collect();
+        assert_eq!(names.len(), 1000);
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with(".kubexit-") && n.len() == 29)
+        );
+    }
+
+    #[test]
+    fn a_file_at_a_temporary_name_is_never_removed_by_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let graveyard = Graveyard::open(dir.path()).unwrap();
+        let planted = dir.path().join(".kubexit-planted.tmp");
+        fs::write(&planted, "someone else's").unwrap();
+        let file = File::open(&planted).unwrap();
+        // Not ours: a different inode now stands at a name we created.
+        let other = dir.path().join(".kubexit-ours.tmp");
+        let ours = create_exclusive(&other).unwrap();
+        fs::rename(&planted, &other).unwrap();
+        remove_own(&other, &ours);
+        assert_eq!(fs::read_to_string(&other).unwrap(), "someone else's");
+        drop(file);
+        graveyard
+            .write(&Name::new("app").unwrap(), &stone())
+            .unwrap();
+        assert!(other.exists());
+    }
+
+    #[test]
+    fn an_existing_tombstone_is_rewritten_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app");
+        fs::write(
+            &path,
+            "Born: \"2026-01-01T00:00:00Z\"\nReady: \"2026-01-01T00:00:00Z\"\n",
+        )
+        .unwrap();
+        rewrite_in_place(&path, b"Died: x\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "Died: x\n");
+        assert!(rewrite_in_place(&dir.path().join("missing"), b"x").is_err());
+    }
+}

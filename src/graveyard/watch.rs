@@ -1,0 +1,488 @@
+//! Watching the graveyard: woken by what concerns this kubexit, and only by
+//! that.
+//!
+//! A graveyard may hold hundreds of tombstones, and every kubexit of a pod
+//! writes its own twice or more. Watching the directory would wake every
+//! kubexit for every sibling's write. So [`Watch`] watches the *files* of
+//! the names it is given: each dependency's tombstone (modified, closed
+//! after writing, or replaced: a rename over it changes the old file's link
+//! count, `IN_ATTRIB`, or deletes it) and its liveness lock (closed by a
+//! writer: the holder's descriptor closes when the holder dies, however it
+//! dies). The directory itself is watched only while some dependency has no
+//! tombstone yet, to see it appear. A sibling that is not a dependency
+//! costs nothing.
+//!
+//! **No change is missed.** The caller [`arm`](Watch::arm)s a name *before*
+//! it reads the tombstone: a change after the arming fires on the file
+//! armed, a change before it is in what the caller reads. Since a
+//! replacement is a new file, every change to a tombstone leads the caller
+//! to read it and arm it again, which moves the watch to the new file. A
+//! tombstone that disappears puts the directory watch back before the name
+//! is looked for again.
+//!
+//! **Never blind.** inotify instances and watches are limited per user
+//! (`fs.inotify.max_user_instances`, 128 by default, and
+//! `max_user_watches`), and a pod with hundreds of kubexits under one uid
+//! can run out. When an instance or a watch cannot be had, or reading
+//! events fails, the watch falls back to polling: it says everything may
+//! have changed every [`POLL_EVERY`], with a warning naming the sysctl to
+//! raise. Slower to react, never blind. When the kernel's event queue
+//! overflows, it says everything may have changed, too.
+//!
+//! The graveyard's own removal is seen through a watch on its parent
+//! directory, and by the dependency files disappearing with it.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
+use nix::libc;
+use tokio::io::unix::AsyncFd;
+use tokio::time::Instant;
+
+use crate::duration::GoDuration;
+use crate::graveyard::Graveyard;
+use crate::graveyard::name::Name;
+
+/// How often the graveyard is read when inotify is not available.
+pub const POLL_EVERY: Duration = Duration::from_millis(100);
+
+/// A change that concerns one of the watched names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// This name's tombstone may have changed (or appeared, or gone): arm
+    /// and read it again.
+    Stone(Name),
+    /// This name's liveness lock was closed by a writer: its holder may be
+    /// gone.
+    Lock(Name),
+    /// Anything may have changed (events were lost, or a polling tick):
+    /// arm and read every name again.
+    Everything,
+    /// The graveyard directory itself was removed or moved away.
+    Gone,
+}
+
+/// The watch on the dependencies of one kubexit.
+pub struct Watch {
+    dir: PathBuf,
+    names: Vec<Name>,
+    stones: Vec<PathBuf>,
+    locks: Vec<Option<PathBuf>>,
+    mode: Mode,
+    /// The graveyard was found missing while arming: said by the next
+    /// [`Watch::next`].
+    gone: bool,
+}
+
+enum Mode {
+    Events(Box<Events>),
+    Polling {
+        next: Instant,
+    },
+    /// Nothing arrives: no names to watch, or no longer interested. The
+    /// inotify instance, if any, stays open: closing one waits for the
+    /// kernel, which a kubexit on its way out should not.
+    Quiet {
+        _fd: Option<AsyncFd<Inotify>>,
+    },
+}
+
+/// What one watched file stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Stone(usize),
+    Lock(usize),
+}
+
+struct Events {
+    fd: AsyncFd<Inotify>,
+    buffer: Vec<u8>,
+    /// The directory's watch, while some tombstone is missing.
+    dir: Option<WatchDescriptor>,
+    /// The parent's watch and the graveyard's name in it.
+    parent: Option<(WatchDescriptor, OsString)>,
+    targets: HashMap<WatchDescriptor, Vec<Target>>,
+    stones: Vec<Option<WatchDescriptor>>,
+    locks: Vec<Option<WatchDescriptor>>,
+    /// Per name: its tombstone could not be watched (not there yet, or not
+    /// ours to watch), so the directory must be.
+    missing: Vec<bool>,
+}
+
+const STONE_MASK: WatchMask = WatchMask::MODIFY
+    .union(WatchMask::CLOSE_WRITE)
+    .union(WatchMask::ATTRIB)
+    .union(WatchMask::DELETE_SELF)
+    .union(WatchMask::MOVE_SELF)
+    .union(WatchMask::DONT_FOLLOW);
+const LOCK_MASK: WatchMask = WatchMask::CLOSE_WRITE.union(WatchMask::DONT_FOLLOW);
+const DIR_MASK: WatchMask = WatchMask::CREATE
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::MODIFY)
+    .union(WatchMask::CLOSE_WRITE)
+    .union(WatchMask::DELETE_SELF)
+    .union(WatchMask::MOVE_SELF)
+    .union(WatchMask::ONLYDIR);
+
+impl Watch {
+    /// A watch on `names` in `graveyard`; nothing is armed until
+    /// [`Watch::arm`]. Without names it is quiet from the start (an inotify
+    /// instance costs milliseconds to close at exit).
+    pub fn open(graveyard: &Graveyard, names: &[Name]) -> Watch {
+        let dir = graveyard.dir().to_path_buf();
+        let mode = if names.is_empty() {
+            Mode::Quiet { _fd: None }
+        } else {
+            match Events::open(&dir, names.len()) {
+                Ok(events) => Mode::Events(Box::new(events)),
+                Err(err) => {
+                    warn_polling(&dir, &err);
+                    Mode::Polling {
+                        next: Instant::now() + POLL_EVERY,
+                    }
+                }
+            }
+        };
+        Watch {
+            stones: names.iter().map(|n| graveyard.path_of(n)).collect(),
+            locks: names.iter().map(|n| graveyard.lock_path(n).ok()).collect(),
+            names: names.to_vec(),
+            dir,
+            mode,
+            gone: false,
+        }
+    }
+
+    /// Makes sure that any change to `name`'s tombstone or lock from now on
+    /// is reported. Call it before reading the tombstone.
+    pub fn arm(&mut self, name: &Name) {
+        let Some(i) = self.names.iter().position(|n| n == name) else {
+            return;
+        };
+        let Mode::Events(events) = &mut self.mode else {
+            return;
+        };
+        let armed = events
+            .arm_lock(i, self.locks[i].as_ref())
+            .and_then(|()| events.arm_stone(i, &self.stones[i], &self.dir));
+        match armed {
+            Ok(Armed::Done) => {}
+            Ok(Armed::DirectoryGone) => self.gone = true,
+            Err(err) => self.fall_back(&err),
+        }
+    }
+
+    /// Waits for the next batch of changes, de-duplicated.
+    pub async fn next(&mut self) -> Vec<Change> {
+        if std::mem::take(&mut self.gone) {
+            return vec![Change::Gone];
+        }
+        match &mut self.mode {
+            Mode::Quiet { .. } => std::future::pending().await,
+            Mode::Polling { next } => {
+                tokio::time::sleep_until(*next).await;
+                *next = Instant::now() + POLL_EVERY;
+                vec![if self.dir.is_dir() {
+                    Change::Everything
+                } else {
+                    Change::Gone
+                }]
+            }
+            Mode::Events(events) => match events.next(&self.names).await {
+                Ok(changes) => changes,
+                Err(err) => {
+                    tracing::warn!("cannot read graveyard events: {err}");
+                    self.fall_back(&err);
+                    vec![Change::Everything]
+                }
+            },
+        }
+    }
+
+    /// After the graveyard was created again: the parent is watched anew;
+    /// the caller then arms every name again.
+    pub fn rewatch(&mut self) {
+        self.gone = false;
+        if let Mode::Events(events) = &mut self.mode {
+            // The old directory's watch watches nothing that matters now.
+            if let Some(old) = events.dir.take() {
+                let _ = events.fd.get_mut().watches().remove(old);
+            }
+            events.watch_parent(&self.dir);
+        }
+    }
+
+    /// Stops listening for good, cheaply: the kernel stops queueing events
+    /// that nobody will read.
+    pub fn quiet(&mut self) {
+        let mode = std::mem::replace(&mut self.mode, Mode::Quiet { _fd: None });
+        self.mode = match mode {
+            Mode::Events(mut events) => {
+                let mut watches = events.fd.get_mut().watches();
+                let all = events.targets.keys().cloned().chain(events.dir.take());
+                for wd in all.chain(events.parent.take().map(|(wd, _)| wd)) {
+                    let _ = watches.remove(wd);
+                }
+                Mode::Quiet {
+                    _fd: Some(events.fd),
+                }
+            }
+            other => other,
+        };
+    }
+
+    /// Whether the watch has fallen back to polling.
+    pub fn is_polling(&self) -> bool {
+        matches!(self.mode, Mode::Polling { .. })
+    }
+
+    fn fall_back(&mut self, err: &io::Error) {
+        if let Mode::Events(_) = self.mode {
+            warn_polling(&self.dir, err);
+            self.mode = Mode::Polling {
+                next: Instant::now() + POLL_EVERY,
+            };
+        }
+    }
+}
+
+fn warn_polling(dir: &std::path::Path, err: &io::Error) {
+    let hint = if is_limit(err) {
+        ": raise the sysctls fs.inotify.max_user_instances and fs.inotify.max_user_watches \
+         for immediate reactions"
+    } else {
+        ""
+    };
+    tracing::warn!(
+        "cannot watch the graveyard {} with inotify ({err}); reading it every {} instead{hint}",
+        dir.display(),
+        GoDuration(POLL_EVERY)
+    );
+}
+
+/// Whether an inotify error is one of the kernel's per-user limits.
+fn is_limit(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOSPC | libc::ENOMEM)
+    )
+}
+
+enum Armed {
+    Done,
+    DirectoryGone,
+}
+
+impl Events {
+    fn open(dir: &std::path::Path, count: usize) -> io::Result<Events> {
+        let inotify = Inotify::init()?;
+        // SAFETY: the Inotify value owns its descriptor and keeps it open,
+        // unchanged, for as long as the AsyncFd holds it.
+        let fd = unsafe { AsyncFd::register(inotify) }.map_err(io::Error::from)?;
+        let mut events = Events {
+            fd,
+            buffer: vec![0; 16 * 1024],
+            dir: None,
+            parent: None,
+            targets: HashMap::new(),
+            stones: vec![None; count],
+            locks: vec![None; count],
+            missing: vec![false; count],
+        };
+        events.watch_parent(dir);
+        Ok(events)
+    }
+
+    /// Watches the graveyard's parent for the graveyard's own removal. The
+    /// parent may be unreadable, which only loses that.
+    fn watch_parent(&mut self, dir: &std::path::Path) {
+        let mut watches = self.fd.get_mut().watches();
+        if let Some((wd, _)) = self.parent.take() {
+            let _ = watches.remove(wd);
+        }
+        let Ok(absolute) = fs::canonicalize(dir) else {
+            return;
+        };
+        if let (Some(parent), Some(name)) = (absolute.parent(), absolute.file_name()) {
+            let mask = WatchMask::DELETE | WatchMask::MOVED_FROM | WatchMask::ONLYDIR;
+            if let Ok(wd) = watches.add(parent, mask) {
+                self.parent = Some((wd, name.to_os_string()));
+            }
+        }
+    }
+
+    /// Watches the lock file, if there is one: a kubexit creates it before
+    /// it writes `Born`, and Go peers hold none.
+    fn arm_lock(&mut self, i: usize, path: Option<&PathBuf>) -> io::Result<()> {
+        let wd = match path {
+            None => None,
+            Some(path) => match self.fd.get_mut().watches().add(path, LOCK_MASK) {
+                Ok(wd) => Some(wd),
+                Err(err) if not_watchable(&err) => None,
+                Err(err) => return Err(err),
+            },
+        };
+        self.retarget(Target::Lock(i), wd);
+        Ok(())
+    }
+
+    fn arm_stone(&mut self, i: usize, path: &PathBuf, dir: &std::path::Path) -> io::Result<Armed> {
+        let mut wd = match self.fd.get_mut().watches().add(path, STONE_MASK) {
+            Ok(wd) => Some(wd),
+            Err(err) if not_watchable(&err) => None,
+            Err(err) => return Err(err),
+        };
+        if wd.is_none() {
+            // The directory first, then look again: a tombstone created in
+            // between is seen by one or the other.
+            if self.dir.is_none() {
+                match self.fd.get_mut().watches().add(dir, DIR_MASK) {
+                    Ok(dir_wd) => self.dir = Some(dir_wd),
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                        return Ok(Armed::DirectoryGone);
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            wd = match self.fd.get_mut().watches().add(path, STONE_MASK) {
+                Ok(wd) => Some(wd),
+                Err(err) if not_watchable(&err) => None,
+                Err(err) => return Err(err),
+            };
+        }
+        self.missing[i] = wd.is_none();
+        self.retarget(Target::Stone(i), wd);
+        if !self.missing.contains(&true)
+            && let Some(dir_wd) = self.dir.take()
+        {
+            let _ = self.fd.get_mut().watches().remove(dir_wd);
+        }
+        Ok(Armed::Done)
+    }
+
+    /// Points `target` at the watch `wd`, dropping the watch it had if
+    /// nothing else uses it (the file it watched was replaced).
+    fn retarget(&mut self, target: Target, wd: Option<WatchDescriptor>) {
+        let slot = match target {
+            Target::Stone(i) => &mut self.stones[i],
+            Target::Lock(i) => &mut self.locks[i],
+        };
+        let old = std::mem::replace(slot, wd.clone());
+        if old == wd {
+            return;
+        }
+        if let Some(old) = old
+            && let Some(list) = self.targets.get_mut(&old)
+        {
+            list.retain(|t| *t != target);
+            if list.is_empty() {
+                self.targets.remove(&old);
+                let _ = self.fd.get_mut().watches().remove(old);
+            }
+        }
+        if let Some(wd) = wd {
+            let list = self.targets.entry(wd).or_default();
+            if !list.contains(&target) {
+                list.push(target);
+            }
+        }
+    }
+
+    async fn next(&mut self, names: &[Name]) -> io::Result<Vec<Change>> {
+        loop {
+            let mut guard = self.fd.readable_mut().await?;
+            let events = match guard.get_inner_mut().read_events(&mut self.buffer) {
+                Ok(events) => events,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    guard.clear_ready();
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let mut changes: Vec<Change> = Vec::new();
+            let mut ignored = Vec::new();
+            for event in events {
+                let mut push = |change: Change| {
+                    if !changes.contains(&change) {
+                        changes.push(change);
+                    }
+                };
+                if event.mask.contains(EventMask::Q_OVERFLOW) {
+                    push(Change::Everything);
+                } else if let Some((wd, own)) = &self.parent
+                    && *wd == event.wd
+                {
+                    if event.name == Some(own.as_os_str()) {
+                        push(Change::Gone);
+                    }
+                } else if self.dir.as_ref() == Some(&event.wd) {
+                    if event
+                        .mask
+                        .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
+                    {
+                        push(Change::Gone);
+                    } else if event.mask.contains(EventMask::IGNORED) {
+                        ignored.push(event.wd.clone());
+                    } else if let Some(entry) = event.name {
+                        // A dependency's tombstone, or its lock, appeared.
+                        let entry = entry.to_string_lossy();
+                        let lock = entry
+                            .strip_prefix('.')
+                            .and_then(|rest| rest.strip_suffix(".lock"));
+                        if let Some(name) = names
+                            .iter()
+                            .find(|n| n.as_str() == entry || Some(n.as_str()) == lock)
+                        {
+                            push(Change::Stone(name.clone()));
+                        }
+                    }
+                } else if let Some(targets) = self.targets.get(&event.wd) {
+                    for target in targets {
+                        match *target {
+                            Target::Stone(i) => push(Change::Stone(names[i].clone())),
+                            Target::Lock(i) if event.mask.contains(EventMask::CLOSE_WRITE) => {
+                                push(Change::Lock(names[i].clone()));
+                            }
+                            Target::Lock(_) => {}
+                        }
+                    }
+                    if event.mask.contains(EventMask::IGNORED) {
+                        ignored.push(event.wd.clone());
+                    }
+                }
+            }
+            // The kernel dropped these watches (their file is gone): forget
+            // them, so that a reused descriptor never means a stale name.
+            for wd in ignored {
+                if self.dir.as_ref() == Some(&wd) {
+                    self.dir = None;
+                }
+                if let Some(targets) = self.targets.remove(&wd) {
+                    for target in targets {
+                        match target {
+                            Target::Stone(i) => self.stones[i] = None,
+                            Target::Lock(i) => self.locks[i] = None,
+                        }
+                    }
+                }
+            }
+            if !changes.is_empty() {
+                return Ok(changes);
+            }
+        }
+    }
+}
+
+/// Errors that mean "this file cannot be watched (now)", not "inotify is
+/// failing": it does not exist, or kubexit may not read it.
+fn not_watchable(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::ENOENT | libc::EACCES | libc::ENOTDIR | libc::ELOOP | libc::ENAMETOOLONG)
+    )
+}

@@ -1,0 +1,370 @@
+//! The supervisor: one event loop from start to outcome.
+//!
+//! Everything that can happen to kubexit arrives here, in one place and one
+//! order: signals (including SIGCHLD, the news that a process ended),
+//! changes to the dependencies (through the one dependency view), readiness
+//! probes, and timers. Between events kubexit sleeps; nothing blocks the
+//! loop.
+//!
+//! The life of a supervision has three phases:
+//!
+//! 1. **Before the child.** The dependency view arms its watch and reads
+//!    every dependency, judging liveness too, before anything else: a dead
+//!    (or lost) death dependency or a stop signal means the child never
+//!    starts. With birth dependencies, kubexit then waits, event-driven and
+//!    bounded by the birth timeout, until each one is ready; deaths and stop
+//!    signals keep their meaning during the wait. The `Born` record is
+//!    written before the child is started: a child never runs without its
+//!    tombstone.
+//! 2. **While the child runs.** Outside signals are forwarded to the
+//!    child's process group (never the ones the kernel raised for kubexit's
+//!    own writes); a death dependency's death begins the stop sequence. The
+//!    readiness probe runs until it first succeeds, and `Ready` is recorded.
+//! 3. **After the child.** `Died` is written at once (dependents are
+//!    waiting); then whatever the child left behind is stopped by the same
+//!    sequence, with the same deadline if one was running, and the child's
+//!    zombie is reaped last. kubexit leaves neither orphans nor zombies.
+//!
+//! Stop signals and the deadline belong to [`stop`]; the supervisor only
+//! says when. It decides *what happened*; [`outcome`] decides what that
+//! means for the exit status. Its own tombstone is written in one place,
+//! [`record`].
+
+pub mod outcome;
+pub mod record;
+pub mod stop;
+
+use std::ffi::OsString;
+use std::io;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
+use tokio::time::{Instant, sleep_until};
+
+use crate::config::Config;
+use crate::dependencies::births::Births;
+use crate::dependencies::{Dependencies, Learnt, Verdict};
+use crate::duration::GoDuration;
+use crate::graveyard::Graveyard;
+use crate::graveyard::name::Name;
+use crate::process::child::{self, Terminal};
+use crate::process::reaper::{ChildStatus, Reaper};
+use crate::process::signals::{Received, Signals};
+use crate::readiness::{Readiness, ReadinessEvent};
+use crate::supervisor::outcome::{NeverStarted, Outcome};
+use crate::supervisor::record::Record;
+use crate::supervisor::stop::{CATCH_UP_EVERY, Stop};
+
+/// How long kubexit waits for SIGKILLed leftovers to be reaped before it
+/// gives up on them (a process stuck in the kernel cannot be hurried).
+const REAP_AFTER_KILL: Duration = Duration::from_secs(5);
+
+/// How often the birth wait says what it is still waiting for.
+const BIRTH_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs one supervision to its outcome. `signals` must have been opened
+/// before anything else, so that no signal is missed.
+pub async fn supervise(config: &Config, signals: &Signals) -> Outcome {
+    let graveyard = match Graveyard::open(&config.graveyard) {
+        Ok(graveyard) => graveyard,
+        Err(err) => return Outcome::NeverStarted(NeverStarted::Failure(err.to_string())),
+    };
+    let mut supervision = Supervision {
+        config,
+        signals,
+        record: Record::new(&graveyard, &config.name),
+        reaper: Reaper::new(),
+        stop: Stop::new(config.stop_signal, config.grace_period),
+        view: Dependencies::open(&graveyard, &config.death_deps, Births::in_graveyard(config)),
+        stopped_for: None,
+    };
+    let outcome = supervision.run().await;
+    supervision.record.died(&outcome);
+    outcome
+}
+
+/// Everything one supervision owns.
+struct Supervision<'a> {
+    config: &'a Config,
+    signals: &'a Signals,
+    record: Record,
+    reaper: Reaper,
+    stop: Stop,
+    view: Dependencies,
+    /// The death dependency whose death made kubexit stop the child.
+    stopped_for: Option<Name>,
+}
+
+impl Supervision<'_> {
+    async fn run(&mut self) -> Outcome {
+        if let Some(dead) = self.view.dead().into_iter().next() {
+            tracing::info!(dependency = %dead, "Death dependency already dead: {dead}");
+            return Outcome::NeverStarted(NeverStarted::DependencyDead(dead));
+        }
+        let pending = self.signals.drain();
+        if let Err(outcome) = self.before_child(pending) {
+            return outcome;
+        }
+        if !self.config.birth_deps.is_empty()
+            && let Err(outcome) = self.await_births().await
+        {
+            return outcome;
+        }
+
+        let mut readiness = match Readiness::new(
+            self.config.ready_probe.as_ref(),
+            self.config.ready_period,
+            self.config.ready_timeout,
+        ) {
+            Ok(readiness) => readiness,
+            Err(err) => {
+                let message = format!("cannot open the notify socket: {err}");
+                return Outcome::NeverStarted(NeverStarted::Failure(message));
+            }
+        };
+        if let Err(err) = self.record.born(readiness.is_ready()).await {
+            return Outcome::NeverStarted(NeverStarted::Failure(err.to_string()));
+        }
+        let terminal = Terminal::detect();
+        tracing::info!("Starting: {}", shell_words(&self.config.command));
+        let child = match child::spawn(&self.config.command, &readiness.child_env(), terminal) {
+            Ok(child) => child,
+            Err(err) => {
+                return Outcome::NeverStarted(NeverStarted::Unstartable {
+                    status: err.exit_status(),
+                    message: err.to_string(),
+                });
+            }
+        };
+        self.reaper.supervise(child.pid());
+
+        let status = self.until_exit(&mut readiness).await;
+        readiness.abandon();
+        self.view.quiet();
+        tracing::info!("Child Exited({})", status.code());
+        let outcome = Outcome::Ended {
+            status,
+            stopped_for: self.stopped_for.take(),
+        };
+        // Dependents are waiting: the death is recorded before leftovers are
+        // stopped.
+        self.record.died(&outcome);
+        self.stop_leftovers().await;
+        terminal.reclaim();
+        outcome
+    }
+
+    /// Handles signals received before the child exists: a stop signal
+    /// ends everything; others have nobody to go to.
+    fn before_child(&mut self, received: io::Result<Vec<Received>>) -> Result<(), Outcome> {
+        let received = received.map_err(|err| {
+            Outcome::NeverStarted(NeverStarted::Failure(format!("cannot read signals: {err}")))
+        })?;
+        for r in received.into_iter().filter(|r| !r.is_own()) {
+            if r.signal.known() == Some(Signal::SIGCHLD) {
+                self.reaper.reap();
+            } else if r.signal.is_stop() {
+                tracing::info!(signal = %r.signal, "Received signal: {}", r.signal);
+                return Err(Outcome::NeverStarted(NeverStarted::Signal(r.signal)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Phase 1b: waits until every birth dependency is ready.
+    async fn await_births(&mut self) -> Result<(), Outcome> {
+        let mut births = Births::start(self.config).map_err(|message| {
+            tracing::error!("{message}");
+            Outcome::NeverStarted(NeverStarted::Failure(message))
+        })?;
+        let deadline = Instant::now() + self.config.birth_timeout;
+        let mut next_report = Instant::now();
+        loop {
+            match births.verdict(&self.view) {
+                Verdict::AllReady => {
+                    tracing::info!(
+                        "Birth dependencies ready: {}",
+                        Name::display_list(&self.config.birth_deps)
+                    );
+                    return Ok(());
+                }
+                Verdict::Died(name) => {
+                    tracing::info!(dependency = %name, "Birth dependency died: {name}");
+                    return Err(Outcome::NeverStarted(NeverStarted::BirthDependencyDied(
+                        name,
+                    )));
+                }
+                Verdict::Waiting => {}
+            }
+            tokio::select! {
+                received = self.signals.recv() => self.before_child(received)?,
+                _ = self.view.changed() => {
+                    if let Some(dead) = self.view.dead().into_iter().next() {
+                        tracing::info!(dependency = %dead, "New death: {dead}");
+                        return Err(Outcome::NeverStarted(NeverStarted::DependencyDead(dead)));
+                    }
+                }
+                () = births.news() => {}
+                () = sleep_until(next_report) => {
+                    tracing::info!("Waiting for birth dependencies: {}", births.report(&self.view));
+                    next_report = Instant::now() + BIRTH_REPORT_EVERY;
+                }
+                () = sleep_until(deadline) => {
+                    let report = format!(
+                        "birth dependencies not ready after {}: {}",
+                        GoDuration(self.config.birth_timeout),
+                        births.report(&self.view)
+                    );
+                    tracing::error!("{report}");
+                    return Err(Outcome::NeverStarted(NeverStarted::BirthTimeout(report)));
+                }
+            }
+        }
+    }
+
+    /// Phase 2: until the child exits.
+    async fn until_exit(&mut self, readiness: &mut Readiness) -> ChildStatus {
+        let mut next_catch_up = Instant::now();
+        loop {
+            let deadline = self.stop.deadline();
+            let stopping = self.stop.is_stopping();
+            tokio::select! {
+                received = self.signals.recv() => {
+                    let received = match received {
+                        Ok(received) => received,
+                        Err(err) => return self.abandon(err),
+                    };
+                    for r in received.into_iter().filter(|r| !r.is_own()) {
+                        if r.signal.known() == Some(Signal::SIGCHLD) {
+                            if let Some(status) = self.reaper.reap() {
+                                return status;
+                            }
+                            self.stop.catch_up(&self.reaper);
+                        } else if r.signal.is_forwarded() {
+                            tracing::info!(signal = %r.signal, "Received signal: {}", r.signal);
+                            self.stop.forward(r.signal, &self.reaper);
+                        }
+                    }
+                }
+                learnt = self.view.changed() => {
+                    if learnt == Learnt::Recreated {
+                        self.record.restore();
+                    }
+                    if !stopping && let Some(dead) = self.view.dead().into_iter().next() {
+                        // The signal first, the log lines after: the
+                        // reaction is what dependents wait for.
+                        self.stop.begin(&self.reaper);
+                        tracing::info!(dependency = %dead, "New death: {dead}");
+                        tracing::info!("Terminating child process...");
+                        self.stopped_for = Some(dead);
+                        // Nothing in the graveyard matters any more; in a
+                        // fan-out, the siblings' own deaths would otherwise
+                        // wake this kubexit again and again.
+                        self.view.quiet();
+                    }
+                }
+                event = readiness.next_event() => match event {
+                    ReadinessEvent::Due => readiness.start_attempt(&mut self.reaper),
+                    ReadinessEvent::Ready => self.record.ready(),
+                },
+                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    tracing::info!("Killing child process...");
+                    self.stop.kill(&self.reaper);
+                }
+                () = sleep_until(next_catch_up), if stopping => {
+                    self.stop.catch_up(&self.reaper);
+                    next_catch_up = Instant::now() + CATCH_UP_EVERY;
+                }
+            }
+        }
+    }
+
+    /// The signal queue broke, so the child's exit can no longer be heard:
+    /// end it and wait for it the blocking way, so its status is not lost.
+    fn abandon(&mut self, err: io::Error) -> ChildStatus {
+        tracing::error!("cannot read signals: {err}; killing the child");
+        self.stop.kill(&self.reaper);
+        loop {
+            if let Some(status) = self.reaper.reap() {
+                return status;
+            }
+            if let Some(child) = self.reaper.child() {
+                let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+                let _ = waitid(Id::Pid(child), flags);
+            }
+        }
+    }
+
+    /// Phase 3: stop and reap whatever the child left behind, within the
+    /// stop's deadline, then reap the child's zombie.
+    async fn stop_leftovers(&mut self) {
+        self.reaper.reap();
+        if self.reaper.has_leftovers() {
+            if !self.stop.is_stopping() {
+                tracing::info!("Stopping processes the child left behind...");
+            }
+            self.stop.begin(&self.reaper);
+            self.await_leftovers().await;
+        }
+        self.reaper.release();
+    }
+
+    async fn await_leftovers(&mut self) {
+        let mut next_catch_up = Instant::now() + CATCH_UP_EVERY;
+        let mut give_up = self
+            .stop
+            .is_killed()
+            .then(|| Instant::now() + REAP_AFTER_KILL);
+        while self.reaper.has_leftovers() {
+            let deadline = self.stop.deadline();
+            tokio::select! {
+                received = self.signals.recv() => {
+                    let Ok(received) = received else { return };
+                    for r in received.into_iter().filter(|r| !r.is_own()) {
+                        if r.signal.known() == Some(Signal::SIGCHLD) {
+                            self.reaper.reap();
+                        } else if r.signal.is_forwarded() {
+                            self.stop.forward(r.signal, &self.reaper);
+                        }
+                    }
+                    self.stop.catch_up(&self.reaper);
+                }
+                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    tracing::info!("Killing processes the child left behind...");
+                    self.stop.kill(&self.reaper);
+                    give_up = Some(Instant::now() + REAP_AFTER_KILL);
+                }
+                () = sleep_until(give_up.unwrap_or_else(Instant::now)), if give_up.is_some() => {
+                    tracing::warn!("some processes the child left behind did not exit after SIGKILL");
+                    return;
+                }
+                () = sleep_until(next_catch_up) => {
+                    self.reaper.reap();
+                    self.stop.catch_up(&self.reaper);
+                    next_catch_up = Instant::now() + CATCH_UP_EVERY;
+                }
+            }
+        }
+    }
+}
+
+/// The command as one line for the log, quoting words that need it.
+fn shell_words(command: &[OsString]) -> String {
+    command
+        .iter()
+        .map(|word| {
+            let word = word.to_string_lossy();
+            if !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+            {
+                word.into_owned()
+            } else {
+                format!("'{}'", word.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,103 @@
+//! kubexit's own tombstone: the one place that writes it.
+//!
+//! `Born` (with `Ready` when no probe is needed) before the child starts,
+//! behind the liveness lock; `Ready` when the probe first succeeds; `Died`,
+//! `ExitCode` and `Reason` once, as soon as the outcome is known. A write
+//! that fails before the child starts keeps it from starting (a child never
+//! runs without its tombstone); later failures are logged, and the exit
+//! status still tells the truth.
+
+use jiff::Timestamp;
+
+use crate::graveyard::liveness::LifeLock;
+use crate::graveyard::name::Name;
+use crate::graveyard::tombstone::Tombstone;
+use crate::graveyard::{Graveyard, WriteError};
+use crate::supervisor::outcome::Outcome;
+
+pub struct Record {
+    graveyard: Graveyard,
+    name: Name,
+    stone: Tombstone,
+    written_death: bool,
+    /// Held from before `Born` is written until kubexit ends.
+    life: Option<LifeLock>,
+}
+
+impl Record {
+    pub fn new(graveyard: &Graveyard, name: &Name) -> Record {
+        Record {
+            graveyard: graveyard.clone(),
+            name: name.clone(),
+            stone: Tombstone::default(),
+            written_death: false,
+            life: None,
+        }
+    }
+
+    /// Records the birth (and readiness, when no probe is needed).
+    pub async fn born(&mut self, ready: bool) -> Result<(), WriteError> {
+        let now = Timestamp::now();
+        // The lock first: dependents may only judge a Born that a holder
+        // backs (see the liveness module).
+        match LifeLock::hold(&self.graveyard, &self.name, now).await {
+            Ok(lock) => self.life = Some(lock),
+            Err(err) => tracing::warn!(
+                "cannot hold the liveness lock: {err}; if kubexit is killed, dependents will not learn of it"
+            ),
+        }
+        self.stone.born = Some(now);
+        self.stone.ready = ready.then_some(now);
+        tracing::info!(
+            "Creating tombstone: {}",
+            self.graveyard.path_of(&self.name).display()
+        );
+        self.graveyard.write(&self.name, &self.stone)
+    }
+
+    /// Writes the current record again, after the graveyard was recreated.
+    pub fn restore(&mut self) {
+        if self.stone == Tombstone::default() {
+            return;
+        }
+        if let Err(err) = self.graveyard.write(&self.name, &self.stone) {
+            tracing::error!("{err}");
+        }
+    }
+
+    /// Records readiness; a failed write is logged (dependents will time
+    /// out and say so), the child keeps running.
+    pub fn ready(&mut self) {
+        if self.written_death {
+            return;
+        }
+        self.stone.ready = Some(Timestamp::now());
+        tracing::info!("Ready: {}", self.name);
+        if let Err(err) = self.graveyard.write(&self.name, &self.stone) {
+            tracing::error!("{err}");
+        }
+    }
+
+    /// Records the death once; later calls do nothing.
+    pub fn died(&mut self, outcome: &Outcome) {
+        if self.written_death {
+            return;
+        }
+        self.written_death = true;
+        if matches!(outcome, Outcome::NeverStarted(_)) {
+            // Upstream leaves no Born line for a child that never ran.
+            self.stone.born = None;
+            self.stone.ready = None;
+        }
+        self.stone.died = Some(Timestamp::now());
+        self.stone.exit_code = Some(outcome.recorded_code());
+        self.stone.reason = Some(outcome.to_string());
+        tracing::info!(
+            "Updating tombstone: {}",
+            self.graveyard.path_of(&self.name).display()
+        );
+        if let Err(err) = self.graveyard.write(&self.name, &self.stone) {
+            tracing::error!("{err}");
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The stop sequence: the one place that sends stop signals and keeps the
+//! deadline.
+//!
+//! Stopping means the child and everything it started: its process group,
+//! and every process descended from the child or adopted by kubexit along
+//! the way (the processes the [`Reaper`] calls stoppable, and their
+//! descendants), but never the processes kubexit inherited before it began,
+//! nor its own helpers. One sequence serves every reason to stop (a death
+//! dependency died, the child left processes behind when it exited):
+//!
+//! 1. **The stop signal, once to each process.** The child's group gets it
+//!    in one `kill(-pgid)`, which the kernel delivers atomically with
+//!    respect to forks in progress; every other stoppable process gets it
+//!    by pid. Each is remembered by pid *and* start time, so none is told
+//!    twice and a reused pid is never taken for a process already told.
+//!    The group id is safe to signal because the reaper keeps the child's
+//!    zombie until the sequence is over.
+//! 2. **Newcomers when they appear.** A process that appears after the
+//!    stop signal (forked by a process that ignored it, or adopted when its
+//!    parent ended) gets it when kubexit next looks: at every SIGCHLD and
+//!    every [`CATCH_UP_EVERY`] while stopping.
+//! 3. **One deadline**, counted from the first stop signal, whatever asked
+//!    for it; when it passes, one SIGKILL sweep (the group, then every
+//!    stoppable process), and from then on newcomers get SIGKILL too. A
+//!    stop never takes longer than the grace period plus reaping.
+//!
+//! Signals from outside are forwarded to the child's group as they come
+//! ([`Stop::forward`]): that is the sender's will, not kubexit's sequence.
+//! A forwarded stop signal starts the deadline, and a forwarded copy of the
+//! configured stop signal counts as that group having been told.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::process::child;
+use crate::process::reaper::Reaper;
+use crate::process::signals::SignalNumber;
+use crate::process::table::{self, Process};
+
+/// How often newcomers are looked for while stopping.
+pub const CATCH_UP_EVERY: Duration = Duration::from_millis(100);
+
+/// Who has been told what.
+#[derive(Default)]
+struct Told {
+    /// The child's group got this signal in one `kill(-pgid)`.
+    group: bool,
+    processes: HashSet<Process>,
+}
+
+/// The state of the one stop sequence of a supervision.
+pub struct Stop {
+    signal: SignalNumber,
+    grace: Duration,
+    deadline: Option<Instant>,
+    /// kubexit's own sequence has begun (not only a forwarded signal).
+    begun: bool,
+    killed: bool,
+    stopped: Told,
+    swept: Told,
+}
+
+impl Stop {
+    pub fn new(signal: SignalNumber, grace: Duration) -> Stop {
+        Stop {
+            signal,
+            grace,
+            deadline: None,
+            begun: false,
+            killed: false,
+            stopped: Told::default(),
+            swept: Told::default(),
+        }
+    }
+
+    /// Whether a stop has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.deadline.is_some()
+    }
+
+    /// Whether the SIGKILL sweep has been made.
+    pub fn is_killed(&self) -> bool {
+        self.killed
+    }
+
+    /// When the SIGKILL sweep is due; `None` before a stop and after it.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline.filter(|_| !self.killed)
+    }
+
+    /// kubexit's own decision to stop: the stop signal to every stoppable
+    /// process not told yet, and the deadline, if not running already.
+    pub fn begin(&mut self, reaper: &Reaper) {
+        self.deadline
+            .get_or_insert_with(|| Instant::now() + self.grace);
+        self.begun = true;
+        self.tell(reaper);
+    }
+
+    /// Once kubexit's own sequence has begun: processes that appeared since
+    /// the last look get the current signal (the stop signal, or SIGKILL
+    /// after the sweep).
+    pub fn catch_up(&mut self, reaper: &Reaper) {
+        if self.begun || self.killed {
+            self.tell(reaper);
+        }
+    }
+
+    /// The deadline has passed: SIGKILL to everyone, once.
+    pub fn kill(&mut self, reaper: &Reaper) {
+        self.killed = true;
+        self.tell(reaper);
+    }
+
+    /// Passes a signal from outside to the child's group.
+    pub fn forward(&mut self, signal: SignalNumber, reaper: &Reaper) {
+        let Some(group) = reaper.child() else {
+            return;
+        };
+        if let Err(err) = child::signal_group_of(group, signal) {
+            tracing::error!("cannot forward {signal} to the child: {err}");
+        }
+        if signal == self.signal && !self.killed {
+            self.stopped.group = true;
+            for (process, stat) in table::descendants(&reaper.stoppable()) {
+                if stat.pgrp == group.as_raw() {
+                    self.stopped.processes.insert(process);
+                }
+            }
+        }
+        if signal.is_stop() {
+            self.deadline
+                .get_or_insert_with(|| Instant::now() + self.grace);
+        }
+    }
+
+    fn tell(&mut self, reaper: &Reaper) {
+        let (signal, told) = if self.killed {
+            (SignalNumber::KILL, &mut self.swept)
+        } else {
+            (self.signal, &mut self.stopped)
+        };
+        let group = reaper.child();
+        let mut group_now = None;
+        if let Some(group) = group
+            && !told.group
+        {
+            // The group first, in one call: that is the reaction dependents
+            // wait for.
+            if let Err(err) = child::signal_group_of(group, signal) {
+                tracing::error!("cannot send {signal} to the child: {err}");
+            }
+            told.group = true;
+            group_now = Some(group.as_raw());
+        }
+        for (process, stat) in table::descendants(&reaper.stoppable()) {
+            if !told.processes.insert(process) || group_now == Some(stat.pgrp) {
+                continue;
+            }
+            let _ = child::signal_process(process.pid, signal);
+        }
+    }
+}

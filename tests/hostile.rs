@@ -45,10 +45,7 @@ fn things_planted_at_every_name_kubexit_uses_cannot_block_redirect_or_stop_it() 
     } else {
         Kubexit::named("app", &yard)
     };
-    let done = app
-        .env("KUBEXIT_DEATH_DEPS", "db")
-        .sh("echo started")
-        .run();
+    let done = app.env("KUBEXIT_DEATH_DEPS", "db").sh("echo started").run();
     assert_eq!(done.code(), 0, "{}", done.stderr);
     assert!(done.stdout.contains("started"), "{}", done.stderr);
     assert!(!done.stderr.contains("New death"), "{}", done.stderr);
@@ -62,11 +59,17 @@ fn things_planted_at_every_name_kubexit_uses_cannot_block_redirect_or_stop_it() 
     assert_eq!(fs::read_to_string(&precious).unwrap(), "precious\n");
     assert_eq!(fs::read_to_string(&bait).unwrap(), BORN);
     assert_eq!(yard.read("db").unwrap(), format!("Born: \"{BORN}\"\n"));
-    let kind = |name: &str| fs::symlink_metadata(yard.path().join(name)).unwrap().file_type();
+    let kind = |name: &str| {
+        fs::symlink_metadata(yard.path().join(name))
+            .unwrap()
+            .file_type()
+    };
     assert!(kind(".db.lock").is_symlink());
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(&kind(".app.lock")));
     assert!(kind(".kubexit-1-0.tmp").is_dir());
-    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&kind(".kubexit-1-1.tmp")));
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&kind(
+        ".kubexit-1-1.tmp"
+    )));
     assert!(kind(".kubexit-1-2.tmp").is_symlink());
 }
 
@@ -133,7 +136,11 @@ fn a_probe_whose_name_never_resolves_holds_one_lookup_and_never_delays_the_exit(
     let yard = Yard::new();
     let dir = tempfile::tempdir().unwrap();
     let resolv = dir.path().join("resolv.conf");
-    fs::write(&resolv, "nameserver 127.53.53.53\noptions timeout:30 attempts:1\n").unwrap();
+    fs::write(
+        &resolv,
+        "nameserver 127.53.53.53\noptions timeout:30 attempts:1\n",
+    )
+    .unwrap();
     let script = format!(
         "mount --bind {} /etc/resolv.conf && exec \"$0\" sh -c 'echo up; sleep 1; echo done'",
         resolv.display()
@@ -145,7 +152,15 @@ fn a_probe_whose_name_never_resolves_holds_one_lookup_and_never_delays_the_exit(
         .env("KUBEXIT_READY_PROBE", "tcp://db.example:5432")
         .env("KUBEXIT_READY_PERIOD", "50ms")
         .env("KUBEXIT_READY_TIMEOUT", "200ms")
-        .args(["unshare", "--mount", "--propagation", "private", "sh", "-c", &script])
+        .args([
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+        ])
         .arg_path(Path::new(env!("CARGO_BIN_EXE_kubexit")))
         .spawn_self();
     running.wait_for_output("up");
@@ -220,7 +235,11 @@ fn a_death_on_a_full_graveyard_still_reaches_its_dependents() {
     assert!(stdout.contains("db=3\n"), "{stdout}{}", log("db.log"));
     assert!(stdout.contains("app=0\n"), "{stdout}{}", log("app.log"));
     assert!(stdout.contains("ExitCode: 3\n"), "{stdout}");
-    assert!(log("app.log").contains("New death: db"), "{}", log("app.log"));
+    assert!(
+        log("app.log").contains("New death: db"),
+        "{}",
+        log("app.log")
+    );
     assert!(
         log("db.log").contains("the graveyard's filesystem is full"),
         "{}",
@@ -244,7 +263,10 @@ fn a_loss_is_acted_on_even_when_it_cannot_be_recorded() {
     let pids = tempfile::tempdir().unwrap();
     let db_child = pids.path().join("db-child");
     let db = Kubexit::named("db", &yard)
-        .sh(&format!("echo $$ > {}; exec sleep 1000", db_child.display()))
+        .sh(&format!(
+            "echo $$ > {}; exec sleep 1000",
+            db_child.display()
+        ))
         .spawn();
     let db_child = read_pid(&db_child);
     let mut app = Kubexit::named("app", &yard);
@@ -312,5 +334,7 @@ fn without_inotify_kubexit_polls_and_still_sees_the_death() {
         done.stderr
     );
     assert!(done.stderr.contains("New death: db"), "{}", done.stderr);
-    eventually("db's death seen", || yard.read("app").is_some_and(|s| s.contains("Died")));
+    eventually("db's death seen", || {
+        yard.read("app").is_some_and(|s| s.contains("Died"))
+    });
 }

@@ -56,6 +56,7 @@ fn stop_for_death(yard: &Yard, child: &str, ready: &Path) -> (Finished, Duration
     let running = Kubexit::named("app", yard)
         .env("KUBEXIT_DEATH_DEPS", "db")
         .env("KUBEXIT_GRACE_PERIOD", "2s")
+        .env("KUBEXIT_LOG_LEVEL", "debug")
         .sh(child)
         .spawn();
     eventually("the grandchild to start", || ready.exists());
@@ -147,7 +148,9 @@ fn a_process_that_appears_after_the_stop_signal_gets_it_when_it_appears() {
 fn a_broken_stderr_never_kills_the_child() {
     let yard = Yard::new();
     let running = Kubexit::named("app", &yard)
-        .sh("trap 'echo got USR1' USR1; echo up; while :; do sleep 0.05; done")
+        // The child's own stderr goes elsewhere: a write of its own to the
+        // broken pipe would earn it a SIGPIPE of its own.
+        .sh("exec 2>/dev/null; trap 'echo got USR1' USR1; echo up; while :; do sleep 0.05; done")
         .spawn_with_closable_stderr();
     running.wait_for_output("up");
     running.wait_for_log("Starting: ");
@@ -174,8 +177,8 @@ fn a_sigpipe_raised_by_kubexits_own_write_is_never_forwarded() {
     let pipes = dir.path().join("pipes");
     let running = Kubexit::named("app", &yard)
         .sh(&format!(
-            "trap 'echo PIPE >> {}' PIPE; trap 'echo got USR1' USR1; trap 'echo got USR2' USR2; \
-             echo up; while :; do sleep 0.05; done",
+            "exec 2>/dev/null; trap 'echo PIPE >> {}' PIPE; trap 'echo got USR1' USR1; \
+             trap 'echo got USR2' USR2; echo up; while :; do sleep 0.05; done",
             pipes.display()
         ))
         .spawn_with_closable_stderr();

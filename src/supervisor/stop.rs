@@ -146,11 +146,13 @@ impl Stop {
         } else {
             (self.signal, &mut self.stopped)
         };
-        let roots = reaper.stoppable();
+        let mut roots = reaper.stoppable();
         // The group first, in one call: that is the reaction dependents
         // wait for. Who was in it just before is noted first: a process
         // that appears in the group afterwards (forked by a handler of this
-        // very signal) did not get it, and is told below.
+        // very signal) did not get it, and is told below. The processes
+        // noted are looked at again whatever became of their parents (one
+        // that died of the signal has handed its children to kubexit).
         let mut group_told = None;
         if let Some(group) = reaper.child()
             && !told.group
@@ -159,18 +161,22 @@ impl Stop {
             if let Err(err) = child::signal_group_of(group, signal) {
                 tracing::error!("cannot send {signal} to the child: {err}");
             }
+            tracing::debug!("sent {signal} to process group {group}");
             told.group = true;
+            roots = reaper.stoppable();
+            roots.extend(before.iter().copied());
             group_told = Some((group.as_raw(), before));
         }
         for (process, stat) in table::descendants(&roots) {
             if !told.processes.insert(process) {
                 continue;
             }
-            let got_it = group_told
-                .as_ref()
-                .is_some_and(|(group, before)| stat.pgrp == *group && before.contains(&process.pid));
+            let got_it = group_told.as_ref().is_some_and(|(group, before)| {
+                stat.pgrp == *group && before.contains(&process.pid)
+            });
             if !got_it {
                 let _ = child::signal_process(process.pid, signal);
+                tracing::debug!("sent {signal} to process {}", process.pid);
             }
         }
     }

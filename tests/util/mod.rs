@@ -212,7 +212,7 @@ impl Kubexit {
     /// can close ([`Running::close_stderr`]), as a log pipeline that goes
     /// away. Until then what kubexit writes there is collected.
     pub fn spawn_with_closable_stderr(&mut self) -> Running {
-        let (reader, writer) = nix::unistd::pipe().expect("pipe");
+        let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
         // Non-blocking, so that the collector never holds the lock in a
         // read and the test can close the pipe at any time.
         nix::fcntl::fcntl(
@@ -513,5 +513,10 @@ pub fn shared_dir() -> Option<PathBuf> {
 /// (`KUBEXIT_CI=1`) a skip is a failure instead.
 pub fn skip(test: &str, why: &str) {
     assert!(!in_ci(), "{test}: cannot run under CI: {why}");
-    eprintln!("SKIPPED {test}: {why}");
+    // Straight to the descriptor: the test harness captures eprintln!,
+    // and a skip must be seen.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("SKIPPED {test}: {why}\n").as_bytes(),
+    );
 }

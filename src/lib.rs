@@ -18,6 +18,7 @@ pub mod config;
 pub mod dependencies;
 pub mod duration;
 pub mod graveyard;
+pub mod inject;
 pub mod install;
 pub mod json;
 #[cfg(feature = "kubernetes")]
@@ -52,6 +53,11 @@ pub const EXIT_FAILURE: u8 = 1;
 
 /// Runs kubexit with the process's arguments and environment.
 pub fn run() -> ExitCode {
+    // `kubexit inject`, only where upstream's command line cannot mean a
+    // child (no KUBEXIT_NAME): see the inject module.
+    if let Some(status) = inject::subcommand() {
+        return status;
+    }
     // First of all, before any thread exists: from here on no signal can
     // kill kubexit half-way; each waits in the queue for the event loop.
     if let Err(err) = signals::block_all() {

@@ -617,3 +617,70 @@ fn inject_help_describes_the_subcommand() {
         assert!(help.contains(needle), "{needle:?} not in:\n{help}");
     }
 }
+
+/// The fenced block after `<!-- inject-example: WHICH -->` in docs/inject.md.
+fn doc_example(doc: &str, which: &str) -> String {
+    let marker = format!("<!-- inject-example: {which} -->\n```yaml\n");
+    let start = doc.find(&marker).unwrap_or_else(|| panic!("no {which} example")) + marker.len();
+    doc[start..].split("```").next().unwrap().to_owned()
+}
+
+#[test]
+fn the_docs_example_injects_as_shown() {
+    let doc = fs::read_to_string(root().join("docs/inject.md")).unwrap();
+    let out = ok(&["inject"], Some(&doc_example(&doc, "before")));
+    let out = out.replace(env!("CARGO_PKG_VERSION"), "VERSION");
+    assert_eq!(out, doc_example(&doc, "after"), "docs/inject.md's example is stale");
+}
+
+/// Every `kubexit` command in the shell blocks of docs/inject.md and of the
+/// README runs, in order, in a directory where `job.yaml` is the docs'
+/// example; `kubectl` is not run, only the kubexit part of a pipeline
+/// (fed the injected example when it reads a pipe).
+#[test]
+fn the_commands_in_the_docs_run() {
+    let doc = fs::read_to_string(root().join("docs/inject.md")).unwrap();
+    let readme = fs::read_to_string(root().join("README.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("job.yaml"), doc_example(&doc, "before")).unwrap();
+    let injected = doc_example(&doc, "after");
+    let bin = Path::new(env!("CARGO_BIN_EXE_kubexit")).parent().unwrap().to_owned();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut ran = 0;
+    for text in [&doc, &readme] {
+        for block in text.split("```sh\n").skip(1) {
+            let block = block.split("```").next().unwrap();
+            for line in block.lines() {
+                let segments: Vec<&str> = line.split('|').map(str::trim).collect();
+                for (i, segment) in segments.iter().enumerate() {
+                    if !(segment.starts_with("kubexit inject") || segment.starts_with("kubexit uninject")) {
+                        continue;
+                    }
+                    let mut command = std::process::Command::new("sh");
+                    command
+                        .args(["-c", segment])
+                        .current_dir(dir.path())
+                        .env("PATH", &path)
+                        .env_remove("KUBEXIT_NAME")
+                        .stdin(std::process::Stdio::piped())
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::piped());
+                    let mut child = command.spawn().unwrap();
+                    let mut stdin = child.stdin.take().unwrap();
+                    if i > 0 {
+                        std::io::Write::write_all(&mut stdin, injected.as_bytes()).unwrap();
+                    }
+                    drop(stdin);
+                    let out = child.wait_with_output().unwrap();
+                    assert!(
+                        out.status.success(),
+                        "{line:?} failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    ran += 1;
+                }
+            }
+        }
+    }
+    assert!(ran >= 5, "only {ran} commands found in the docs");
+}

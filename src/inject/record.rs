@@ -85,26 +85,22 @@ impl Record {
                     CommandChange::Wrapped => "wrapped",
                     CommandChange::Added => "added",
                 };
-                (
-                    name.clone(),
-                    json!({
-                        "command": command,
-                        "env": c.env,
-                        "volumeMounts": c.volume_mounts,
-                        "created": c.created,
-                    }),
-                )
+                let mut fields = Map::new();
+                fields.insert("command".into(), json!(command));
+                put(&mut fields, "env", json!(c.env));
+                put(&mut fields, "volumeMounts", json!(c.volume_mounts));
+                put(&mut fields, "created", json!(c.created));
+                (name.clone(), Value::Object(fields))
             })
             .collect();
-        json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "initContainers": self.init_containers,
-            "volumes": self.volumes,
-            "created": self.created,
-            "containers": containers,
-            "annotations": self.annotations,
-        })
-        .to_string()
+        let mut record = Map::new();
+        record.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+        put(&mut record, "initContainers", json!(self.init_containers));
+        put(&mut record, "volumes", json!(self.volumes));
+        put(&mut record, "created", json!(self.created));
+        put(&mut record, "containers", Value::Object(containers));
+        put(&mut record, "annotations", json!(self.annotations));
+        Value::Object(record).to_string()
     }
 
     pub fn from_json(text: &str) -> Result<Record, RecordError> {
@@ -162,6 +158,19 @@ impl Record {
             }
         }
         Ok(record)
+    }
+}
+
+/// Adds a field to the record unless it is empty: a short record is
+/// easier to read in `kubectl get -o yaml`.
+fn put(record: &mut Map<String, Value>, field: &str, value: Value) {
+    let empty = match &value {
+        Value::Array(items) => items.is_empty(),
+        Value::Object(map) => map.is_empty(),
+        _ => false,
+    };
+    if !empty {
+        record.insert(field.to_owned(), value);
     }
 }
 

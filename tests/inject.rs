@@ -621,7 +621,10 @@ fn inject_help_describes_the_subcommand() {
 /// The fenced block after `<!-- inject-example: WHICH -->` in docs/inject.md.
 fn doc_example(doc: &str, which: &str) -> String {
     let marker = format!("<!-- inject-example: {which} -->\n```yaml\n");
-    let start = doc.find(&marker).unwrap_or_else(|| panic!("no {which} example")) + marker.len();
+    let start = doc
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {which} example"))
+        + marker.len();
     doc[start..].split("```").next().unwrap().to_owned()
 }
 
@@ -630,7 +633,11 @@ fn the_docs_example_injects_as_shown() {
     let doc = fs::read_to_string(root().join("docs/inject.md")).unwrap();
     let out = ok(&["inject"], Some(&doc_example(&doc, "before")));
     let out = out.replace(env!("CARGO_PKG_VERSION"), "VERSION");
-    assert_eq!(out, doc_example(&doc, "after"), "docs/inject.md's example is stale");
+    assert_eq!(
+        out,
+        doc_example(&doc, "after"),
+        "docs/inject.md's example is stale"
+    );
 }
 
 /// Every `kubexit` command in the shell blocks of docs/inject.md and of the
@@ -644,8 +651,15 @@ fn the_commands_in_the_docs_run() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("job.yaml"), doc_example(&doc, "before")).unwrap();
     let injected = doc_example(&doc, "after");
-    let bin = Path::new(env!("CARGO_BIN_EXE_kubexit")).parent().unwrap().to_owned();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let bin = Path::new(env!("CARGO_BIN_EXE_kubexit"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let mut ran = 0;
     for text in [&doc, &readme] {
         for block in text.split("```sh\n").skip(1) {
@@ -653,7 +667,9 @@ fn the_commands_in_the_docs_run() {
             for line in block.lines() {
                 let segments: Vec<&str> = line.split('|').map(str::trim).collect();
                 for (i, segment) in segments.iter().enumerate() {
-                    if !(segment.starts_with("kubexit inject") || segment.starts_with("kubexit uninject")) {
+                    if !(segment.starts_with("kubexit inject")
+                        || segment.starts_with("kubexit uninject"))
+                    {
                         continue;
                     }
                     let mut command = std::process::Command::new("sh");
@@ -683,4 +699,21 @@ fn the_commands_in_the_docs_run() {
         }
     }
     assert!(ran >= 5, "only {ran} commands found in the docs");
+}
+
+#[test]
+fn opting_out_of_an_injected_pod_takes_kubexit_out() {
+    let plain = pod_with("{kubexit.io/skip: mesh}");
+    let injected = ok(&["inject"], Some(&plain));
+    let disabled = injected.replace("kubexit.io/skip: mesh", "kubexit.io/inject: disabled");
+    let out = ok(&["inject"], Some(&disabled));
+    assert!(!out.contains("/kubexit/kubexit"), "{out}");
+    assert!(!out.contains("kubexit.io/injected"), "{out}");
+}
+
+#[test]
+fn empty_annotations_are_read_as_none() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: n\n  annotations:\nspec:\n  containers: [{name: app, image: i, command: [a]}]\n";
+    let out = ok(&["inject"], Some(pod));
+    assert!(out.contains("kubexit.io/injected"), "{out}");
 }

@@ -862,8 +862,9 @@ fn check_room(pod: &Pod, plan: &Plan) -> Result<(), InjectError> {
 
 /// The annotations of a template, which must be strings.
 fn annotations_of(template: &Value) -> Result<BTreeMap<String, String>, InjectError> {
-    let Some(annotations) = template.pointer("/metadata/annotations") else {
-        return Ok(BTreeMap::new());
+    let annotations = match template.pointer("/metadata/annotations") {
+        None | Some(Value::Null) => return Ok(BTreeMap::new()),
+        Some(annotations) => annotations,
     };
     let annotations = annotations
         .as_object()
@@ -899,7 +900,10 @@ fn object_field_of<'v>(
     created: &mut Vec<String>,
     created_as: &str,
 ) -> Result<&'v mut Map<String, Value>, InjectError> {
-    if !object.contains_key(field) {
+    if object.get(field).is_none_or(Value::is_null) {
+        // (`annotations:` with nothing after it is null, which Kubernetes
+        // reads as absent.)
+        object.shift_remove(field);
         // metadata before spec, as every manifest has it.
         place(object, field, json!({}), &["spec"], &[]);
         if !created.iter().any(|c| c == created_as) {

@@ -1,9 +1,9 @@
 //! A container's own `readinessProbe`, said in kubexit's probe syntax.
 //!
 //! A sidecar that already tells the kubelet when it is ready should not
-//! have to say it twice: when the main containers wait for a sidecar and
-//! no `kubexit.io/ready-probe.CONTAINER` is given, its readinessProbe is
-//! translated. The kubelet's probe and kubexit's differ in one way that
+//! have to say it twice: when a container is waited for (the main
+//! containers wait for a sidecar) and no `kubexit.io/ready-probe.CONTAINER`
+//! is given, its readinessProbe is translated. The kubelet's probe and kubexit's differ in one way that
 //! matters here: kubexit probes from inside the container, so a probe
 //! without a `host` goes to `127.0.0.1` (the kubelet goes to the pod's IP;
 //! within the pod both reach a server listening on all addresses).

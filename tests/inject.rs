@@ -324,6 +324,7 @@ fn every_injected_object_round_trips_through_the_k8s_openapi_types() {
         "StatefulSet",
         "DaemonSet",
         "ReplicaSet",
+        "ReplicationController",
         "List",
     ] {
         assert!(kinds.contains(kind), "no golden file has a {kind}");

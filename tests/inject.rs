@@ -718,3 +718,94 @@ fn empty_annotations_are_read_as_none() {
     let out = ok(&["inject"], Some(pod));
     assert!(out.contains("kubexit.io/injected"), "{out}");
 }
+
+/// Variables that inject writes for settings kubexit is being taught in
+/// parallel (death policy, quit endpoints, birth probes, hold-the-line).
+/// Until kubexit knows one, it is set aside here with a note; once it does,
+/// this test fails until it is taken off the list, so that from then on it
+/// is checked like the others.
+const NOT_YET_KNOWN: &[&str] = &[
+    "KUBEXIT_DEATH_POLICY",
+    "KUBEXIT_QUIT",
+    "KUBEXIT_QUIT_TIMEOUT",
+    "KUBEXIT_BIRTH_PROBES",
+    "KUBEXIT_STOP_AFTER",
+    "KUBEXIT_STOP_AFTER_TIMEOUT",
+];
+
+/// Every container of every golden output runs with a configuration that
+/// kubexit accepts: the variables inject writes are parsed by kubexit's own
+/// configuration, as it would at start.
+#[test]
+fn kubexit_accepts_the_configuration_inject_writes() {
+    use clap::{CommandFactory, Parser};
+    use kubexit::config::{Args, Config, Environment};
+    struct NoAliases;
+    impl Environment for NoAliases {
+        fn get(&self, _: &str) -> Option<std::ffi::OsString> {
+            None
+        }
+    }
+    let flag = |variable: &str| {
+        variable
+            .strip_prefix("KUBEXIT_")
+            .unwrap()
+            .to_ascii_lowercase()
+            .replace('_', "-")
+    };
+    let known = |variable: &str| {
+        let long = flag(variable);
+        Args::command()
+            .get_arguments()
+            .any(|a| a.get_long() == Some(long.as_str()))
+    };
+    for variable in NOT_YET_KNOWN {
+        assert!(
+            !known(variable),
+            "kubexit now knows {variable}: take it off NOT_YET_KNOWN"
+        );
+    }
+    let mut checked = 0;
+    for input in golden_inputs() {
+        let golden = injected_path(&input);
+        let mut queue = documents(&fs::read_to_string(&golden).unwrap());
+        while let Some(doc) = queue.pop() {
+            if doc["kind"] == "List" {
+                queue.extend(doc["items"].as_array().unwrap().iter().cloned());
+                continue;
+            }
+            let spec = match doc["kind"].as_str().unwrap() {
+                "Pod" => &doc["spec"],
+                "CronJob" => &doc["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+                _ => &doc["spec"]["template"]["spec"],
+            };
+            for container in spec["containers"].as_array().into_iter().flatten() {
+                let mut words = vec!["kubexit".to_owned()];
+                for var in container["env"].as_array().into_iter().flatten() {
+                    let name = var["name"].as_str().unwrap();
+                    if !name.starts_with("KUBEXIT_") || NOT_YET_KNOWN.contains(&name) {
+                        continue;
+                    }
+                    words.push(format!("--{}", flag(name)));
+                    words.push(var["value"].as_str().unwrap_or("from-elsewhere").to_owned());
+                }
+                if words.len() == 1 {
+                    continue;
+                }
+                words.push("true".into());
+                let origin = format!(
+                    "{} {} container {}",
+                    golden.display(),
+                    doc["metadata"]["name"],
+                    container["name"]
+                );
+                let args = Args::try_parse_from(&words)
+                    .unwrap_or_else(|e| panic!("{origin}: {words:?}: {e}"));
+                Config::from_args(args, &NoAliases)
+                    .unwrap_or_else(|e| panic!("{origin}: kubexit refuses {words:?}: {e}"));
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} containers checked");
+}

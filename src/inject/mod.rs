@@ -14,6 +14,8 @@
 //!   with kubexit's own parsers;
 //! - `kubelet_probe`: a container's readinessProbe in kubexit's probe
 //!   syntax;
+//! - `plan`: who does what (sidecars, main containers, readiness), every
+//!   name checked against the pod;
 //! - `pod`: the transformation itself, a pure function from a pod (or pod
 //!   template) with its annotations to the coordinated pod or an error
 //!   naming the container and the fix: [`inject`], [`uninject`],
@@ -41,6 +43,8 @@ mod cli;
 pub mod kubelet_probe;
 #[cfg(feature = "inject")]
 pub mod manifest;
+#[cfg(feature = "inject")]
+pub mod plan;
 #[cfg(feature = "inject")]
 pub mod pod;
 #[cfg(feature = "inject")]

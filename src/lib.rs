@@ -18,9 +18,11 @@ pub mod config;
 pub(crate) mod dependencies;
 pub mod duration;
 pub mod graveyard;
+#[cfg(feature = "inject")]
+pub mod inject;
 pub mod json;
 pub(crate) mod process;
 pub(crate) mod readiness;
 pub(crate) mod supervisor;
 
-pub use cli::run;
+pub use cli::{EXIT_CONFIG, EXIT_FAILURE, run};

@@ -235,11 +235,46 @@ pub fn typed<T: DeserializeOwned + Serialize>(
     Some(object)
 }
 
+/// A plain manifest (a pod that asks for kubexit in `kubexit.io/`
+/// annotations, written for `kubexit inject`) is checked as `kubexit
+/// inject` makes it: what users apply.
+fn as_applied(origin: &str, doc: &Value, problems: &mut Problems) -> Value {
+    let pointer = match doc["kind"].as_str() {
+        Some("Pod") => "",
+        Some("Job") => "/spec/template",
+        _ => return doc.clone(),
+    };
+    let Some(template) = doc.pointer(pointer) else {
+        return doc.clone();
+    };
+    let annotated = template["metadata"]["annotations"]
+        .as_object()
+        .is_some_and(|a| a.keys().any(|k| k.starts_with("kubexit.io/")));
+    if !annotated || kubexit::inject::is_injected(template) {
+        return doc.clone();
+    }
+    match kubexit::inject::inject(template, &kubexit::inject::Options::default()) {
+        Ok(injection) => {
+            let mut applied = doc.clone();
+            match applied.pointer_mut(pointer) {
+                Some(slot) => *slot = injection.template,
+                None => applied = injection.template,
+            }
+            applied
+        }
+        Err(err) => {
+            problems.push(format!("{origin}: kubexit inject refuses it: {err}"));
+            doc.clone()
+        }
+    }
+}
+
 /// Checks one Kubernetes object, and the pod inside it if any; returns
 /// whether it held a pod.
 pub fn check_object(origin: &str, doc: &Value, problems: &mut Problems) -> bool {
     let kind = doc["kind"].as_str().unwrap_or_default();
     let origin = format!("{origin} ({kind} {})", doc["metadata"]["name"]);
+    let doc = &as_applied(&origin, doc, problems);
     let spec = match kind {
         "Job" => {
             if doc["spec"].get("replicas").is_some() {

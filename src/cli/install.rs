@@ -13,7 +13,7 @@ use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::graveyard::random_u64;
+use crate::random;
 
 /// Why the copy failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +34,7 @@ pub fn install(dir: &Path) -> Result<PathBuf, InstallError> {
     fs::create_dir_all(dir).map_err(fail)?;
     let target = dir.join("kubexit");
     // Random, not the pid: every init container is PID 1 of its own.
-    let temporary = dir.join(format!(".kubexit-install-{:016x}", random_u64()));
+    let temporary = dir.join(format!(".kubexit-install-{:016x}", random::u64()));
     let copy = || -> io::Result<()> {
         let mut source = File::open("/proc/self/exe")?;
         let mut copy = OpenOptions::new()

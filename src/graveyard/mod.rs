@@ -39,13 +39,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use jiff::tz::TimeZone;
 use nix::libc;
 
 use crate::graveyard::name::Name;
 use crate::graveyard::tombstone::{ParseError, Tombstone};
+use crate::random;
 
 /// Tombstones are a few hundred bytes; anything beyond this is not one.
 pub const MAX_TOMBSTONE_BYTES: u64 = 64 * 1024;
@@ -322,25 +322,7 @@ fn rewrite_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// [`Name`] starts with a dot), and nothing about it is unique only within
 /// one process tree, as a pid would be in a pod of PID namespaces.
 fn temporary_name() -> String {
-    format!(".kubexit-{:016x}.tmp", random_u64())
-}
-
-/// 64 random bits from the kernel; should that fail (no entropy yet at
-/// boot, an ancient kernel), a mix of the clock, the pid and a counter,
-/// which differs between calls and, through the nanoseconds, between
-/// processes.
-pub(crate) fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    // SAFETY: the buffer is valid for writes of its length.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_NONBLOCK) };
-    if n == 8 {
-        return u64::from_ne_bytes(bytes);
-    }
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = jiff::Timestamp::now().as_nanosecond() as u64;
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    (nanos ^ (u64::from(std::process::id()) << 40))
-        .wrapping_add(count.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    format!(".kubexit-{:016x}.tmp", random::u64())
 }
 
 /// Creates a new file at `path`; fails if anything, even a dangling link,

@@ -8,17 +8,21 @@
 //! child ready. `STATUS=…` lines are logged, as systemd shows them; other
 //! lines (`MAINPID=…`, `WATCHDOG=1`) are ignored.
 //!
-//! The socket lives in the abstract namespace (`@kubexit/PID/N`): nothing
-//! is created on disk, so it works on read-only root filesystems and leaves
-//! nothing behind. Abstract sockets are visible to every process of the
-//! network namespace, that is, of the pod; the README's threat model says
-//! what that allows.
+//! The socket lives in the abstract namespace (`@kubexit/` and 64 random
+//! bits): nothing is created on disk, so it works on read-only root
+//! filesystems and leaves nothing behind. Abstract sockets are visible to
+//! every process of the network namespace, that is, of the pod, where every
+//! kubexit may be PID 1: so the name is drawn at random, never made of a
+//! pid, and a name already taken is passed over for another. The threat
+//! model (docs/threat-model.md) says what the sharing allows.
 
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::SocketAddr;
 
 use tokio::net::UnixDatagram;
+
+use crate::random;
 
 /// A bound notify socket.
 pub struct NotifySocket {
@@ -29,15 +33,24 @@ pub struct NotifySocket {
 impl NotifySocket {
     /// Binds a fresh abstract socket. Needs a tokio runtime.
     pub fn bind() -> io::Result<NotifySocket> {
-        let nanos = jiff::Timestamp::now().subsec_nanosecond();
-        let name = format!("kubexit/{}/{nanos}", std::process::id());
-        let address = SocketAddr::from_abstract_name(name.as_bytes())?;
-        let socket = std::os::unix::net::UnixDatagram::bind_addr(&address)?;
-        socket.set_nonblocking(true)?;
-        Ok(NotifySocket {
-            socket: UnixDatagram::from_std(socket)?,
-            name: format!("@{name}"),
-        })
+        let mut tries = 0;
+        loop {
+            let name = format!("kubexit/{:016x}", random::u64());
+            let address = SocketAddr::from_abstract_name(name.as_bytes())?;
+            let socket = match std::os::unix::net::UnixDatagram::bind_addr(&address) {
+                Ok(socket) => socket,
+                Err(err) if err.kind() == io::ErrorKind::AddrInUse && tries < 16 => {
+                    tries += 1;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            socket.set_nonblocking(true)?;
+            return Ok(NotifySocket {
+                socket: UnixDatagram::from_std(socket)?,
+                name: format!("@{name}"),
+            });
+        }
     }
 
     /// The value of `NOTIFY_SOCKET` for the child.

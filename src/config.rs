@@ -28,6 +28,7 @@ use clap::Parser;
 use crate::duration::{self, GoDuration};
 use crate::graveyard::name::Name;
 use crate::process::signals::{SignalNumber, parse_signal};
+use crate::quit::Endpoint;
 use crate::readiness::probe::Probe;
 
 /// kubexit: run a command, record its life in a tombstone, and stop it when
@@ -56,6 +57,11 @@ pub struct Args {
     #[arg(long, env = "KUBEXIT_DEATH_DEPS", value_name = "NAMES")]
     pub death_deps: Option<OsString>,
 
+    /// Stop the child when `any` death dependency has died, or once `all` of them have
+    /// (a sidecar shared by several main containers) [default: any]
+    #[arg(long, env = "KUBEXIT_DEATH_POLICY", value_name = "any|all")]
+    pub death_policy: Option<OsString>,
+
     /// After the stop signal, how long before SIGKILL (Go duration: 30s, 1m30s, 500ms) [default: 30s]
     #[arg(long, env = "KUBEXIT_GRACE_PERIOD", value_name = "DURATION")]
     pub grace_period: Option<OsString>,
@@ -64,7 +70,12 @@ pub struct Args {
     #[arg(long, env = "KUBEXIT_BIRTH_DEPS", value_name = "NAMES")]
     pub birth_deps: Option<OsString>,
 
-    /// How long to wait for birth dependencies [default: 30s]
+    /// Comma-separated probes that must all succeed before the child starts: birth
+    /// dependencies on an address (a sidecar nobody wraps), in the syntax of --ready-probe
+    #[arg(long, env = "KUBEXIT_BIRTH_PROBES", value_name = "PROBES")]
+    pub birth_probes: Option<OsString>,
+
+    /// How long to wait for birth dependencies and birth probes [default: 30s]
     #[arg(long, env = "KUBEXIT_BIRTH_TIMEOUT", value_name = "DURATION")]
     pub birth_timeout: Option<OsString>,
 
@@ -90,6 +101,25 @@ pub struct Args {
     /// (alias: KUBEXIT_IGNORE_CODE_ON_DEATH_DEPS=true|false) [default: 0]
     #[arg(long, env = "KUBEXIT_STOPPED_EXIT_CODE", value_name = "CODE|child")]
     pub stopped_exit_code: Option<OsString>,
+
+    /// Once the child has ended: quit endpoints of sidecars nobody wraps, comma-separated,
+    /// each called with a POST (GET:URL for a GET): URLs, or presets istio, linkerd,
+    /// cloud-sql-proxy, envoy:PORT
+    #[arg(long, env = "KUBEXIT_QUIT", value_name = "ENDPOINTS")]
+    pub quit: Option<OsString>,
+
+    /// How long the quit endpoints are tried [default: 10s]
+    #[arg(long, env = "KUBEXIT_QUIT_TIMEOUT", value_name = "DURATION")]
+    pub quit_timeout: Option<OsString>,
+
+    /// Comma-separated names: a stop signal from outside is held until all of them have
+    /// died (the pod is being deleted, and they drain through this sidecar)
+    #[arg(long, env = "KUBEXIT_STOP_AFTER", value_name = "NAMES")]
+    pub stop_after: Option<OsString>,
+
+    /// How long a stop signal is held for the processes of --stop-after [default: 20s]
+    #[arg(long, env = "KUBEXIT_STOP_AFTER_TIMEOUT", value_name = "DURATION")]
+    pub stop_after_timeout: Option<OsString>,
 
     /// How to tell the child is ready: tcp://HOST:PORT, http(s)://HOST:PORT/PATH,
     /// exec:COMMAND ARGS, file:PATH or notify [default: ready when started]
@@ -148,6 +178,16 @@ pub enum StoppedExitCode {
     Code(u8),
     /// The child's own status, as if kubexit had not been there.
     Child,
+}
+
+/// When the child is stopped for its death dependencies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeathPolicy {
+    /// When any one of them has died (upstream's meaning).
+    #[default]
+    Any,
+    /// Once every one of them has died.
+    All,
 }
 
 /// How kubexit reports: its log lines and its termination message. Read
@@ -264,7 +304,10 @@ pub struct Config {
     pub name: Name,
     pub graveyard: PathBuf,
     pub death_deps: Vec<Name>,
+    pub death_policy: DeathPolicy,
     pub birth_deps: Vec<Name>,
+    /// Birth dependencies on an address: probes that must all succeed.
+    pub birth_probes: Vec<Probe>,
     pub birth_timeout: Duration,
     pub grace_period: Duration,
     /// Set when birth dependencies are containers of this pod, judged by
@@ -275,6 +318,11 @@ pub struct Config {
     pub ready_probe: Option<Probe>,
     pub ready_period: Duration,
     pub ready_timeout: Duration,
+    pub quit: Vec<Endpoint>,
+    pub quit_timeout: Duration,
+    /// A stop signal from outside waits for these to die.
+    pub stop_after: Vec<Name>,
+    pub stop_after_timeout: Duration,
     pub command: Vec<OsString>,
 }
 
@@ -339,6 +387,12 @@ const STOPPED_EXIT_CODE: &str = "KUBEXIT_STOPPED_EXIT_CODE (--stopped-exit-code)
 const READY_PROBE: &str = "KUBEXIT_READY_PROBE (--ready-probe)";
 const READY_PERIOD: &str = "KUBEXIT_READY_PERIOD (--ready-period)";
 const READY_TIMEOUT: &str = "KUBEXIT_READY_TIMEOUT (--ready-timeout)";
+const DEATH_POLICY: &str = "KUBEXIT_DEATH_POLICY (--death-policy)";
+const BIRTH_PROBES: &str = "KUBEXIT_BIRTH_PROBES (--birth-probes)";
+const QUIT: &str = "KUBEXIT_QUIT (--quit)";
+const QUIT_TIMEOUT: &str = "KUBEXIT_QUIT_TIMEOUT (--quit-timeout)";
+const STOP_AFTER: &str = "KUBEXIT_STOP_AFTER (--stop-after)";
+const STOP_AFTER_TIMEOUT: &str = "KUBEXIT_STOP_AFTER_TIMEOUT (--stop-after-timeout)";
 
 fn invalid(setting: &'static str, problem: impl ToString) -> ConfigError {
     ConfigError::Invalid {
@@ -380,6 +434,26 @@ impl Config {
                 Some(Probe::parse(text(READY_PROBE, raw)?).map_err(|e| invalid(READY_PROBE, e))?)
             }
         };
+        let death_policy = match args.death_policy.as_deref() {
+            None => DeathPolicy::Any,
+            Some(raw) => DeathPolicy::parse(text(DEATH_POLICY, raw)?)
+                .map_err(|e| invalid(DEATH_POLICY, e))?,
+        };
+        let birth_probes = match args.birth_probes.as_deref() {
+            None => Vec::new(),
+            Some(raw) => birth_probes(text(BIRTH_PROBES, raw)?)?,
+        };
+        let quit = match args.quit.as_deref() {
+            None => Vec::new(),
+            Some(raw) => Endpoint::parse_list(text(QUIT, raw)?).map_err(|e| invalid(QUIT, e))?,
+        };
+        let quit_timeout = duration_setting(QUIT_TIMEOUT, args.quit_timeout.as_deref(), 10_000)?;
+        let stop_after = dependency_list(STOP_AFTER, args.stop_after.as_deref(), &name)?;
+        let stop_after_timeout = duration_setting(
+            STOP_AFTER_TIMEOUT,
+            args.stop_after_timeout.as_deref(),
+            20_000,
+        )?;
         let pod_name = optional_text(POD_NAME, args.pod_name.as_deref())?;
         let namespace = optional_text(NAMESPACE, args.namespace.as_deref())?;
 
@@ -419,12 +493,23 @@ impl Config {
             }
             _ => None,
         };
-        if matches!(&ready_probe, Some(Probe::Http(target)) if target.tls) && !cfg!(feature = "tls")
-        {
-            return Err(invalid(
-                READY_PROBE,
-                "https probes need kubexit built with the tls feature",
-            ));
+        if !cfg!(feature = "tls") {
+            let tls = |probe: &Probe| matches!(probe, Probe::Http(target) if target.tls);
+            let refuse = |setting| {
+                Err(invalid(
+                    setting,
+                    "https needs kubexit built with the tls feature (the default build)",
+                ))
+            };
+            if ready_probe.as_ref().is_some_and(tls) {
+                return refuse(READY_PROBE);
+            }
+            if birth_probes.iter().any(tls) {
+                return refuse(BIRTH_PROBES);
+            }
+            if quit.iter().any(|e| e.target.tls) {
+                return refuse(QUIT);
+            }
         }
         if args.command.is_empty() {
             return Err(ConfigError::NoCommand);
@@ -439,7 +524,9 @@ impl Config {
             name,
             graveyard,
             death_deps,
+            death_policy,
             birth_deps,
+            birth_probes,
             birth_timeout,
             grace_period,
             pod,
@@ -448,6 +535,10 @@ impl Config {
             ready_probe,
             ready_period,
             ready_timeout,
+            quit,
+            quit_timeout,
+            stop_after,
+            stop_after_timeout,
             command: args.command,
         })
     }
@@ -470,6 +561,24 @@ impl Config {
             );
         }
         tracing::info!("Death Deps: {}", Name::display_list(&self.death_deps));
+        if self.death_policy == DeathPolicy::All && self.death_deps.len() > 1 {
+            tracing::info!("Death Policy: all (stop once every death dependency has died)");
+        }
+        if !self.birth_probes.is_empty() {
+            let probes: Vec<String> = self.birth_probes.iter().map(ToString::to_string).collect();
+            tracing::info!("Birth Probes: {}", probes.join(","));
+        }
+        if !self.stop_after.is_empty() {
+            tracing::info!(
+                "Stop After: {} (at most {})",
+                Name::display_list(&self.stop_after),
+                GoDuration(self.stop_after_timeout)
+            );
+        }
+        if !self.quit.is_empty() {
+            let quit: Vec<String> = self.quit.iter().map(ToString::to_string).collect();
+            tracing::info!("Quit: {}", quit.join(","));
+        }
         tracing::info!("Birth Timeout: {}", GoDuration(self.birth_timeout));
         tracing::info!("Grace Period: {}", GoDuration(self.grace_period));
         if let Some(probe) = &self.ready_probe {
@@ -525,6 +634,38 @@ fn dependency_list(
         ));
     }
     Ok(names)
+}
+
+impl DeathPolicy {
+    pub fn parse(raw: &str) -> Result<DeathPolicy, String> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "any" => Ok(DeathPolicy::Any),
+            "all" => Ok(DeathPolicy::All),
+            other => Err(format!(
+                "{other:?} is neither any (stop when one dies) nor all (once every one has died)"
+            )),
+        }
+    }
+}
+
+/// Birth probes: comma-separated, in the syntax of the readiness probe; a
+/// notify probe is the child's own word, so it cannot be one.
+pub fn birth_probes(raw: &str) -> Result<Vec<Probe>, ConfigError> {
+    let mut probes = Vec::new();
+    for spec in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let probe = Probe::parse(spec).map_err(|e| invalid(BIRTH_PROBES, e))?;
+        if probe == Probe::Notify {
+            return Err(invalid(
+                BIRTH_PROBES,
+                "notify is the child's own word and cannot wait for another process; \
+                 use tcp://, http://, https://, exec: or file:",
+            ));
+        }
+        if !probes.contains(&probe) {
+            probes.push(probe);
+        }
+    }
+    Ok(probes)
 }
 
 fn duration_setting(

@@ -22,6 +22,7 @@ pub mod graveyard;
 pub mod inject;
 pub mod json;
 pub(crate) mod process;
+pub(crate) mod quit;
 pub(crate) mod random;
 pub(crate) mod readiness;
 pub(crate) mod supervisor;

@@ -719,20 +719,6 @@ fn empty_annotations_are_read_as_none() {
     assert!(out.contains("kubexit.io/injected"), "{out}");
 }
 
-/// Variables that inject writes for settings kubexit is being taught in
-/// parallel (death policy, quit endpoints, birth probes, hold-the-line).
-/// Until kubexit knows one, it is set aside here with a note; once it does,
-/// this test fails until it is taken off the list, so that from then on it
-/// is checked like the others.
-const NOT_YET_KNOWN: &[&str] = &[
-    "KUBEXIT_DEATH_POLICY",
-    "KUBEXIT_QUIT",
-    "KUBEXIT_QUIT_TIMEOUT",
-    "KUBEXIT_BIRTH_PROBES",
-    "KUBEXIT_STOP_AFTER",
-    "KUBEXIT_STOP_AFTER_TIMEOUT",
-];
-
 /// Every container of every golden output runs with a configuration that
 /// kubexit accepts: the variables inject writes are parsed by kubexit's own
 /// configuration, as it would at start.
@@ -759,12 +745,6 @@ fn kubexit_accepts_the_configuration_inject_writes() {
             .get_arguments()
             .any(|a| a.get_long() == Some(long.as_str()))
     };
-    for variable in NOT_YET_KNOWN {
-        assert!(
-            !known(variable),
-            "kubexit now knows {variable}: take it off NOT_YET_KNOWN"
-        );
-    }
     let mut checked = 0;
     for input in golden_inputs() {
         let golden = injected_path(&input);
@@ -783,9 +763,13 @@ fn kubexit_accepts_the_configuration_inject_writes() {
                 let mut words = vec!["kubexit".to_owned()];
                 for var in container["env"].as_array().into_iter().flatten() {
                     let name = var["name"].as_str().unwrap();
-                    if !name.starts_with("KUBEXIT_") || NOT_YET_KNOWN.contains(&name) {
+                    if !name.starts_with("KUBEXIT_") {
                         continue;
                     }
+                    assert!(
+                        known(name),
+                        "inject writes {name}, which kubexit does not know"
+                    );
                     words.push(format!("--{}", flag(name)));
                     words.push(var["value"].as_str().unwrap_or("from-elsewhere").to_owned());
                 }

@@ -34,14 +34,18 @@ fn tombstone() -> impl Strategy<Value = Tombstone> {
         proptest::option::of(timestamp()),
         proptest::option::of(any::<i32>()),
         proptest::option::of(any::<String>()),
+        proptest::option::of(any::<String>()),
     )
-        .prop_map(|(born, ready, died, exit_code, reason)| Tombstone {
-            born,
-            ready,
-            died,
-            exit_code,
-            reason,
-        })
+        .prop_map(
+            |(born, ready, died, exit_code, reason, awaiting)| Tombstone {
+                born,
+                ready,
+                awaiting,
+                died,
+                exit_code,
+                reason,
+            },
+        )
 }
 
 struct NoEnvironment;

@@ -94,7 +94,7 @@ pub fn tombstone(dead: bool) -> String {
         ready: (!dead).then_some(now),
         died: dead.then_some(now),
         exit_code: dead.then_some(0),
-        reason: None,
+        ..Default::default()
     }
     .render(&jiff::tz::TimeZone::UTC)
 }

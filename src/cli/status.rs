@@ -12,6 +12,10 @@
 //! | `alive` | an empty tombstone (a Go peer writing in place) |
 //! | `unreadable` | not a tombstone; the reason says why |
 //!
+//! For a live kubexit that waits for more than one death before it stops
+//! its child (the death policy `all`, or a stop signal held for
+//! `stop-after`), the reason column says what it still awaits.
+//!
 //! It only reads: the graveyard is never changed by looking at it, and it
 //! opens its entries as the supervisor does (never through a link, never
 //! blocking on a FIFO), so nothing planted in the graveyard can hold it or
@@ -136,6 +140,7 @@ pub fn table(entries: &[Entry], zone: &TimeZone) -> String {
             e.problem
                 .clone()
                 .or_else(|| e.stone.reason.clone())
+                .or_else(|| e.stone.awaiting.as_ref().map(|a| format!("awaiting {a}")))
                 .unwrap_or_default(),
         ]);
     }
@@ -168,7 +173,7 @@ pub fn json(entries: &[Entry]) -> String {
         .iter()
         .map(|e| {
             format!(
-                "{{\"name\":{},\"state\":{},\"born\":{},\"ready\":{},\"died\":{},\"exitCode\":{},\"reason\":{}}}",
+                "{{\"name\":{},\"state\":{},\"born\":{},\"ready\":{},\"died\":{},\"exitCode\":{},\"reason\":{},\"awaiting\":{}}}",
                 Quoted(&e.name),
                 Quoted(e.state),
                 time(e.stone.born),
@@ -176,6 +181,7 @@ pub fn json(entries: &[Entry]) -> String {
                 time(e.stone.died),
                 e.stone.exit_code.map_or("null".into(), |c| c.to_string()),
                 text(e.problem.as_deref().or(e.stone.reason.as_deref())),
+                text(e.stone.awaiting.as_deref()),
             )
         })
         .collect();

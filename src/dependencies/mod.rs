@@ -61,10 +61,40 @@ pub enum Seen {
 }
 
 /// What a dependency is to this kubexit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Its death stops the child (`KUBEXIT_DEATH_DEPS`).
+    Death,
+    /// The child waits for it to be ready (`KUBEXIT_BIRTH_DEPS`).
+    Birth,
+    /// A stop signal from outside waits for its death (`KUBEXIT_STOP_AFTER`).
+    StopAfter,
+}
+
+/// Every role a dependency has; a name may have several.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Roles {
-    pub death: bool,
-    pub birth: bool,
+struct Roles {
+    death: bool,
+    birth: bool,
+    stop_after: bool,
+}
+
+impl Roles {
+    fn has(self, role: Role) -> bool {
+        match role {
+            Role::Death => self.death,
+            Role::Birth => self.birth,
+            Role::StopAfter => self.stop_after,
+        }
+    }
+
+    fn add(&mut self, role: Role) {
+        match role {
+            Role::Death => self.death = true,
+            Role::Birth => self.birth = true,
+            Role::StopAfter => self.stop_after = true,
+        }
+    }
 }
 
 struct Dependency {
@@ -106,44 +136,27 @@ pub struct Dependencies {
 }
 
 impl Dependencies {
-    /// Watches and reads the death dependencies `deaths` and the birth
-    /// dependencies `births` in `graveyard`: armed, read and judged before
-    /// this returns.
-    pub fn open(graveyard: &Graveyard, deaths: &[Name], births: &[Name]) -> Dependencies {
+    /// Watches and reads the dependencies named in `roles` (each name with
+    /// the role it plays) in `graveyard`: armed, read and judged before this
+    /// returns.
+    pub fn open(graveyard: &Graveyard, roles: &[(&[Name], Role)]) -> Dependencies {
         let mut deps: Vec<Dependency> = Vec::new();
-        for (name, roles) in deaths
-            .iter()
-            .map(|n| {
-                (
-                    n,
-                    Roles {
-                        death: true,
-                        birth: false,
-                    },
-                )
-            })
-            .chain(births.iter().map(|n| {
-                (
-                    n,
-                    Roles {
-                        death: false,
-                        birth: true,
-                    },
-                )
-            }))
-        {
-            match deps.iter_mut().find(|d| d.name == *name) {
-                Some(dep) => {
-                    dep.roles.death |= roles.death;
-                    dep.roles.birth |= roles.birth;
+        for (names, role) in roles {
+            for name in *names {
+                match deps.iter_mut().find(|d| d.name == *name) {
+                    Some(dep) => dep.roles.add(*role),
+                    None => {
+                        let mut roles = Roles::default();
+                        roles.add(*role);
+                        deps.push(Dependency {
+                            name: name.clone(),
+                            roles,
+                            seen: Seen::Nothing,
+                            lost: None,
+                            complaint: None,
+                        });
+                    }
                 }
-                None => deps.push(Dependency {
-                    name: name.clone(),
-                    roles,
-                    seen: Seen::Nothing,
-                    lost: None,
-                    complaint: None,
-                }),
             }
         }
         let names: Vec<Name> = deps.iter().map(|d| d.name.clone()).collect();
@@ -200,11 +213,22 @@ impl Dependencies {
         self.watch.quiet();
     }
 
-    /// The death dependencies that have died, in the order configured.
-    pub fn dead(&self) -> Vec<Name> {
+    /// The dependencies of `role` that have died (or were lost), in the
+    /// order configured.
+    pub fn dead(&self, role: Role) -> Vec<Name> {
+        self.of(role, true)
+    }
+
+    /// The dependencies of `role` not dead yet: no tombstone, alive, or
+    /// unreadable.
+    pub fn alive(&self, role: Role) -> Vec<Name> {
+        self.of(role, false)
+    }
+
+    fn of(&self, role: Role, dead: bool) -> Vec<Name> {
         self.deps
             .iter()
-            .filter(|d| d.roles.death && d.is_dead())
+            .filter(|d| d.roles.has(role) && d.is_dead() == dead)
             .map(|d| d.name.clone())
             .collect()
     }
@@ -212,7 +236,7 @@ impl Dependencies {
     /// Where the wait for the birth dependencies in the graveyard stands.
     pub fn births(&self) -> Verdict {
         let mut all_ready = true;
-        for dep in self.deps.iter().filter(|d| d.roles.birth) {
+        for dep in self.deps.iter().filter(|d| d.roles.has(Role::Birth)) {
             if dep.is_dead() {
                 return Verdict::Died(dep.name.clone());
             }
@@ -233,7 +257,7 @@ impl Dependencies {
         let mut awaited: Vec<&Dependency> = self
             .deps
             .iter()
-            .filter(|d| d.roles.birth && !d.is_ready())
+            .filter(|d| d.roles.has(Role::Birth) && !d.is_ready())
             .collect();
         awaited.sort_by(|a, b| a.name.cmp(&b.name));
         for dep in awaited {
@@ -367,11 +391,11 @@ mod tests {
         let (_dir, graveyard) = yard();
         let rt = runtime();
         let _guard = rt.enter();
-        let view = Dependencies::open(&graveyard, &[], &[name("a"), name("b")]);
+        let view = Dependencies::open(&graveyard, &[(&[name("a"), name("b")], Role::Birth)]);
         assert_eq!(view.births(), Verdict::Waiting);
         graveyard.write(&name("a"), &stone(true, false)).unwrap();
         graveyard.write(&name("b"), &stone(false, false)).unwrap();
-        let mut view = Dependencies::open(&graveyard, &[], &[name("a"), name("b")]);
+        let mut view = Dependencies::open(&graveyard, &[(&[name("a"), name("b")], Role::Birth)]);
         assert_eq!(view.births(), Verdict::Waiting);
         assert_eq!(view.births_report(), "b (born, not ready)");
         graveyard.write(&name("b"), &stone(true, false)).unwrap();
@@ -385,12 +409,15 @@ mod tests {
         let rt = runtime();
         let _guard = rt.enter();
         graveyard.write(&name("a"), &stone(false, false)).unwrap();
-        let mut view = Dependencies::open(&graveyard, &[name("a")], &[name("a")]);
+        let mut view = Dependencies::open(
+            &graveyard,
+            &[(&[name("a")], Role::Death), (&[name("a")], Role::Birth)],
+        );
         assert_eq!(view.deps.len(), 1);
-        assert!(view.dead().is_empty());
+        assert!(view.dead(Role::Death).is_empty());
         graveyard.write(&name("a"), &stone(false, true)).unwrap();
         rt.block_on(view.changed());
-        assert_eq!(view.dead(), [name("a")]);
+        assert_eq!(view.dead(Role::Death), [name("a")]);
         assert_eq!(view.births(), Verdict::Died(name("a")));
     }
 
@@ -400,7 +427,7 @@ mod tests {
         let rt = runtime();
         let _guard = rt.enter();
         graveyard.write(&name("dbb"), &stone(true, false)).unwrap();
-        let view = Dependencies::open(&graveyard, &[], &[name("db")]);
+        let view = Dependencies::open(&graveyard, &[(&[name("db")], Role::Birth)]);
         assert_eq!(
             view.births_report(),
             "db (no tombstone yet; the graveyard holds: dbb)"
@@ -413,7 +440,7 @@ mod tests {
         let rt = runtime();
         let _guard = rt.enter();
         graveyard.write(&name("db"), &stone(true, false)).unwrap();
-        let mut view = Dependencies::open(&graveyard, &[name("db")], &[]);
+        let mut view = Dependencies::open(&graveyard, &[(&[name("db")], Role::Death)]);
         graveyard
             .write(&name("sibling"), &stone(true, false))
             .unwrap();
@@ -423,6 +450,6 @@ mod tests {
         assert!(woken.is_err(), "woken by a sibling's tombstone");
         graveyard.write(&name("db"), &stone(true, true)).unwrap();
         rt.block_on(view.changed());
-        assert_eq!(view.dead(), [name("db")]);
+        assert_eq!(view.dead(Role::Death), [name("db")]);
     }
 }

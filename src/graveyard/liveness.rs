@@ -166,6 +166,7 @@ pub fn lost(graveyard: &Graveyard, name: &Name) -> Option<Tombstone> {
         died: Some(Timestamp::now()),
         exit_code: Some(NEVER_STARTED),
         reason: Some("lost: its kubexit ended without recording a death".into()),
+        awaiting: None,
         ..stone
     };
     if let Err(err) = graveyard.write(name, &lost) {

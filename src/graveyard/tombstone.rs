@@ -7,8 +7,8 @@
 //!   bytes exactly: `Born`, `Died`, `ExitCode`, in that order, one per line,
 //!   each key only once it has a value; timestamps in RFC 3339 with
 //!   nanoseconds, trailing zeros of the fraction trimmed, in the local zone
-//!   (`Z` for UTC), double-quoted. Keys of our own (`Ready`, `Reason`) are
-//!   plain YAML that Go's lenient reader ignores.
+//!   (`Z` for UTC), double-quoted. Keys of our own (`Ready`, `Awaiting`,
+//!   `Reason`) are plain YAML that Go's lenient reader ignores.
 //! * **What anyone writes, we survive.** [`Tombstone::parse`] accepts the
 //!   YAML and JSON forms, any key case, quoted or unquoted times, and treats
 //!   an empty document as "alive". Anything else is a [`ParseError`], never a
@@ -35,6 +35,10 @@ pub struct Tombstone {
     pub born: Option<Timestamp>,
     /// When the child was judged ready (kubexit's own key; Go ignores it).
     pub ready: Option<Timestamp>,
+    /// While the child runs: what its kubexit still waits for before it
+    /// stops it, such as the deaths still awaited under the death policy
+    /// `all` (kubexit's own key; Go ignores it).
+    pub awaiting: Option<String>,
     /// When the child ended, or kubexit gave up on starting it.
     pub died: Option<Timestamp>,
     /// The child's status: its exit code, 128+N when killed by signal N,
@@ -63,15 +67,18 @@ impl Tombstone {
 
     /// The bytes of this tombstone, in upstream's format, times shown in `tz`.
     pub fn render(&self, tz: &TimeZone) -> String {
-        let mut out = String::with_capacity(160);
-        let mut time_line = |key: &str, at: Option<Timestamp>| {
+        fn time_line(out: &mut String, key: &str, at: Option<Timestamp>, tz: &TimeZone) {
             if let Some(at) = at {
                 let _ = writeln!(out, "{key}: \"{}\"", GoTime(at, tz));
             }
-        };
-        time_line("Born", self.born);
-        time_line("Ready", self.ready);
-        time_line("Died", self.died);
+        }
+        let mut out = String::with_capacity(160);
+        time_line(&mut out, "Born", self.born, tz);
+        time_line(&mut out, "Ready", self.ready, tz);
+        if let Some(awaiting) = &self.awaiting {
+            let _ = writeln!(out, "Awaiting: {}", Quoted(awaiting));
+        }
+        time_line(&mut out, "Died", self.died, tz);
         if let Some(code) = self.exit_code {
             let _ = writeln!(out, "ExitCode: {code}");
         }
@@ -217,6 +224,7 @@ enum Key {
     Died,
     ExitCode,
     Reason,
+    Awaiting,
     Other,
 }
 
@@ -228,6 +236,7 @@ impl Key {
             "died" => Key::Died,
             "exitcode" => Key::ExitCode,
             "reason" => Key::Reason,
+            "awaiting" => Key::Awaiting,
             _ => Key::Other,
         }
     }
@@ -258,6 +267,7 @@ impl<'de> Visitor<'de> for TombstoneVisitor {
                 Key::Died => stone.died = map.next_value::<Scalar>()?.into_time(&key)?,
                 Key::ExitCode => stone.exit_code = map.next_value::<Scalar>()?.into_code()?,
                 Key::Reason => stone.reason = map.next_value::<Scalar>()?.into_text(),
+                Key::Awaiting => stone.awaiting = map.next_value::<Scalar>()?.into_text(),
                 Key::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -410,6 +420,7 @@ mod tests {
         let stone = Tombstone {
             born: Some(at("2026-11-24T19:47:53.1Z")),
             ready: Some(at("2026-11-24T19:47:54Z")),
+            awaiting: Some("the deaths of app and \"worker\"".into()),
             died: Some(at("2026-11-24T19:48:00.000000001Z")),
             exit_code: Some(143),
             reason: Some("stopped: \"db\" died\n\\ \u{7}".into()),

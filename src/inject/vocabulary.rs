@@ -184,9 +184,6 @@ const TABLE: &[(Setting, &str, Scope, Kind, Option<&str>)] = &[
     ),
 ];
 
-/// The presets `KUBEXIT_QUIT` knows by name.
-const QUIT_PRESETS: &[&str] = &["istio", "linkerd", "cloud-sql-proxy", "envoy"];
-
 impl Setting {
     fn row(self) -> &'static (Setting, &'static str, Scope, Kind, Option<&'static str>) {
         TABLE
@@ -437,52 +434,35 @@ fn check(setting: Setting, raw: &str) -> Result<Value, String> {
                 .map_err(|e| format!("is not a probe ({e}), nor none"))
         }
         Kind::Probes => {
-            let probes: Vec<&str> = value
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .collect();
+            let probes = crate::config::birth_probes(value).map_err(|e| match e {
+                crate::config::ConfigError::Invalid { problem, .. } => {
+                    format!("has a bad probe: {problem}")
+                }
+                other => other.to_string(),
+            })?;
             if probes.is_empty() {
                 return Err("names no probe".into());
             }
-            for probe in &probes {
-                Probe::parse(probe).map_err(|e| format!("has a bad probe: {e}"))?;
-            }
-            Ok(Value::Text(probes.join(",")))
+            let shown: Vec<String> = probes.iter().map(ToString::to_string).collect();
+            Ok(Value::Text(shown.join(",")))
         }
-        Kind::Policy => match value {
-            "any" | "all" => Ok(text()),
-            _ => {
-                Err("is neither any (stop when one dies) nor all (once every one has died)".into())
-            }
-        },
+        Kind::Policy => crate::config::DeathPolicy::parse(value)
+            .map(|_| text())
+            .map_err(|e| format!("is not a death policy: {e}")),
         Kind::Signal => crate::process::signals::parse_signal(value)
             .map(|_| text())
             .map_err(|e| format!("is not a signal: {e}")),
         Kind::QuitUrls => {
+            let endpoints =
+                crate::quit::Endpoint::parse_list(value).map_err(|e| format!("has {e}"))?;
+            if endpoints.is_empty() {
+                return Err("names no endpoint".into());
+            }
             let urls: Vec<&str> = value
                 .split(',')
                 .map(str::trim)
                 .filter(|u| !u.is_empty())
                 .collect();
-            if urls.is_empty() {
-                return Err("names no endpoint".into());
-            }
-            for url in &urls {
-                let preset = QUIT_PRESETS
-                    .iter()
-                    .any(|p| url == p || url.strip_prefix(p).is_some_and(|r| r.starts_with(':')));
-                let address = url.strip_prefix("GET:").unwrap_or(url);
-                let http = ["http://", "https://"]
-                    .iter()
-                    .any(|scheme| address.strip_prefix(scheme).is_some_and(|r| !r.is_empty()));
-                if !preset && !http {
-                    return Err(format!(
-                        "has {url:?}, which is neither a preset ({}) nor an http:// or https:// URL",
-                        QUIT_PRESETS.join(", ")
-                    ));
-                }
-            }
             Ok(Value::Text(urls.join(",")))
         }
         Kind::Record => Ok(text()),

@@ -85,7 +85,23 @@ impl Prober {
         }
     }
 
+    pub fn probe(&self) -> &Probe {
+        &self.probe
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Why the last attempt failed, if one has.
+    pub fn last_failure(&self) -> Option<&str> {
+        self.last_failure
+            .as_ref()
+            .map(|(reason, _)| reason.as_str())
+    }
+
     /// Waits for the next thing to do; never completes once ready.
+    /// Cancel-safe: the attempt in progress is kept in the prober.
     pub async fn next_event(&mut self) -> Event {
         loop {
             if self.ready {
@@ -116,9 +132,6 @@ impl Prober {
         let future: Attempt = match (self.probe.clone(), resolver) {
             (Probe::Tcp { .. }, Some(resolver)) => {
                 Box::pin(async move { probe::check_tcp(&resolver, timeout).await })
-            }
-            (Probe::Http(target), Some(resolver)) if target.tls => {
-                Box::pin(async move { tls::check_https(&target, &resolver, timeout).await })
             }
             (Probe::Http(target), Some(resolver)) => {
                 Box::pin(async move { probe::check_http(&target, &resolver, timeout).await })

@@ -20,6 +20,7 @@
 //! | `notify` | the child sends `READY=1` to `$NOTIFY_SOCKET` (systemd's protocol) |
 
 use std::fmt;
+use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -127,7 +128,8 @@ impl fmt::Display for Probe {
     }
 }
 
-fn bracketed(host: &str) -> String {
+/// A host as it goes in a URL: IPv6 addresses in brackets.
+pub fn bracketed(host: &str) -> String {
     if host.contains(':') {
         format!("[{host}]")
     } else {
@@ -165,25 +167,68 @@ fn host_port(authority: &str, default_port: Option<u16>) -> Option<(String, u16)
     Some((host.to_owned(), port))
 }
 
+/// Why a connection could not be made.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The name did not resolve (to any address).
+    Resolve(String),
+    /// The last address tried refused or failed.
+    Connect(io::Error),
+}
+
+impl ConnectError {
+    /// Nothing listens there: the server is not up, or is gone.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, ConnectError::Connect(e) if e.kind() == io::ErrorKind::ConnectionRefused)
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Resolve(reason) => f.write_str(reason),
+            ConnectError::Connect(err) => write!(f, "{err}"),
+        }
+    }
+}
+
 /// Connects to the first of the host's addresses that accepts. Name
 /// resolution is the resolver's, bounded by the caller's timeout.
-pub async fn connect(resolver: &Resolver) -> Result<TcpStream, String> {
-    let addresses = resolver.resolve().await?;
-    let mut last = String::from("the name resolves to no address");
+pub async fn connect(resolver: &Resolver) -> Result<TcpStream, ConnectError> {
+    let addresses = resolver.resolve().await.map_err(ConnectError::Resolve)?;
+    let mut last = ConnectError::Resolve("the name resolves to no address".into());
     for address in addresses {
         match TcpStream::connect(address).await {
             Ok(stream) => return Ok(stream),
-            Err(err) => last = err.to_string(),
+            Err(err) => last = ConnectError::Connect(err),
         }
     }
     Err(last)
+}
+
+/// Sends `request` over `stream` (plain, or TLS for an https target) and
+/// returns the answer's status line.
+pub async fn exchange(
+    stream: TcpStream,
+    target: &HttpTarget,
+    request: &str,
+) -> Result<String, String> {
+    if target.tls {
+        return crate::readiness::tls::exchange(stream, target, request).await;
+    }
+    let mut stream = stream;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    read_status_line(&mut stream).await
 }
 
 /// One attempt of a TCP probe: Ok when a connection is accepted.
 pub async fn check_tcp(resolver: &Resolver, timeout: Duration) -> Result<(), String> {
     match tokio::time::timeout(timeout, connect(resolver)).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(err)) => Err(err),
+        Ok(Err(err)) => Err(err.to_string()),
         Err(_) => Err(format!(
             "no connection within {}",
             crate::duration::GoDuration(timeout)
@@ -191,21 +236,15 @@ pub async fn check_tcp(resolver: &Resolver, timeout: Duration) -> Result<(), Str
     }
 }
 
-/// One attempt of a plain HTTP probe: Ok for a status of 200–399.
+/// One attempt of an HTTP or HTTPS probe: Ok for a status of 200–399.
 pub async fn check_http(
     target: &HttpTarget,
     resolver: &Resolver,
     timeout: Duration,
 ) -> Result<(), String> {
     let attempt = async {
-        let mut stream = connect(resolver).await?;
-        let request = http_request(target);
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let head = read_status_line(&mut stream).await?;
-        judge_status(&head)
+        let stream = connect(resolver).await.map_err(|e| e.to_string())?;
+        judge_status(&exchange(stream, target, &http_request(target)).await?)
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
@@ -243,16 +282,21 @@ pub async fn read_status_line<R: AsyncReadExt + Unpin>(reader: &mut R) -> Result
     Ok(String::from_utf8_lossy(line).trim_end().to_owned())
 }
 
+/// The status code of an `HTTP/1.x NNN ...` status line.
+pub fn status_code(status_line: &str) -> Option<u16> {
+    let mut parts = status_line.split_whitespace();
+    let version = parts.next()?;
+    let code = parts.next()?.parse::<u16>().ok()?;
+    version.starts_with("HTTP/").then_some(code)
+}
+
 /// Ok for `HTTP/1.x NNN` with 200 <= NNN < 400.
 pub fn judge_status(status_line: &str) -> Result<(), String> {
-    let mut parts = status_line.split_whitespace();
-    let version = parts.next().unwrap_or_default();
-    let code = parts.next().and_then(|c| c.parse::<u16>().ok());
-    match code {
-        Some(code) if version.starts_with("HTTP/") && (200..400).contains(&code) => Ok(()),
-        Some(code) if version.starts_with("HTTP/") => Err(format!("HTTP status {code}")),
-        _ if status_line.is_empty() => Err("the connection closed without an answer".into()),
-        _ => Err(format!("not an HTTP answer: {status_line:?}")),
+    match status_code(status_line) {
+        Some(code) if (200..400).contains(&code) => Ok(()),
+        Some(code) => Err(format!("HTTP status {code}")),
+        None if status_line.is_empty() => Err("the connection closed without an answer".into()),
+        None => Err(format!("not an HTTP answer: {status_line:?}")),
     }
 }
 

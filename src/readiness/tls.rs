@@ -1,4 +1,4 @@
-//! TLS for `https://` readiness probes.
+//! TLS for `https://` readiness probes and quit endpoints.
 //!
 //! The kubelet probes HTTPS endpoints without verifying certificates: a
 //! readiness probe asks "does the server answer?", not "is it who it says
@@ -8,24 +8,25 @@
 //! the certificate's chain of trust and name are not judged.
 //!
 //! Built with the `tls` feature (on by default); without it, an https probe
-//! is a configuration error, said at start-up.
+//! or quit endpoint is a configuration error, said at start-up.
 
-use std::time::Duration;
+use tokio::net::TcpStream;
 
 use crate::readiness::probe::HttpTarget;
-use crate::readiness::resolve::Resolver;
 
+/// Sends `request` over TLS on `tcp` and returns the answer's status line.
 #[cfg(feature = "tls")]
-pub async fn check_https(
+pub async fn exchange(
+    tcp: TcpStream,
     target: &HttpTarget,
-    resolver: &Resolver,
-    timeout: Duration,
-) -> Result<(), String> {
+    request: &str,
+) -> Result<String, String> {
     use std::sync::Arc;
 
-    use crate::readiness::probe::{connect, http_request, judge_status, read_status_line};
     use rustls::pki_types::ServerName;
     use tokio::io::AsyncWriteExt;
+
+    use crate::readiness::probe::read_status_line;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
@@ -36,29 +37,19 @@ pub async fn check_https(
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let server_name = ServerName::try_from(target.host.clone()).map_err(|e| e.to_string())?;
-    let attempt = async {
-        let tcp = connect(resolver).await?;
-        let mut stream = connector
-            .connect(server_name, tcp)
-            .await
-            .map_err(|e| format!("TLS handshake failed: {e}"))?;
-        stream
-            .write_all(http_request(target).as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        judge_status(&read_status_line(&mut stream).await?)
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(result) => result,
-        Err(_) => Err(format!(
-            "no answer within {}",
-            crate::duration::GoDuration(timeout)
-        )),
-    }
+    let mut stream = connector
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    read_status_line(&mut stream).await
 }
 
 #[cfg(not(feature = "tls"))]
-pub async fn check_https(_: &HttpTarget, _: &Resolver, _: Duration) -> Result<(), String> {
+pub async fn exchange(_: TcpStream, _: &HttpTarget, _: &str) -> Result<String, String> {
     Err("this kubexit was built without the tls feature".into())
 }
 

@@ -18,11 +18,17 @@
 //!    tombstone.
 //! 2. **While the child runs.** Outside signals are forwarded to the
 //!    child's process group (never the ones the kernel raised for kubexit's
-//!    own writes); a death dependency's death begins the stop sequence. The
-//!    readiness probe runs until it first succeeds, and `Ready` is recorded.
+//!    own writes). The death of a death dependency (any one of them, or,
+//!    under the policy `all`, the last of them) begins the stop sequence.
+//!    With `stop-after`, a stop signal from outside is held until the named
+//!    processes have died, or a bound has passed, or a second one comes:
+//!    a sidecar stays up while the main containers drain through it at pod
+//!    deletion. The readiness probe runs until it first succeeds, and
+//!    `Ready` is recorded.
 //! 3. **After the child.** `Died` is written at once (dependents are
-//!    waiting); then whatever the child left behind is stopped by the same
-//!    sequence, with the same deadline if one was running, and the child's
+//!    waiting); then, together, the quit endpoints of sidecars nobody wraps
+//!    are called, and whatever the child left behind is stopped by the same
+//!    sequence, with the same deadline if one was running; the child's
 //!    zombie is reaped last. kubexit leaves neither orphans nor zombies.
 //!
 //! Stop signals and the deadline belong to [`stop`]; the supervisor only
@@ -42,17 +48,18 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use tokio::time::{Instant, sleep_until};
 
-use crate::config::Config;
-use crate::dependencies::births::Births;
-use crate::dependencies::{Dependencies, Learnt, Verdict};
+use crate::config::{Config, DeathPolicy};
+use crate::dependencies::births::{Births, News};
+use crate::dependencies::{Dependencies, Learnt, Role, Verdict};
 use crate::duration::GoDuration;
 use crate::graveyard::Graveyard;
 use crate::graveyard::name::Name;
 use crate::process::child::{self, Terminal};
 use crate::process::reaper::{ChildStatus, Reaper};
-use crate::process::signals::{Received, Signals};
+use crate::process::signals::{Received, SignalNumber, Signals};
+use crate::quit;
 use crate::readiness::{Readiness, ReadinessEvent};
-use crate::supervisor::outcome::{NeverStarted, Outcome};
+use crate::supervisor::outcome::{Listed, NeverStarted, Outcome};
 use crate::supervisor::record::Record;
 use crate::supervisor::stop::{CATCH_UP_EVERY, Stop};
 
@@ -68,7 +75,10 @@ const BIRTH_REPORT_EVERY: Duration = Duration::from_secs(5);
 pub async fn supervise(config: &Config, signals: &Signals) -> Outcome {
     let graveyard = match Graveyard::open(&config.graveyard) {
         Ok(graveyard) => graveyard,
-        Err(err) => return Outcome::NeverStarted(NeverStarted::Failure(err.to_string())),
+        Err(err) => {
+            quit::quit_all(&config.quit, config.quit_timeout).await;
+            return Outcome::NeverStarted(NeverStarted::Failure(err.to_string()));
+        }
     };
     let mut supervision = Supervision {
         config,
@@ -76,11 +86,29 @@ pub async fn supervise(config: &Config, signals: &Signals) -> Outcome {
         record: Record::new(&graveyard, &config.name),
         reaper: Reaper::new(),
         stop: Stop::new(config.stop_signal, config.grace_period),
-        view: Dependencies::open(&graveyard, &config.death_deps, Births::in_graveyard(config)),
-        stopped_for: None,
+        view: Dependencies::open(
+            &graveyard,
+            &[
+                (&config.death_deps, Role::Death),
+                (Births::in_graveyard(config), Role::Birth),
+                (&config.stop_after, Role::StopAfter),
+            ],
+        ),
+        deaths_seen: Vec::new(),
+        stopped_for: Vec::new(),
+        hold: None,
+        terminal: None,
     };
     let outcome = supervision.run().await;
+    // Dependents are waiting: the death is recorded first.
     supervision.record.died(&outcome);
+    tokio::join!(
+        quit::quit_all(&config.quit, config.quit_timeout),
+        supervision.stop_leftovers()
+    );
+    if let Some(terminal) = supervision.terminal {
+        terminal.reclaim();
+    }
     outcome
 }
 
@@ -92,21 +120,37 @@ struct Supervision<'a> {
     reaper: Reaper,
     stop: Stop,
     view: Dependencies,
-    /// The death dependency whose death made kubexit stop the child.
-    stopped_for: Option<Name>,
+    /// The death dependencies already seen dead (and said so).
+    deaths_seen: Vec<Name>,
+    /// The death dependencies whose deaths made kubexit stop the child.
+    stopped_for: Vec<Name>,
+    /// A stop signal from outside, held for the processes of `stop-after`.
+    hold: Option<Hold>,
+    /// The terminal, once the child has been given it.
+    terminal: Option<Terminal>,
+}
+
+/// A stop signal held until the processes of `stop-after` have died.
+struct Hold {
+    signal: SignalNumber,
+    until: Instant,
 }
 
 impl Supervision<'_> {
     async fn run(&mut self) -> Outcome {
-        if let Some(dead) = self.view.dead().into_iter().next() {
-            tracing::info!(dependency = %dead, "Death dependency already dead: {dead}");
+        if let Some(dead) = self.deaths_that_stop() {
+            tracing::info!(
+                dependency = %Name::display_list(&dead),
+                "Death dependency already dead: {}",
+                Listed(&dead)
+            );
             return Outcome::NeverStarted(NeverStarted::DependencyDead(dead));
         }
         let pending = self.signals.drain();
         if let Err(outcome) = self.before_child(pending) {
             return outcome;
         }
-        if !self.config.birth_deps.is_empty()
+        if Births::wanted(self.config)
             && let Err(outcome) = self.await_births().await
         {
             return outcome;
@@ -137,22 +181,60 @@ impl Supervision<'_> {
                 });
             }
         };
+        self.terminal = Some(terminal);
         self.reaper.supervise(child.pid());
+        self.note_deaths();
 
         let status = self.until_exit(&mut readiness).await;
         readiness.abandon();
         self.view.quiet();
         tracing::info!("Child Exited({})", status.code());
-        let outcome = Outcome::Ended {
+        Outcome::Ended {
             status,
-            stopped_for: self.stopped_for.take(),
+            stopped_for: std::mem::take(&mut self.stopped_for),
+        }
+    }
+
+    /// The deaths that stop the child now, per the death policy: the first
+    /// death under `any`, every one under `all` once the last has come.
+    fn deaths_that_stop(&self) -> Option<Vec<Name>> {
+        let dead = self.view.dead(Role::Death);
+        let enough = match self.config.death_policy {
+            DeathPolicy::Any => !dead.is_empty(),
+            DeathPolicy::All => !dead.is_empty() && dead.len() == self.config.death_deps.len(),
         };
-        // Dependents are waiting: the death is recorded before leftovers are
-        // stopped.
-        self.record.died(&outcome);
-        self.stop_leftovers().await;
-        terminal.reclaim();
-        outcome
+        if !enough {
+            None
+        } else if self.config.death_policy == DeathPolicy::Any {
+            Some(dead[..1].to_vec())
+        } else {
+            Some(dead)
+        }
+    }
+
+    /// Says the deaths not said yet, and, under the policy `all`, which are
+    /// still awaited (in the log and in the tombstone's `Awaiting`).
+    fn note_deaths(&mut self) {
+        for dead in self.view.dead(Role::Death) {
+            if !self.deaths_seen.contains(&dead) {
+                tracing::info!(dependency = %dead, "New death: {dead}");
+                self.deaths_seen.push(dead);
+            }
+        }
+        if self.config.death_policy == DeathPolicy::All && self.config.death_deps.len() > 1 {
+            let awaited = self.view.alive(Role::Death);
+            if !awaited.is_empty() && !self.deaths_seen.is_empty() {
+                tracing::info!(
+                    "Still awaiting the deaths of: {}",
+                    Name::display_list(&awaited)
+                );
+            }
+            if self.hold.is_none() {
+                let awaiting =
+                    (!awaited.is_empty()).then(|| format!("the deaths of {}", Listed(&awaited)));
+                self.record.awaiting(awaiting);
+            }
+        }
     }
 
     /// Handles signals received before the child exists: a stop signal
@@ -200,12 +282,17 @@ impl Supervision<'_> {
             tokio::select! {
                 received = self.signals.recv() => self.before_child(received)?,
                 _ = self.view.changed() => {
-                    if let Some(dead) = self.view.dead().into_iter().next() {
-                        tracing::info!(dependency = %dead, "New death: {dead}");
+                    if let Some(dead) = self.deaths_that_stop() {
+                        self.note_deaths();
                         return Err(Outcome::NeverStarted(NeverStarted::DependencyDead(dead)));
                     }
+                    self.note_deaths();
                 }
-                () = births.news() => {}
+                news = births.news() => {
+                    if let News::Due(i) = news {
+                        births.start_attempt(i, &mut self.reaper);
+                    }
+                }
                 () = sleep_until(next_report) => {
                     tracing::info!("Waiting for birth dependencies: {}", births.report(&self.view));
                     next_report = Instant::now() + BIRTH_REPORT_EVERY;
@@ -229,6 +316,7 @@ impl Supervision<'_> {
         loop {
             let deadline = self.stop.deadline();
             let stopping = self.stop.is_stopping();
+            let held_until = self.hold.as_ref().map(|hold| hold.until);
             tokio::select! {
                 received = self.signals.recv() => {
                     let received = match received {
@@ -243,7 +331,7 @@ impl Supervision<'_> {
                             self.stop.catch_up(&self.reaper);
                         } else if r.signal.is_forwarded() {
                             tracing::info!(signal = %r.signal, "Received signal: {}", r.signal);
-                            self.stop.forward(r.signal, &self.reaper);
+                            self.pass_on(r.signal);
                         }
                     }
                 }
@@ -251,23 +339,43 @@ impl Supervision<'_> {
                     if learnt == Learnt::Recreated {
                         self.record.restore();
                     }
-                    if !stopping && let Some(dead) = self.view.dead().into_iter().next() {
+                    if !stopping && let Some(dead) = self.deaths_that_stop() {
                         // The signal first, the log lines after: the
                         // reaction is what dependents wait for.
                         self.stop.begin(&self.reaper);
-                        tracing::info!(dependency = %dead, "New death: {dead}");
+                        self.hold = None;
+                        self.note_deaths();
                         tracing::info!("Terminating child process...");
-                        self.stopped_for = Some(dead);
+                        self.stopped_for = dead;
                         // Nothing in the graveyard matters any more; in a
                         // fan-out, the siblings' own deaths would otherwise
                         // wake this kubexit again and again.
                         self.view.quiet();
+                        continue;
+                    }
+                    if !stopping {
+                        self.note_deaths();
+                    }
+                    if self.hold.is_some() && self.view.alive(Role::StopAfter).is_empty() {
+                        tracing::info!(
+                            "Stop after: {} died; passing the stop signal on",
+                            Listed(&self.view.dead(Role::StopAfter))
+                        );
+                        self.release_hold();
                     }
                 }
                 event = readiness.next_event() => match event {
                     ReadinessEvent::Due => readiness.start_attempt(&mut self.reaper),
                     ReadinessEvent::Ready => self.record.ready(),
                 },
+                () = sleep_until(held_until.unwrap_or_else(Instant::now)), if held_until.is_some() => {
+                    tracing::warn!(
+                        "Stop after: {} still running after {}; passing the stop signal on",
+                        Listed(&self.view.alive(Role::StopAfter)),
+                        GoDuration(self.config.stop_after_timeout)
+                    );
+                    self.release_hold();
+                }
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     tracing::info!("Killing child process...");
                     self.stop.kill(&self.reaper);
@@ -277,6 +385,46 @@ impl Supervision<'_> {
                     next_catch_up = Instant::now() + CATCH_UP_EVERY;
                 }
             }
+        }
+    }
+
+    /// A signal from outside: forwarded, unless it is a stop signal that
+    /// `stop-after` holds for processes still alive. A second stop signal
+    /// during a hold is passed on at once.
+    fn pass_on(&mut self, signal: SignalNumber) {
+        if signal.is_stop() {
+            if self.hold.take().is_some() {
+                tracing::info!("Stop after: a second stop signal; passing it on now");
+            } else if !self.stop.is_stopping() {
+                let awaited = self.view.alive(Role::StopAfter);
+                if !awaited.is_empty() {
+                    tracing::info!(
+                        "Stop after: holding {signal} until {} {} died (at most {}): \
+                         they may still need this process while they stop",
+                        Listed(&awaited),
+                        if awaited.len() == 1 { "has" } else { "have" },
+                        GoDuration(self.config.stop_after_timeout)
+                    );
+                    self.record.awaiting(Some(format!(
+                        "the deaths of {} before stopping",
+                        Listed(&awaited)
+                    )));
+                    self.hold = Some(Hold {
+                        signal,
+                        until: Instant::now() + self.config.stop_after_timeout,
+                    });
+                    return;
+                }
+            }
+        }
+        self.stop.forward(signal, &self.reaper);
+    }
+
+    /// Ends a hold: the held stop signal goes on to the child.
+    fn release_hold(&mut self) {
+        if let Some(hold) = self.hold.take() {
+            self.record.awaiting(None);
+            self.stop.forward(hold.signal, &self.reaper);
         }
     }
 
@@ -297,7 +445,8 @@ impl Supervision<'_> {
     }
 
     /// Phase 3: stop and reap whatever the child left behind, within the
-    /// stop's deadline, then reap the child's zombie.
+    /// stop's deadline, then reap the child's zombie. Nothing to do for a
+    /// child that never started.
     async fn stop_leftovers(&mut self) {
         self.reaper.reap();
         if self.reaper.has_leftovers() {

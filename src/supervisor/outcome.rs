@@ -30,11 +30,12 @@ use crate::process::signals::SignalNumber;
 /// How supervision ended.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The child ran and ended; `stopped_for` names the death dependency
-    /// whose death made kubexit stop it, if that is what happened.
+    /// The child ran and ended; `stopped_for` names the death dependencies
+    /// whose deaths made kubexit stop it (one under the policy `any`, every
+    /// one under `all`), if that is what happened.
     Ended {
         status: ChildStatus,
-        stopped_for: Option<Name>,
+        stopped_for: Vec<Name>,
     },
     /// The child was never started.
     NeverStarted(NeverStarted),
@@ -43,8 +44,9 @@ pub enum Outcome {
 /// Why the child was never started.
 #[derive(Debug)]
 pub enum NeverStarted {
-    /// A death dependency was already dead.
-    DependencyDead(Name),
+    /// The death dependencies that stop the child (per the policy) were
+    /// already dead.
+    DependencyDead(Vec<Name>),
     /// kubexit was asked to stop before the child started.
     Signal(SignalNumber),
     /// The command could not be executed; the status follows the shell's
@@ -64,9 +66,9 @@ impl Outcome {
     pub fn exit_status(&self, policy: StoppedExitCode) -> u8 {
         match self {
             Outcome::Ended {
-                stopped_for: Some(_),
+                stopped_for,
                 status,
-            } => match policy {
+            } if !stopped_for.is_empty() => match policy {
                 StoppedExitCode::Code(code) => code,
                 StoppedExitCode::Child => status_byte(*status),
             },
@@ -108,18 +110,21 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::Ended {
                 status,
-                stopped_for: Some(dependency),
-            } => write!(
+                stopped_for,
+            } if !stopped_for.is_empty() => write!(
                 f,
-                "stopped because {dependency} died; the child {}",
+                "stopped because {} died; the child {}",
+                Listed(stopped_for),
                 Ended(*status)
             ),
             Outcome::Ended { status, .. } => write!(f, "the child {}", Ended(*status)),
-            Outcome::NeverStarted(NeverStarted::DependencyDead(dependency)) => {
-                write!(
-                    f,
-                    "never started: death dependency {dependency} had already died"
-                )
+            Outcome::NeverStarted(NeverStarted::DependencyDead(dead)) => {
+                let noun = if dead.len() == 1 {
+                    "death dependency"
+                } else {
+                    "death dependencies"
+                };
+                write!(f, "never started: {noun} {} had already died", Listed(dead))
             }
             Outcome::NeverStarted(NeverStarted::Signal(signal)) => {
                 write!(f, "never started: kubexit received {signal}")
@@ -136,6 +141,22 @@ impl fmt::Display for Outcome {
                 write!(f, "never started: {message}")
             }
         }
+    }
+}
+
+/// Names as a list in words: `a`, `a and b`, `a, b and c`.
+pub struct Listed<'a>(pub &'a [Name]);
+
+impl fmt::Display for Listed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = self.0;
+        for (i, name) in names.iter().enumerate() {
+            if i > 0 {
+                f.write_str(if i + 1 == names.len() { " and " } else { ", " })?;
+            }
+            write!(f, "{name}")?;
+        }
+        Ok(())
     }
 }
 
@@ -164,12 +185,12 @@ mod tests {
     fn a_child_that_ends_on_its_own_passes_its_status_through() {
         let exited = Outcome::Ended {
             status: ChildStatus::Exited(3),
-            stopped_for: None,
+            stopped_for: Vec::new(),
         };
         assert_eq!((exited.exit_status(ZERO), exited.recorded_code()), (3, 3));
         let killed = Outcome::Ended {
             status: ChildStatus::Signaled(9),
-            stopped_for: None,
+            stopped_for: Vec::new(),
         };
         assert_eq!(
             (killed.exit_status(ZERO), killed.recorded_code()),
@@ -182,7 +203,7 @@ mod tests {
     fn a_child_stopped_for_a_death_follows_the_policy_but_records_the_truth() {
         let stopped = Outcome::Ended {
             status: ChildStatus::Signaled(15),
-            stopped_for: Some(name("db")),
+            stopped_for: vec![name("db")],
         };
         assert_eq!(stopped.exit_status(ZERO), 0);
         assert_eq!(stopped.exit_status(StoppedExitCode::Code(7)), 7);
@@ -192,12 +213,20 @@ mod tests {
             stopped.to_string(),
             "stopped because db died; the child was killed by SIGTERM"
         );
+        let all = Outcome::Ended {
+            status: ChildStatus::Exited(0),
+            stopped_for: vec![name("app"), name("worker"), name("cron")],
+        };
+        assert_eq!(
+            all.to_string(),
+            "stopped because app, worker and cron died; the child exited with status 0"
+        );
     }
 
     #[test]
     fn a_child_that_never_started_records_minus_one() {
         let cases = [
-            (NeverStarted::DependencyDead(name("db")), 0),
+            (NeverStarted::DependencyDead(vec![name("db")]), 0),
             (NeverStarted::Signal(SignalNumber::TERM), 143),
             (
                 NeverStarted::Unstartable {

@@ -1,8 +1,10 @@
 //! kubexit's own tombstone: the one place that writes it.
 //!
 //! `Born` (with `Ready` when no probe is needed) before the child starts,
-//! behind the liveness lock; `Ready` when the probe first succeeds; `Died`,
-//! `ExitCode` and `Reason` once, as soon as the outcome is known. A write
+//! behind the liveness lock; `Ready` when the probe first succeeds;
+//! `Awaiting` while kubexit waits for more than one death before it stops
+//! the child (the policy `all`, or a stop signal held for `stop-after`);
+//! `Died`, `ExitCode` and `Reason` once, as soon as the outcome is known. A write
 //! that fails before the child starts keeps it from starting (a child never
 //! runs without its tombstone); later failures are logged, and the exit
 //! status still tells the truth.
@@ -65,6 +67,19 @@ impl Record {
         }
     }
 
+    /// Records what kubexit still waits for before it stops the child, for
+    /// the status view (`Awaiting`); `None` clears it. Written only when it
+    /// changes; a failed write is logged.
+    pub fn awaiting(&mut self, awaiting: Option<String>) {
+        if self.written_death || self.stone.born.is_none() || self.stone.awaiting == awaiting {
+            return;
+        }
+        self.stone.awaiting = awaiting;
+        if let Err(err) = self.graveyard.write(&self.name, &self.stone) {
+            tracing::error!("{err}");
+        }
+    }
+
     /// Records readiness; a failed write is logged (dependents will time
     /// out and say so), the child keeps running.
     pub fn ready(&mut self) {
@@ -89,6 +104,7 @@ impl Record {
             self.stone.born = None;
             self.stone.ready = None;
         }
+        self.stone.awaiting = None;
         self.stone.died = Some(Timestamp::now());
         self.stone.exit_code = Some(outcome.recorded_code());
         self.stone.reason = Some(outcome.to_string());

@@ -83,7 +83,9 @@ fn every_kubernetes_example_is_a_valid_object_with_a_valid_kubexit_setup() {
             "client-server-job-api.yaml",
             "client-server-job-graveyard.yaml",
             "cloudsql-proxy-job.yaml",
-            "native-sidecar.yaml"
+            "istio-job.yaml",
+            "native-sidecar.yaml",
+            "shared-proxy-job.yaml"
         ]
     );
 }

@@ -11,7 +11,11 @@
 //! * **Nothing is missed.** At start it arms the [`Watch`] on each name
 //!   *before* reading the name's tombstone, so a death just before the
 //!   first scan is in the scan, and one just after is an event. Every event
-//!   re-arms and re-reads the names it concerns (see the watch module).
+//!   re-arms and re-reads the names it concerns (see the watch module),
+//!   with one exception for speed: a tombstone that an event shows dead is
+//!   taken in at once, for the supervisor to act on, and armed and read
+//!   again only when the view is next asked to wait (a stopping kubexit
+//!   never asks).
 //! * **Liveness is judged at every look.** After reading a tombstone that
 //!   shows a birth and no death, the view asks the liveness module whether
 //!   the holder behind it is gone ([`liveness::lost`]): a non-blocking lock
@@ -106,6 +110,8 @@ struct Dependency {
     lost: Option<Tombstone>,
     /// The last problem reported about its tombstone.
     complaint: Option<String>,
+    /// Seen dead after an event, and not armed since (see `look_after`).
+    unarmed: bool,
 }
 
 impl Dependency {
@@ -154,6 +160,7 @@ impl Dependencies {
                             seen: Seen::Nothing,
                             lost: None,
                             complaint: None,
+                            unarmed: false,
                         });
                     }
                 }
@@ -175,13 +182,26 @@ impl Dependencies {
     /// Waits for the next graveyard change that concerns a dependency and
     /// takes it in. Pends forever without dependencies, or once quiet.
     pub async fn changed(&mut self) -> Learnt {
+        // Deaths seen in the last round were acted on before being armed:
+        // arm them now, and look again, before anything else is awaited.
+        let mut moved = false;
+        for i in 0..self.deps.len() {
+            if std::mem::take(&mut self.deps[i].unarmed) {
+                let before = self.deps[i].seen.clone();
+                self.look(i);
+                moved |= self.deps[i].seen != before;
+            }
+        }
+        if moved {
+            return Learnt::Changes;
+        }
         let changes = self.watch.next().await;
         let mut learnt = Learnt::Changes;
         for change in changes {
             match change {
                 Change::Stone(name) => {
                     if let Some(i) = self.index(&name) {
-                        self.look(i);
+                        self.look_after(i);
                     }
                 }
                 Change::Lock(name) => {
@@ -287,27 +307,27 @@ impl Dependencies {
         }
     }
 
+    /// After an event on a dependency's tombstone: a death is taken in
+    /// before anything else, so that it is acted on at once; the watch on
+    /// the new file is armed at the next [`Dependencies::changed`], which
+    /// looks again. Anything else is looked at as usual.
+    fn look_after(&mut self, i: usize) {
+        let seen = self.read(i);
+        if matches!(&seen, Seen::Stone(stone) if stone.is_dead()) {
+            let dep = &mut self.deps[i];
+            dep.complaint = None;
+            dep.seen = seen;
+            dep.unarmed = true;
+        } else {
+            self.look(i);
+        }
+    }
+
     /// Arms the watch on a dependency, reads its tombstone, and judges its
     /// liveness when it shows a birth and no death.
     fn look(&mut self, i: usize) {
-        let name = self.deps[i].name.clone();
-        self.watch.arm(&name);
-        let seen = match self.graveyard.read(&name) {
-            Ok(None) => Seen::Nothing,
-            Ok(Some(stone)) => Seen::Stone(stone),
-            Err(err) => {
-                let problem = err.to_string();
-                if self.deps[i].complaint.as_ref() != Some(&problem) {
-                    tracing::warn!(
-                        dependency = %name,
-                        "Ignoring unreadable tombstone {}: {problem}",
-                        self.graveyard.path_of(&name).display()
-                    );
-                    self.deps[i].complaint = Some(problem);
-                }
-                Seen::Unreadable
-            }
-        };
+        self.watch.arm(&self.deps[i].name.clone());
+        let seen = self.read(i);
         let dep = &mut self.deps[i];
         if !matches!(seen, Seen::Unreadable) {
             dep.complaint = None;
@@ -320,6 +340,27 @@ impl Dependencies {
         }
         dep.seen = seen;
         self.judge(i);
+    }
+
+    /// Reads a dependency's tombstone; a problem is reported once.
+    fn read(&mut self, i: usize) -> Seen {
+        let name = &self.deps[i].name;
+        match self.graveyard.read(name) {
+            Ok(None) => Seen::Nothing,
+            Ok(Some(stone)) => Seen::Stone(stone),
+            Err(err) => {
+                let problem = err.to_string();
+                if self.deps[i].complaint.as_ref() != Some(&problem) {
+                    tracing::warn!(
+                        dependency = %name,
+                        "Ignoring unreadable tombstone {}: {problem}",
+                        self.graveyard.path_of(name).display()
+                    );
+                    self.deps[i].complaint = Some(problem);
+                }
+                Seen::Unreadable
+            }
+        }
     }
 
     /// Asks whether a dependency that shows a birth and no death has lost

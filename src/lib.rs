@@ -28,3 +28,15 @@ pub(crate) mod readiness;
 pub(crate) mod supervisor;
 
 pub use cli::{EXIT_CONFIG, EXIT_FAILURE, run};
+
+/// What the unit tests of several modules share.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// The event loop kubexit runs in: one thread, I/O and timers.
+    pub fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    }
+}

@@ -399,6 +399,7 @@ fn holdings(graveyard: &Graveyard) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::runtime;
 
     fn yard() -> (tempfile::TempDir, Graveyard) {
         let dir = tempfile::tempdir().unwrap();
@@ -418,13 +419,6 @@ mod tests {
             died: dead.then_some(now),
             ..Tombstone::default()
         }
-    }
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
     }
 
     #[test]

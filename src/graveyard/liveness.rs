@@ -178,6 +178,7 @@ pub fn lost(graveyard: &Graveyard, name: &Name) -> Option<Tombstone> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::runtime;
 
     fn setup() -> (tempfile::TempDir, Graveyard, Name) {
         let dir = tempfile::tempdir().unwrap();
@@ -192,13 +193,6 @@ mod tests {
         };
         graveyard.write(name, &stone).unwrap();
         stone
-    }
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap()
     }
 
     #[test]

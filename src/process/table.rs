@@ -95,40 +95,37 @@ pub fn own_children() -> Vec<Pid> {
 /// snapshot taken just before signalling it.
 pub fn subtree(roots: &[Pid]) -> HashSet<Pid> {
     let mut found = HashSet::new();
-    let mut queue: Vec<Pid> = roots.to_vec();
-    let mut table: Option<HashMap<i32, Vec<Pid>>> = None;
-    while let Some(pid) = queue.pop() {
-        if !found.insert(pid) {
-            continue;
-        }
-        match children(Some(pid)) {
-            Ok(kids) => queue.extend(kids),
-            Err(_) => {
-                let table = table.get_or_insert_with(by_parent);
-                queue.extend(table.get(&pid.as_raw()).into_iter().flatten());
-            }
-        }
-    }
+    walk(roots, |pid| found.insert(pid));
     found
 }
 
 /// `roots` and every living process descended from them, zombies left out.
 pub fn descendants(roots: &[Pid]) -> Vec<(Process, Stat)> {
     let mut found: Vec<(Process, Stat)> = Vec::new();
+    walk(roots, |pid| {
+        let Some(stat) = stat(pid) else { return false };
+        if stat.state == 'Z' || found.iter().any(|(p, _)| p.pid == pid) {
+            return false;
+        }
+        let process = Process {
+            pid,
+            start: stat.start,
+        };
+        found.push((process, stat));
+        true
+    });
+    found
+}
+
+/// Walks down from `roots`, into the children of every process that
+/// `enter` takes in.
+fn walk(roots: &[Pid], mut enter: impl FnMut(Pid) -> bool) {
     let mut queue: Vec<Pid> = roots.to_vec();
     let mut table: Option<HashMap<i32, Vec<Pid>>> = None;
     while let Some(pid) = queue.pop() {
-        let Some(stat) = stat(pid) else { continue };
-        if stat.state == 'Z' || found.iter().any(|(p, _)| p.pid == pid) {
+        if !enter(pid) {
             continue;
         }
-        found.push((
-            Process {
-                pid,
-                start: stat.start,
-            },
-            stat,
-        ));
         match children(Some(pid)) {
             Ok(kids) => queue.extend(kids),
             Err(_) => {
@@ -137,7 +134,6 @@ pub fn descendants(roots: &[Pid]) -> Vec<(Process, Stat)> {
             }
         }
     }
-    found
 }
 
 /// Every process's children, from the whole table.

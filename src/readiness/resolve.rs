@@ -89,13 +89,7 @@ impl Resolver {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap()
-    }
+    use crate::testing::runtime;
 
     #[test]
     fn addresses_need_no_lookup_and_names_are_looked_up() {

@@ -74,7 +74,7 @@ impl LifeLock {
         options.read(true).write(true).create(true).mode(0o644);
         let path = graveyard.lock_path(name)?;
         let mut file = match open_entry(&path, &mut options) {
-            Ok(Some(file)) => file,
+            Ok(Some(entry)) => entry.file,
             Ok(None) => return Err(io::Error::from_raw_os_error(nix::libc::ENOENT)),
             Err(ReadError::Io(err)) => return Err(err),
             Err(err) => {
@@ -123,7 +123,7 @@ fn released(graveyard: &Graveyard, name: &Name) -> Option<Released> {
     let mut options = OpenOptions::new();
     options.read(true);
     let file = match open_entry(&graveyard.lock_path(name).ok()?, &mut options) {
-        Ok(Some(file)) => file,
+        Ok(Some(entry)) => entry.file,
         Ok(None) => return None,
         Err(err) => {
             tracing::debug!(dependency = %name, "{name}'s liveness lock cannot be used: {err}");

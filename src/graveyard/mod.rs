@@ -252,13 +252,19 @@ impl Graveyard {
     }
 }
 
+/// A regular file of the graveyard, opened, and its length when opened.
+pub(crate) struct Entry {
+    pub file: File,
+    pub len: u64,
+}
+
 /// Opens the graveyard entry at `path` with `options`, never following a
 /// link, never blocking, never acquiring a terminal, and only if it is a
 /// regular file. `Ok(None)`: nothing is there.
 pub(crate) fn open_entry(
     path: &Path,
     options: &mut OpenOptions,
-) -> Result<Option<File>, ReadError> {
+) -> Result<Option<Entry>, ReadError> {
     let file = options
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
         .open(path);
@@ -275,9 +281,13 @@ pub(crate) fn open_entry(
         }
         Err(err) => return Err(ReadError::Io(err)),
     };
-    let kind = file.metadata().map_err(ReadError::Io)?.file_type();
+    let metadata = file.metadata().map_err(ReadError::Io)?;
+    let kind = metadata.file_type();
     if kind.is_file() {
-        Ok(Some(file))
+        Ok(Some(Entry {
+            file,
+            len: metadata.len(),
+        }))
     } else {
         Err(ReadError::NotAFile(if kind.is_dir() {
             "directory"
@@ -291,10 +301,14 @@ pub(crate) fn open_entry(
     }
 }
 
-/// Reads at most `limit` bytes of a file opened by [`open_entry`].
-pub(crate) fn read_bounded(file: File, limit: u64) -> Result<Vec<u8>, ReadError> {
-    let mut bytes = Vec::new();
-    file.take(limit + 1)
+/// Reads at most `limit` bytes of an entry, sized by its length so that a
+/// tombstone takes one read, and one more to see its end.
+pub(crate) fn read_bounded(entry: Entry, limit: u64) -> Result<Vec<u8>, ReadError> {
+    let size = usize::try_from(entry.len.min(limit)).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(size + 1);
+    entry
+        .file
+        .take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(ReadError::Io)?;
     if bytes.len() as u64 > limit {
@@ -310,7 +324,7 @@ fn rewrite_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut options = OpenOptions::new();
     options.write(true);
     let file = match open_entry(path, &mut options) {
-        Ok(Some(file)) => file,
+        Ok(Some(entry)) => entry.file,
         Ok(None) => return Err(io::Error::from_raw_os_error(libc::ENOENT)),
         Err(err) => return Err(io::Error::other(err.to_string())),
     };

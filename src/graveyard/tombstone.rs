@@ -11,7 +11,9 @@
 //!   `Reason`) are plain YAML that Go's lenient reader ignores.
 //! * **What anyone writes, we survive.** [`Tombstone::parse`] accepts the
 //!   YAML and JSON forms, any key case, quoted or unquoted times, and treats
-//!   an empty document as "alive". Anything else is a [`ParseError`], never a
+//!   an empty document as "alive". The form kubexit and Go kubexit write is
+//!   read first by a small reader of its own, for speed; anything else goes
+//!   to the YAML reader, which gives the same result on what both read. Anything else is a [`ParseError`], never a
 //!   panic: the deserializer is panic-free and budgeted, and the caller
 //!   (the graveyard) has already bounded the size of the input.
 //!
@@ -100,11 +102,61 @@ impl Tombstone {
         {
             return Ok(Tombstone::default());
         }
-        match serde_saphyr::from_str::<Option<Tombstone>>(text) {
-            Ok(found) => Ok(found.unwrap_or_default()),
-            Err(err) => Err(ParseError::Syntax(first_line(&err.to_string()))),
+        if let Some(stone) = parse_canonical(text) {
+            return Ok(stone);
+        }
+        parse_yaml(text)
+    }
+}
+
+fn parse_yaml(text: &str) -> Result<Tombstone, ParseError> {
+    match serde_saphyr::from_str::<Option<Tombstone>>(text) {
+        Ok(found) => Ok(found.unwrap_or_default()),
+        Err(err) => Err(ParseError::Syntax(first_line(&err.to_string()))),
+    }
+}
+
+/// Tombstones as kubexit and Go kubexit write them, read without the YAML
+/// parser, on the path from a death to the stop signal: one `Key: value`
+/// per line with the keys as written, times and text double-quoted without
+/// escapes, `ExitCode` a plain integer, no key twice. Anything else (other
+/// keys or spellings, escapes, comments, JSON, a bad value) is the YAML
+/// reader's: `None`. Whatever this reads, the YAML reader reads the same
+/// (a property test holds them together).
+fn parse_canonical(text: &str) -> Option<Tombstone> {
+    fn quoted(value: &str) -> Option<&str> {
+        let inner = value.strip_prefix('"')?.strip_suffix('"')?;
+        let plain = !inner.contains(['"', '\\']) && !inner.chars().any(char::is_control);
+        plain.then_some(inner)
+    }
+    fn time(value: &str) -> Option<Timestamp> {
+        quoted(value)?.parse().ok()
+    }
+    let mut stone = Tombstone::default();
+    let mut keys = Vec::with_capacity(6);
+    for line in text.split_terminator('\n') {
+        let (key, value) = line.split_once(": ")?;
+        if keys.contains(&key) {
+            return None;
+        }
+        keys.push(key);
+        match key {
+            "Born" => stone.born = Some(time(value)?),
+            "Ready" => stone.ready = Some(time(value)?),
+            "Died" => stone.died = Some(time(value)?),
+            "ExitCode" => {
+                let digits = value.strip_prefix('-').unwrap_or(value);
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                stone.exit_code = Some(value.parse().ok()?);
+            }
+            "Reason" => stone.reason = Some(quoted(value)?.to_owned()),
+            "Awaiting" => stone.awaiting = Some(quoted(value)?.to_owned()),
+            _ => return None,
         }
     }
+    Some(stone)
 }
 
 fn first_line(message: &str) -> String {
@@ -427,6 +479,63 @@ mod tests {
         };
         let text = stone.render(&kolkata());
         assert_eq!(Tombstone::parse(text.as_bytes()), Ok(stone));
+    }
+
+    #[test]
+    fn the_canonical_reader_agrees_with_the_yaml_reader_and_leaves_it_the_rest() {
+        let stone = Tombstone {
+            born: Some(at("2026-11-24T19:47:53.1Z")),
+            ready: Some(at("2026-11-24T19:47:54Z")),
+            awaiting: Some("the deaths of app and worker".into()),
+            died: Some(at("2026-11-24T19:48:00.000000001Z")),
+            exit_code: Some(-1),
+            reason: Some("stopped because db died".into()),
+        };
+        for zone in [TimeZone::UTC, kolkata()] {
+            let text = stone.render(&zone);
+            assert_eq!(parse_canonical(&text), Some(stone.clone()), "{text}");
+            assert_eq!(parse_yaml(&text), Ok(stone.clone()));
+        }
+        for other in [
+            "born: \"2026-11-24T19:47:53Z\"\n",
+            "Born: 2026-11-24T19:47:53Z\n",
+            "Reason: \"a \\\"quoted\\\" word\"\n",
+            "Born: \"2026-11-24T19:47:53Z\"\r\n",
+            "ExitCode: 0x1\n",
+            "ExitCode: +3\n",
+            "Died: \"x\"\n",
+            "Born: \"2026-11-24T19:47:53Z\"\nBorn: \"2026-11-24T19:47:54Z\"\n",
+            "{\"Died\": \"2026-11-24T19:47:53Z\"}",
+            "# comment\nDied: \"2026-11-24T19:47:53Z\"\n",
+        ] {
+            assert_eq!(parse_canonical(other), None, "{other:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the canonical reader takes, the YAML reader reads the
+        /// same, on text shaped like tombstones, good and bad.
+        #[test]
+        fn whatever_the_canonical_reader_takes_the_yaml_reader_reads_the_same(
+            lines in proptest::collection::vec(
+                (
+                    "(Born|Ready|Died|Awaiting|Reason|ExitCode|born|Other)",
+                    "(\"2026-11-2[0-9]T1[0-9]:4[0-9]:5[0-9](\\.[0-9]{1,9})?(Z|[+-]0[0-9]:[03]0)\"|\"[a-z ,.:'#-]{0,12}\"|-?[0-9]{1,4}|[a-z0-9 :.]{0,8})",
+                ),
+                0..7,
+            ),
+            tail in "\n?",
+        ) {
+            let text: String = lines
+                .iter()
+                .map(|(key, value)| format!("{key}: {value}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                + &tail;
+            if let Some(stone) = parse_canonical(&text) {
+                proptest::prop_assert_eq!(parse_yaml(&text), Ok(stone), "{:?}", text);
+            }
+        }
     }
 
     #[test]

@@ -304,7 +304,9 @@ fn every_docs_page_opens_with_its_question_and_is_on_the_readme_map() {
         let mut lines = text.lines();
         let title = lines.next().unwrap_or_default();
         let blank = lines.next().unwrap_or_default();
-        let question = lines.next().unwrap_or_default();
+        // The question is the first paragraph, on one line or several.
+        let question: Vec<&str> = lines.take_while(|l| !l.is_empty()).collect();
+        let question = question.join(" ");
         let opens_well = title.starts_with("# ")
             && blank.is_empty()
             && question.starts_with('*')

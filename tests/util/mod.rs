@@ -89,8 +89,17 @@ pub struct Kubexit {
     command: Command,
 }
 
+/// The kubexit binary under test: the one cargo built, or another build
+/// named by `KUBEXIT_TEST_BINARY` (`.ci/run` runs tests again with the
+/// static arm64 binary, under qemu-user-static).
+pub fn kubexit_binary() -> PathBuf {
+    std::env::var_os("KUBEXIT_TEST_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kubexit")))
+}
+
 pub fn kubexit() -> Kubexit {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kubexit"));
+    let mut command = Command::new(kubexit_binary());
     command.env_clear();
     command.env("PATH", std::env::var_os("PATH").unwrap_or_default());
     command.stdin(Stdio::null());

@@ -112,8 +112,8 @@ busybox_for() {
             apt-get update -qq
         fi
         mkdir -p "$dir"
-        (cd "$dir" && apt-get download -qq "busybox-static:$arch" >/dev/null) ||
-            { apt-get update -qq && (cd "$dir" && apt-get download -qq "busybox-static:$arch" >/dev/null); }
+        (cd "$dir" && apt-get download -qq -o APT::Sandbox::User=root "busybox-static:$arch" >/dev/null) ||
+            { apt-get update -qq && (cd "$dir" && apt-get download -qq -o APT::Sandbox::User=root "busybox-static:$arch" >/dev/null); }
         dpkg-deb -x "$dir"/busybox-static_*.deb "$dir"
     fi
     echo "$dir/bin/busybox"

@@ -225,10 +225,14 @@ fn the_images_are_the_dockerfiles_and_rebuild_to_the_same_ids() {
     let before = ids(podman);
     podman.tool(
         "bash",
-        &[Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("scripts/build-images.sh")
-            .to_str()
-            .unwrap()],
+        &[
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("scripts/build-images.sh")
+                .to_str()
+                .unwrap(),
+            "--arch",
+            "amd64",
+        ],
     );
     assert_eq!(ids(podman), before, "a rebuild changed the image IDs");
 }
@@ -378,15 +382,20 @@ fn dependents_in_separate_pid_namespaces_start_and_stop_together_round_after_rou
         return;
     };
     const FOLLOWERS: usize = 5;
-    const ROUNDS: usize = 12;
+    const ROUNDS: usize = 8;
     let pod = Pod::new(podman, "chorus");
     // Every follower waits for the leader's birth, so all start their
     // children at once, and stops when it dies, so all write Died at once;
     // each child leaves with a status of its own, and kubexit passes it on.
+    // The leader dies once every follower is born (podman starts the
+    // containers one after the other).
+    let followers_born: String = (0..FOLLOWERS)
+        .map(|i| format!("until grep -qs Born: /graveyard/follower{i}; do sleep 0.05; done; "))
+        .collect();
     let leader = pod.create(
         "leader",
         &[("KUBEXIT_NAME", "leader")],
-        &["sh", "-c", "sleep 1; exit 0"],
+        &["sh", "-c", &format!("{followers_born}exit 0")],
     );
     let mut followers = Vec::new();
     for i in 0..FOLLOWERS {
@@ -511,4 +520,63 @@ fn the_compose_example_runs_with_podman_compose() {
     let db = fs::read_to_string(run.graveyard.join("db")).unwrap_or_default();
     assert!(db.contains("Ready:"), "{db}");
     assert!(db.contains("Died:"), "{db}");
+}
+
+#[test]
+fn the_arm64_image_runs_kubexit_under_qemu() {
+    let test = "the_arm64_image_runs_kubexit_under_qemu";
+    let Some(podman) = runtime(test) else {
+        return;
+    };
+    let image = format!("localhost/kubexit:{}-arm64", env!("CARGO_PKG_VERSION"));
+    if podman.try_run(&["image", "exists", &image]).is_err() {
+        util::skip(
+            test,
+            "no arm64 image: build it with scripts/build-static.sh --arch arm64",
+        );
+        return;
+    }
+    let arch = podman.run(&["image", "inspect", "--format", "{{.Architecture}}", &image]);
+    assert_eq!(arch, "arm64");
+    // The index names both architectures.
+    let index: Value = serde_json::from_str(&podman.run(&[
+        "manifest",
+        "inspect",
+        &format!("localhost/kubexit:{}", env!("CARGO_PKG_VERSION")),
+    ]))
+    .unwrap();
+    let mut platforms: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    platforms.sort();
+    assert_eq!(platforms, ["amd64", "arm64"]);
+
+    // kubexit (arm64) supervising busybox's sh (arm64), both run by qemu.
+    let name = unique("arm64");
+    let mut cleanup = Cleanup::new(podman);
+    cleanup.pod(&name);
+    podman.run(&["pod", "create", "--name", &name, "--network", "none"]);
+    let output = podman.output(&[
+        "run",
+        "--pod",
+        &name,
+        "--env",
+        "KUBEXIT_NAME=arm",
+        &image,
+        "sh",
+        "-c",
+        "echo machine $(uname -m); cat /graveyard/arm; exit 5",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(5),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("machine aarch64"), "{stdout}");
+    assert!(stdout.contains("Born: "), "{stdout}");
 }

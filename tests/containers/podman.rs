@@ -19,7 +19,8 @@
 //! - short names resolve to docker.io without asking.
 //!
 //! The images: kubexit's, built by `scripts/build-images.sh` from the
-//! static binary of `scripts/build-static.sh`, and also tagged with the
+//! static binaries of `scripts/build-static.sh` (arm64 too when it has
+//! been built), and also tagged with the
 //! names the examples use (`ghcr.io/kubexit/kubexit:latest` and
 //! `:scratch`); and the stand-ins of `stand-ins.sh`.
 
@@ -139,7 +140,14 @@ fn setup() -> Result<Podman, String> {
             ("CONTAINERS_REGISTRIES_CONF", registries),
         ],
     };
-    podman.script(&root().join("scripts/build-images.sh"), &[])?;
+    // With the arm64 build at hand (as in CI), its images too, and the
+    // indexes over both.
+    let arches = if target_dir().join("static/arm64/kubexit").exists() {
+        "amd64,arm64"
+    } else {
+        "amd64"
+    };
+    podman.script(&root().join("scripts/build-images.sh"), &["--arch", arches])?;
     for (built, named) in [
         ("localhost/kubexit:latest", "ghcr.io/kubexit/kubexit:latest"),
         (

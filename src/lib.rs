@@ -13,14 +13,16 @@
 //! [`run`] is the whole program (the `cli` module's); `main.rs` only calls
 //! it.
 
-pub mod cli;
+pub(crate) mod cli;
 pub mod config;
-pub mod dependencies;
+pub(crate) mod dependencies;
 pub mod duration;
 pub mod graveyard;
+#[cfg(feature = "inject")]
+pub mod inject;
 pub mod json;
-pub mod process;
-pub mod readiness;
-pub mod supervisor;
+pub(crate) mod process;
+pub(crate) mod readiness;
+pub(crate) mod supervisor;
 
 pub use cli::{EXIT_CONFIG, EXIT_FAILURE, run};

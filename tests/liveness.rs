@@ -118,3 +118,31 @@ fn a_nested_kubexit_with_the_same_name_does_not_hang() {
         done.stderr
     );
 }
+
+/// A dependency whose kubexit was SIGKILLed before this kubexit started is
+/// judged at the first look, before the child would start: it never does.
+#[test]
+fn a_dependency_lost_before_start_keeps_the_child_from_starting() {
+    let yard = Yard::new();
+    let pids = yard.path().join("db-child");
+    let db = Kubexit::named("db", &yard)
+        .sh(&format!("echo $$ > {}; exec sleep 1000", pids.display()))
+        .spawn();
+    let db_child = read_pid(&pids);
+    yard.wait_for("db", "Born: ");
+    db.signal(Signal::SIGKILL);
+    drop(db.finish());
+    let _ = kill(db_child, Signal::SIGKILL);
+    let done = Kubexit::named("app", &yard)
+        .env("KUBEXIT_DEATH_DEPS", "db")
+        .sh("echo started")
+        .run();
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(!done.stdout.contains("started"), "{}", done.stderr);
+    assert!(
+        done.stderr.contains("Death dependency already dead: db"),
+        "{}",
+        done.stderr
+    );
+    assert!(yard.read("app").unwrap().contains("ExitCode: -1\n"));
+}

@@ -9,10 +9,13 @@
 //! sake; the other modes give them back their default actions, so that
 //! Ctrl-C interrupts them as it would any command.
 
+#[cfg(feature = "inject")]
+mod inject;
 pub mod install;
 pub mod log;
 pub mod status;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -28,6 +31,11 @@ pub const EXIT_FAILURE: u8 = 1;
 
 /// Runs kubexit with the process's arguments and environment.
 pub fn run() -> ExitCode {
+    // `kubexit inject`, only where upstream's command line cannot mean a
+    // child (no KUBEXIT_NAME): see the inject command's docs.
+    if let Some(status) = subcommand() {
+        return status;
+    }
     // First of all, before any thread exists: from here on no signal can
     // kill kubexit half-way; each waits in the queue for the event loop.
     if let Err(err) = signals::block_all() {
@@ -123,6 +131,38 @@ fn refuse(reporting: &Reporting, message: &str) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
+/// The words that name the inject subcommand.
+const SUBCOMMANDS: [&str; 2] = ["inject", "uninject"];
+
+/// Whether this command line is the subcommand rather than a child named
+/// `inject`: only when kubexit is not configured to supervise.
+fn is_subcommand(first: Option<&OsString>, kubexit_name: Option<&OsString>) -> bool {
+    kubexit_name.is_none() && first.is_some_and(|word| SUBCOMMANDS.iter().any(|n| word == n))
+}
+
+/// Runs `kubexit inject` / `kubexit uninject` when the process's command
+/// line is one, and returns its exit status; `None` otherwise.
+fn subcommand() -> Option<ExitCode> {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if !is_subcommand(args.first(), std::env::var_os("KUBEXIT_NAME").as_ref()) {
+        return None;
+    }
+    #[cfg(feature = "inject")]
+    {
+        Some(inject::main(args.into_iter()))
+    }
+    #[cfg(not(feature = "inject"))]
+    {
+        eprintln!(
+            "Error: `kubexit {}` is not in this build of kubexit (built without the cargo feature \
+             `inject`, as the slim build is); use the default build. To run a command named {0} \
+             under kubexit instead, set KUBEXIT_NAME.",
+            args[0].to_string_lossy()
+        );
+        Some(ExitCode::from(EXIT_CONFIG))
+    }
+}
+
 /// One line saying why kubexit exited, where Kubernetes shows it
 /// (`kubectl describe pod`: the container's last state, "Message").
 /// Failures are only logged: the exit status matters more.
@@ -135,5 +175,22 @@ fn write_termination_message(reporting: &Reporting, message: &str) {
             "cannot write the termination message to {}: {err}",
             path.display()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unconfigured_kubexit_takes_inject_as_the_subcommand() {
+        let inject = OsString::from("inject");
+        let name = OsString::from("app");
+        assert!(is_subcommand(Some(&inject), None));
+        assert!(is_subcommand(Some(&OsString::from("uninject")), None));
+        assert!(!is_subcommand(Some(&inject), Some(&name)));
+        assert!(!is_subcommand(Some(&OsString::from("--name")), None));
+        assert!(!is_subcommand(Some(&OsString::from("injection")), None));
+        assert!(!is_subcommand(None, None));
     }
 }

@@ -30,10 +30,10 @@
 //! How the directory is watched is the [`watch`] module's business; what a
 //! tombstone means is [`tombstone`]'s; the liveness locks are [`liveness`]'s.
 
-pub mod liveness;
+pub(crate) mod liveness;
 pub mod name;
 pub mod tombstone;
-pub mod watch;
+pub(crate) mod watch;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};

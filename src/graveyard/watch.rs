@@ -236,11 +236,6 @@ impl Watch {
         };
     }
 
-    /// Whether the watch has fallen back to polling.
-    pub fn is_polling(&self) -> bool {
-        matches!(self.mode, Mode::Polling { .. })
-    }
-
     fn fall_back(&mut self, err: &io::Error) {
         if let Mode::Events(_) = self.mode {
             warn_polling(&self.dir, err);

@@ -175,12 +175,6 @@ impl Child {
     pub fn pid(&self) -> Pid {
         self.pid
     }
-
-    /// Sends `signal` to the child's whole process group. A group that no
-    /// longer exists is not an error: there is nobody left to tell.
-    pub fn signal_group(&self, signal: SignalNumber) -> io::Result<()> {
-        send(-self.pid.as_raw(), signal)
-    }
 }
 
 /// Sends `signal` to one process.

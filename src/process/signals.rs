@@ -162,11 +162,6 @@ pub struct Received {
 }
 
 impl Received {
-    /// A signal sent from outside (the tests, and callers that build one).
-    pub fn external(signal: SignalNumber) -> Received {
-        Received { signal, own: false }
-    }
-
     /// Whether the kernel raised this signal for kubexit's own action (see
     /// the module docs): kubexit's business alone, never forwarded.
     pub fn is_own(&self) -> bool {

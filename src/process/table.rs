@@ -11,7 +11,7 @@
 //! walk. Zombies are left out: they have ended, and only their parent can
 //! do anything about them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 
@@ -90,6 +90,28 @@ pub fn own_children() -> Vec<Pid> {
     }
 }
 
+/// The pids of `roots` and their descendants, zombies included, from the
+/// kernel's lists of children alone: the quickest look at a subtree, for a
+/// snapshot taken just before signalling it.
+pub fn subtree(roots: &[Pid]) -> HashSet<Pid> {
+    let mut found = HashSet::new();
+    let mut queue: Vec<Pid> = roots.to_vec();
+    let mut table: Option<HashMap<i32, Vec<Pid>>> = None;
+    while let Some(pid) = queue.pop() {
+        if !found.insert(pid) {
+            continue;
+        }
+        match children(Some(pid)) {
+            Ok(kids) => queue.extend(kids),
+            Err(_) => {
+                let table = table.get_or_insert_with(by_parent);
+                queue.extend(table.get(&pid.as_raw()).into_iter().flatten());
+            }
+        }
+    }
+    found
+}
+
 /// `roots` and every living process descended from them, zombies left out.
 pub fn descendants(roots: &[Pid]) -> Vec<(Process, Stat)> {
     let mut found: Vec<(Process, Stat)> = Vec::new();
@@ -110,18 +132,21 @@ pub fn descendants(roots: &[Pid]) -> Vec<(Process, Stat)> {
         match children(Some(pid)) {
             Ok(kids) => queue.extend(kids),
             Err(_) => {
-                let table = table.get_or_insert_with(|| {
-                    let mut by_parent: HashMap<i32, Vec<Pid>> = HashMap::new();
-                    for (child, stat) in whole_table() {
-                        by_parent.entry(stat.ppid).or_default().push(child);
-                    }
-                    by_parent
-                });
+                let table = table.get_or_insert_with(by_parent);
                 queue.extend(table.get(&pid.as_raw()).into_iter().flatten());
             }
         }
     }
     found
+}
+
+/// Every process's children, from the whole table.
+fn by_parent() -> HashMap<i32, Vec<Pid>> {
+    let mut by_parent: HashMap<i32, Vec<Pid>> = HashMap::new();
+    for (child, stat) in whole_table() {
+        by_parent.entry(stat.ppid).or_default().push(child);
+    }
+    by_parent
 }
 
 /// Every process's stat.

@@ -85,21 +85,6 @@ impl Prober {
         }
     }
 
-    pub fn probe(&self) -> &Probe {
-        &self.probe
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready
-    }
-
-    /// Why the last attempt failed, if one has.
-    pub fn last_failure(&self) -> Option<&str> {
-        self.last_failure
-            .as_ref()
-            .map(|(reason, _)| reason.as_str())
-    }
-
     /// Waits for the next thing to do; never completes once ready.
     pub async fn next_event(&mut self) -> Event {
         loop {

@@ -14,7 +14,11 @@
 //!    by pid. Each is remembered by pid *and* start time, so none is told
 //!    twice and a reused pid is never taken for a process already told.
 //!    The group id is safe to signal because the reaper keeps the child's
-//!    zombie until the sequence is over.
+//!    zombie until the sequence is over. (One race stays open, narrow as a
+//!    system call: a process forked between kubexit's look at the subtree
+//!    and its `kill(-pgid)` gets the signal twice; the other way round, a
+//!    process forked by a handler of the signal, would be missed, and is
+//!    the one that matters.)
 //! 2. **Newcomers when they appear.** A process that appears after the
 //!    stop signal (forked by a process that ignored it, or adopted when its
 //!    parent ended) gets it when kubexit next looks: at every SIGCHLD and
@@ -142,24 +146,38 @@ impl Stop {
         } else {
             (self.signal, &mut self.stopped)
         };
-        let group = reaper.child();
-        let mut group_now = None;
-        if let Some(group) = group
+        let mut roots = reaper.stoppable();
+        // The group first, in one call: that is the reaction dependents
+        // wait for. Who was in it just before is noted first: a process
+        // that appears in the group afterwards (forked by a handler of this
+        // very signal) did not get it, and is told below. The processes
+        // noted are looked at again whatever became of their parents (one
+        // that died of the signal has handed its children to kubexit).
+        let mut group_told = None;
+        if let Some(group) = reaper.child()
             && !told.group
         {
-            // The group first, in one call: that is the reaction dependents
-            // wait for.
+            let before = table::subtree(&roots);
             if let Err(err) = child::signal_group_of(group, signal) {
                 tracing::error!("cannot send {signal} to the child: {err}");
             }
+            tracing::debug!("sent {signal} to process group {group}");
             told.group = true;
-            group_now = Some(group.as_raw());
+            roots = reaper.stoppable();
+            roots.extend(before.iter().copied());
+            group_told = Some((group.as_raw(), before));
         }
-        for (process, stat) in table::descendants(&reaper.stoppable()) {
-            if !told.processes.insert(process) || group_now == Some(stat.pgrp) {
+        for (process, stat) in table::descendants(&roots) {
+            if !told.processes.insert(process) {
                 continue;
             }
-            let _ = child::signal_process(process.pid, signal);
+            let got_it = group_told.as_ref().is_some_and(|(group, before)| {
+                stat.pgrp == *group && before.contains(&process.pid)
+            });
+            if !got_it {
+                let _ = child::signal_process(process.pid, signal);
+                tracing::debug!("sent {signal} to process {}", process.pid);
+            }
         }
     }
 }

@@ -71,7 +71,7 @@ fn every_kubernetes_example_is_a_valid_object_with_a_valid_kubexit_setup() {
         }
         let pods = check_manifest(&file, &fs::read_to_string(&path).unwrap(), &mut problems);
         if pods == 0 {
-            problems.push(format!("{file}: no Job or Pod in it"));
+            problems.push(format!("{file}: no Job or Pod that runs kubexit"));
         }
         checked.push(file);
     }

@@ -99,11 +99,40 @@ pub fn kubexit_binary() -> PathBuf {
 }
 
 pub fn kubexit() -> Kubexit {
-    let mut command = Command::new(kubexit_binary());
+    wrapped(Command::new(kubexit_binary()))
+}
+
+/// kubexit as PID 1 of a PID namespace of its own, as in a container of a
+/// pod (`unshare --pid --fork --mount-proc`; the pid a test sees is
+/// unshare's, which dies with it). Needs root: see [`can_unshare_pid`].
+pub fn kubexit_pid_1() -> Kubexit {
+    let mut command = Command::new("unshare");
+    command
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(kubexit_binary());
+    wrapped(command)
+}
+
+fn wrapped(mut command: Command) -> Kubexit {
     command.env_clear();
     command.env("PATH", std::env::var_os("PATH").unwrap_or_default());
     command.stdin(Stdio::null());
     Kubexit { command }
+}
+
+/// Whether this process runs as root (CI does).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { nix::libc::geteuid() == 0 }
+}
+
+/// Whether kubexit can be made PID 1 of a new PID namespace here.
+pub fn can_unshare_pid() -> bool {
+    Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 impl Kubexit {
@@ -111,10 +140,21 @@ impl Kubexit {
     /// a test that fails does not hang.
     pub fn named(name: &str, yard: &Yard) -> Kubexit {
         let mut k = kubexit();
-        k.env("KUBEXIT_NAME", name)
+        k.configure(name, yard);
+        k
+    }
+
+    /// Like [`Kubexit::named`], as PID 1 of its own PID namespace.
+    pub fn pid_1(name: &str, yard: &Yard) -> Kubexit {
+        let mut k = kubexit_pid_1();
+        k.configure(name, yard);
+        k
+    }
+
+    fn configure(&mut self, name: &str, yard: &Yard) {
+        self.env("KUBEXIT_NAME", name)
             .env("KUBEXIT_GRAVEYARD", yard.path())
             .env("KUBEXIT_GRACE_PERIOD", "10s");
-        k
     }
 
     pub fn env(&mut self, key: &str, value: impl AsRef<OsStr>) -> &mut Kubexit {
@@ -173,6 +213,55 @@ impl Kubexit {
             child,
             stdout,
             stderr,
+            stderr_reader: None,
+        }
+    }
+
+    /// Spawns with stderr going to a pipe whose reader the test holds and
+    /// can close ([`Running::close_stderr`]), as a log pipeline that goes
+    /// away. Until then what kubexit writes there is collected.
+    pub fn spawn_with_closable_stderr(&mut self) -> Running {
+        let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+        // Non-blocking, so that the collector never holds the lock in a
+        // read and the test can close the pipe at any time.
+        nix::fcntl::fcntl(
+            &reader,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .expect("non-blocking pipe");
+        self.command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(writer));
+        let mut child = self.command.spawn().expect("spawn kubexit");
+        // Only kubexit holds the writing end now.
+        self.command.stderr(Stdio::null());
+        let stdout = collect(child.stdout.take().expect("stdout"));
+        let reader = Arc::new(Mutex::new(Some(fs::File::from(reader))));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (source, sink) = (Arc::clone(&reader), Arc::clone(&stderr));
+        thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            loop {
+                let read = {
+                    let guard = source.lock().unwrap();
+                    let Some(file) = guard.as_ref() else { break };
+                    (&*file).read(&mut buffer)
+                };
+                match read {
+                    Ok(0) => break,
+                    Ok(n) => sink
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buffer[..n])),
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Running {
+            child,
+            stdout,
+            stderr,
+            stderr_reader: Some(reader),
         }
     }
 
@@ -184,9 +273,21 @@ impl Kubexit {
     /// Like `run`, with the first argument as the program instead of
     /// kubexit (for wrappers such as setpriv or unshare that exec it).
     pub fn run_self(&mut self) -> Finished {
+        self.unwrap_program();
+        self.run()
+    }
+
+    /// Like `spawn`, with the first argument as the program (see
+    /// [`Kubexit::run_self`]).
+    pub fn spawn_self(&mut self) -> Running {
+        self.unwrap_program();
+        self.spawn()
+    }
+
+    fn unwrap_program(&mut self) {
         let mut args = self.command.get_args().map(|a| a.to_owned());
         let Some(program) = args.next() else {
-            return self.run();
+            return;
         };
         let mut wrapped = Command::new(program);
         wrapped.args(args).env_clear().stdin(Stdio::null());
@@ -196,7 +297,6 @@ impl Kubexit {
             }
         }
         self.command = wrapped;
-        self.run()
     }
 }
 
@@ -222,6 +322,8 @@ pub struct Running {
     child: Child,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    /// The reading end of stderr, for [`Kubexit::spawn_with_closable_stderr`].
+    stderr_reader: Option<Arc<Mutex<Option<fs::File>>>>,
 }
 
 /// A finished kubexit.
@@ -275,6 +377,13 @@ impl Running {
 
     pub fn signal(&self, signal: Signal) {
         kill(self.pid(), signal).expect("signal kubexit");
+    }
+
+    /// Closes the reading end of kubexit's stderr: its next write finds no
+    /// reader.
+    pub fn close_stderr(&self) {
+        let reader = self.stderr_reader.as_ref().expect("a closable stderr");
+        reader.lock().unwrap().take();
     }
 
     /// Waits for kubexit to exit; kills it and fails after the deadline.
@@ -413,5 +522,10 @@ pub fn shared_dir() -> Option<PathBuf> {
 /// (`KUBEXIT_CI=1`) a skip is a failure instead.
 pub fn skip(test: &str, why: &str) {
     assert!(!in_ci(), "{test}: cannot run under CI: {why}");
-    eprintln!("SKIPPED {test}: {why}");
+    // Straight to the descriptor: the test harness captures eprintln!,
+    // and a skip must be seen.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("SKIPPED {test}: {why}\n").as_bytes(),
+    );
 }

@@ -1,0 +1,41 @@
+//! `kubexit inject`: from a plain manifest to a coordinated one.
+//!
+//! Coordinating a pod by hand means a graveyard volume, a volume for the
+//! binary, an init container that installs kubexit, and on each container
+//! a wrapped command and the right `KUBEXIT_*` variables: easy to get
+//! wrong, and hard to see wrong. Here a pod says what it wants in
+//! `kubexit.io/` annotations (`kubexit.io/sidecars: proxy` is often all),
+//! and the rest is derived, the way `linkerd inject` and
+//! `istioctl kube-inject` work.
+//!
+//! The layers, each with its own error type:
+//!
+//! - `vocabulary`: the annotations, their scopes, and their values checked
+//!   with kubexit's own parsers;
+//! - `kubelet_probe`: a container's readinessProbe in kubexit's probe
+//!   syntax;
+//! - `plan`: who does what (sidecars, main containers, readiness), every
+//!   name checked against the pod;
+//! - `pod`: the transformation itself, a pure function from a pod (or pod
+//!   template) with its annotations to the coordinated pod or an error
+//!   naming the container and the fix: [`inject`], [`uninject`],
+//!   [`is_injected`]. The admission webhook calls the same functions on
+//!   the Pod of an AdmissionReview;
+//! - `record`: the `kubexit.io/injected` annotation that makes an
+//!   injection reversible and re-injection idempotent;
+//! - `manifest`: YAML and JSON streams, `List` objects, where each kind
+//!   keeps its pod template;
+//!
+//! The command line around it (`kubexit inject`, `kubexit uninject`) is
+//! the cli module's; this module neither reads files nor writes streams.
+//! It is in the default build (cargo feature `inject`), left out of the
+//! slim one.
+
+pub mod kubelet_probe;
+pub mod manifest;
+pub mod plan;
+pub mod pod;
+pub mod record;
+pub mod vocabulary;
+
+pub use pod::{InjectError, Injection, Options, inject, is_disabled, is_injected, uninject};

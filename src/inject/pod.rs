@@ -1,0 +1,409 @@
+//! The transformation: one pod (or pod template) and its `kubexit.io/`
+//! annotations in, the coordinated pod out, or an error that says which
+//! container is wrong and how to fix it. No I/O: the command line and the
+//! admission webhook both call [`inject`] and [`uninject`]. Who does what,
+//! and whether what is added fits beside the pod's own, is decided by
+//! `plan`; this module makes the changes and keeps their record.
+//!
+//! What it adds: a graveyard volume (`emptyDir`, medium `Memory`) mounted
+//! at `/graveyard` and a volume for the binary mounted at `/kubexit`
+//! (before the pod's own volumes, as this project's manifests have always
+//! listed them), an init container, first of all, that installs kubexit,
+//! and on each coordinated container: `/kubexit/kubexit` before its `command` (`args`
+//! untouched), `KUBEXIT_NAME` (the container's name), `KUBEXIT_GRAVEYARD`
+//! and the settings' variables after its own variables, and the two mounts
+//! after its own. Nothing else of the user's (resources, security
+//! contexts, probes, unknown fields) is touched. The record of all that
+//! (see `record`) makes [`uninject`] exact and re-injection idempotent: a
+//! pod that was injected is first taken back to what it was, then injected
+//! again, so the same annotations give the same pod.
+//!
+//! Every check happens before the first change, so an error never leaves
+//! half a pod.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use super::plan::{
+    BINARY_DIR, BINARY_VOLUME, GRAVEYARD_PATH, GRAVEYARD_VOLUME, INSTALL_CONTAINER, PlanError, Pod,
+    check_room, plan,
+};
+use super::record::{self, CommandChange, ContainerRecord, KUBEXIT_PATH, Record, RecordError};
+use super::vocabulary::{self, AnnotationError, Install, Setting, Value as Given};
+
+/// Where kubexit is in its image.
+const IMAGE_BINARY: &str = "/bin/kubexit";
+
+/// The image the install container runs when neither the caller nor
+/// `kubexit.io/image` names one: this version of kubexit's.
+pub fn default_image() -> String {
+    format!("ghcr.io/kubexit/kubexit:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// What the caller adds to every pod's annotations.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The install container's image when `kubexit.io/image` is not set.
+    pub image: String,
+    /// Annotations set on the pod before it is read (the command line's
+    /// flags); recorded, so that uninjecting restores the user's.
+    pub overrides: BTreeMap<String, String>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            image: default_image(),
+            overrides: BTreeMap::new(),
+        }
+    }
+}
+
+/// A pod after [`inject`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Injection {
+    /// The pod (template), coordinated.
+    pub template: Value,
+    /// The coordinated containers, in the pod's order; empty when nothing
+    /// was injected (`kubexit.io/inject: disabled`, or every container
+    /// skipped).
+    pub containers: Vec<String>,
+}
+
+/// Why a pod cannot be injected. Each message names the container or the
+/// annotation concerned and says what to change; the caller adds which
+/// object it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InjectError {
+    #[error("{0}")]
+    Annotation(#[from] AnnotationError),
+    #[error("{0}")]
+    Plan(#[from] PlanError),
+    #[error("{0}")]
+    Record(#[from] RecordError),
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// Whether `template` carries the record of an injection.
+pub fn is_injected(template: &Value) -> bool {
+    annotation(template, &record::key()).is_some()
+}
+
+/// The containers an injected `template` coordinates, from its record;
+/// none when it is not injected.
+pub fn injected_containers(template: &Value) -> Result<Vec<String>, InjectError> {
+    match annotation(template, &record::key()) {
+        Some(text) => Ok(Record::from_json(text)?.containers.into_keys().collect()),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Whether `template` opted out (`kubexit.io/inject: disabled`).
+pub fn is_disabled(template: &Value) -> bool {
+    annotation(template, &Setting::Inject.pod_key()).is_some_and(|v| v.trim() == "disabled")
+}
+
+fn annotation<'a>(template: &'a Value, key: &str) -> Option<&'a str> {
+    template
+        .pointer("/metadata/annotations")?
+        .get(key)?
+        .as_str()
+}
+
+/// Coordinates the containers of `template`, a pod or a pod template (an
+/// object with `metadata` and `spec`; other fields are kept as they are),
+/// as its `kubexit.io/` annotations and `options` say. An injected
+/// template is taken back first and injected anew, so injecting twice
+/// changes nothing.
+pub fn inject(template: &Value, options: &Options) -> Result<Injection, InjectError> {
+    let mut base = template.clone();
+    let mut before: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut created: Vec<String> = Vec::new();
+    if let Some(text) = annotation(template, &record::key()) {
+        let old = Record::from_json(text)?;
+        record::undo(&mut base, &old)?;
+        before = old.annotations;
+        created.extend(
+            old.created
+                .into_iter()
+                .filter(|c| c == "metadata" || c == "metadata.annotations"),
+        );
+    }
+    if !base.is_object() || !base.get("spec").is_some_and(Value::is_object) {
+        return Err(InjectError::Malformed(
+            "it has no pod spec (spec must be an object)".into(),
+        ));
+    }
+
+    // The caller's annotations, with what they replace.
+    if !options.overrides.is_empty() {
+        let metadata = object_field(&mut base, "metadata", &mut created, "metadata")?;
+        let annotations = object_field_of(
+            metadata,
+            "annotations",
+            &mut created,
+            "metadata.annotations",
+        )?;
+        for (key, value) in &options.overrides {
+            let old = annotations
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            before.entry(key.clone()).or_insert(old);
+            annotations.insert(key.clone(), Value::String(value.clone()));
+        }
+    }
+    let current = annotations_of(&base)?;
+    before.retain(|key, old| current.get(key) != old.as_ref());
+
+    let read = vocabulary::read(&current)?;
+    // Not injected: the pod as the user wrote it, whatever the flags said.
+    let untouched = || -> Result<Injection, InjectError> {
+        Ok(Injection {
+            template: uninject(template)?,
+            containers: Vec::new(),
+        })
+    };
+    if !read.enabled() {
+        return untouched();
+    }
+    let pod = Pod::of(&base)?;
+    let plan = plan(&pod, &read)?;
+    if plan.containers.is_empty() {
+        return untouched();
+    }
+    check_room(&pod, &plan)?;
+
+    // Every check is done: from here on nothing fails.
+    let image = match read.pod(Setting::Image) {
+        Some((_, Given::Text(image))) => image.clone(),
+        _ => options.image.clone(),
+    };
+    let mut record = Record {
+        init_containers: vec![INSTALL_CONTAINER.to_owned()],
+        volumes: vec![GRAVEYARD_VOLUME.to_owned(), BINARY_VOLUME.to_owned()],
+        created,
+        annotations: before,
+        ..Record::default()
+    };
+    let spec = base["spec"].as_object_mut().expect("checked above");
+    let install_command = match read.install() {
+        Install::Copy => json!(["cp", IMAGE_BINARY, KUBEXIT_PATH]),
+        Install::SelfInstall => json!([IMAGE_BINARY, "--install", BINARY_DIR]),
+    };
+    let install = json!({
+        "name": INSTALL_CONTAINER,
+        "image": image,
+        "command": install_command,
+        "volumeMounts": [{"mountPath": BINARY_DIR, "name": BINARY_VOLUME}],
+    });
+    list_field(
+        spec,
+        "initContainers",
+        &mut record.created,
+        "spec.initContainers",
+        (&["containers"], &[]),
+    )
+    .insert(0, install);
+    list_field(
+        spec,
+        "volumes",
+        &mut record.created,
+        "spec.volumes",
+        (&["initContainers", "containers"], &[]),
+    )
+    .splice(
+        0..0,
+        [
+            json!({"name": GRAVEYARD_VOLUME, "emptyDir": {"medium": "Memory"}}),
+            json!({"name": BINARY_VOLUME, "emptyDir": {}}),
+        ],
+    );
+    let containers = spec["containers"]
+        .as_array_mut()
+        .expect("checked by Pod::of");
+    for container in containers.iter_mut() {
+        let name = container["name"].as_str().unwrap_or_default().to_owned();
+        let Some(planned) = plan.containers.get(&name) else {
+            continue;
+        };
+        let container = container.as_object_mut().expect("checked by Pod::of");
+        let mut created = Vec::new();
+        let command = match container.get_mut("command").and_then(Value::as_array_mut) {
+            Some(words) => {
+                words.insert(0, json!(KUBEXIT_PATH));
+                CommandChange::Wrapped
+            }
+            None => {
+                let mut words = vec![json!(KUBEXIT_PATH)];
+                words.extend(planned.entrypoint.iter().map(|w| json!(w)));
+                place(
+                    container,
+                    "command",
+                    Value::Array(words),
+                    &["args"],
+                    &["name", "image"],
+                );
+                CommandChange::Added
+            }
+        };
+        let env = list_field(
+            container,
+            "env",
+            &mut created,
+            "env",
+            (&[], &["command", "args"]),
+        );
+        for (variable, value) in &planned.env {
+            env.push(json!({"name": variable, "value": value}));
+        }
+        list_field(
+            container,
+            "volumeMounts",
+            &mut created,
+            "volumeMounts",
+            (&[], &["env"]),
+        )
+        .extend([
+            json!({"mountPath": GRAVEYARD_PATH, "name": GRAVEYARD_VOLUME}),
+            json!({"mountPath": BINARY_DIR, "name": BINARY_VOLUME}),
+        ]);
+        record.containers.insert(
+            name,
+            ContainerRecord {
+                command,
+                env: planned.env.iter().map(|(v, _)| v.clone()).collect(),
+                volume_mounts: vec![GRAVEYARD_VOLUME.to_owned(), BINARY_VOLUME.to_owned()],
+                created,
+            },
+        );
+    }
+    let metadata = object_field(&mut base, "metadata", &mut record.created, "metadata")
+        .expect("checked by annotations_of");
+    let annotations = object_field_of(
+        metadata,
+        "annotations",
+        &mut record.created,
+        "metadata.annotations",
+    )
+    .expect("checked by annotations_of");
+    annotations.insert(record::key(), Value::String(record.to_json()));
+    Ok(Injection {
+        template: base,
+        containers: plan.order,
+    })
+}
+
+/// Gives back `template` as it was before [`inject`]: what was added taken
+/// out, the annotations the injector set restored. A template that was not
+/// injected is given back unchanged.
+pub fn uninject(template: &Value) -> Result<Value, InjectError> {
+    let mut base = template.clone();
+    let Some(text) = annotation(template, &record::key()) else {
+        return Ok(base);
+    };
+    let record = Record::from_json(text)?;
+    record::undo(&mut base, &record)?;
+    record::restore_annotations(&mut base, &record);
+    Ok(base)
+}
+
+/// The annotations of a template, which must be strings.
+fn annotations_of(template: &Value) -> Result<BTreeMap<String, String>, InjectError> {
+    let annotations = match template.pointer("/metadata/annotations") {
+        None | Some(Value::Null) => return Ok(BTreeMap::new()),
+        Some(annotations) => annotations,
+    };
+    let annotations = annotations
+        .as_object()
+        .ok_or_else(|| InjectError::Malformed("metadata.annotations is not a map".into()))?;
+    annotations
+        .iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k.clone(), s.clone())),
+            _ => Err(InjectError::Malformed(format!(
+                "annotation {k} is not a string; quote its value"
+            ))),
+        })
+        .collect()
+}
+
+/// The object at `field` of `value`, made (and its making recorded) if
+/// missing.
+fn object_field<'v>(
+    value: &'v mut Value,
+    field: &str,
+    created: &mut Vec<String>,
+    created_as: &str,
+) -> Result<&'v mut Map<String, Value>, InjectError> {
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| InjectError::Malformed("it is not an object".into()))?;
+    object_field_of(object, field, created, created_as)
+}
+
+fn object_field_of<'v>(
+    object: &'v mut Map<String, Value>,
+    field: &str,
+    created: &mut Vec<String>,
+    created_as: &str,
+) -> Result<&'v mut Map<String, Value>, InjectError> {
+    if object.get(field).is_none_or(Value::is_null) {
+        // (`annotations:` with nothing after it is null, which Kubernetes
+        // reads as absent.)
+        object.shift_remove(field);
+        // metadata before spec, as every manifest has it.
+        place(object, field, json!({}), &["spec"], &[]);
+        if !created.iter().any(|c| c == created_as) {
+            created.push(created_as.to_owned());
+        }
+    }
+    object[field]
+        .as_object_mut()
+        .ok_or_else(|| InjectError::Malformed(format!("{created_as} is not a map")))
+}
+
+/// The list at `field` of `object`, made (and its making recorded) if
+/// missing, at the place [`place`] finds. The caller has checked that an
+/// existing one is a list.
+fn list_field<'v>(
+    object: &'v mut Map<String, Value>,
+    field: &str,
+    created: &mut Vec<String>,
+    created_as: &str,
+    (before, after): (&[&str], &[&str]),
+) -> &'v mut Vec<Value> {
+    if !object.get(field).is_some_and(Value::is_array) {
+        object.shift_remove(field);
+        place(object, field, json!([]), before, after);
+        created.push(created_as.to_owned());
+    }
+    object[field].as_array_mut().expect("made a list above")
+}
+
+/// Inserts a new field where a person would have written it: just before
+/// the first of `before` that is present, else just after the last of
+/// `after` that is present, else at the end.
+fn place(
+    object: &mut Map<String, Value>,
+    field: &str,
+    value: Value,
+    before: &[&str],
+    after: &[&str],
+) {
+    let keys: Vec<&String> = object.keys().collect();
+    let at = before
+        .iter()
+        .find_map(|b| keys.iter().position(|k| k == b))
+        .or_else(|| {
+            after
+                .iter()
+                .filter_map(|a| keys.iter().position(|k| k == a))
+                .max()
+                .map(|i| i + 1)
+        })
+        .unwrap_or(keys.len());
+    object.shift_insert(at, field.to_owned(), value);
+}

@@ -16,10 +16,26 @@ COPY . .
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl \
     && cp target/x86_64-unknown-linux-musl/release/kubexit /kubexit
 
+# The OCI labels of scripts/build-images.sh, which builds the same two
+# images without a registry: pass --build-arg VERSION=... REVISION=...
 FROM scratch AS scratch
+ARG VERSION=unknown
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title=kubexit \
+      org.opencontainers.image.source=https://github.com/kubexit/kubexit \
+      org.opencontainers.image.licenses=Apache-2.0 \
+      org.opencontainers.image.version=$VERSION \
+      org.opencontainers.image.revision=$REVISION
 COPY --from=build /kubexit /bin/kubexit
 ENTRYPOINT ["/bin/kubexit"]
 
 FROM busybox:1.36-musl AS default
+ARG VERSION=unknown
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title=kubexit \
+      org.opencontainers.image.source=https://github.com/kubexit/kubexit \
+      org.opencontainers.image.licenses=Apache-2.0 \
+      org.opencontainers.image.version=$VERSION \
+      org.opencontainers.image.revision=$REVISION
 COPY --from=build /kubexit /bin/kubexit
 ENTRYPOINT ["/bin/kubexit"]

@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Builds fully static x86_64 Linux binaries of kubexit with the musl target,
-# and checks that they need nothing from the system they run on.
+# Builds fully static Linux binaries of kubexit with the musl targets, for
+# x86_64 (amd64) or aarch64 (arm64), and checks that they need nothing from
+# the system they run on.
 #
-#   scripts/build-static.sh
+#   scripts/build-static.sh                 amd64 (the machine must be x86_64)
+#   scripts/build-static.sh --arch arm64    arm64, cross-compiled
 #
 # Two variants, release profile:
-#   $TARGET/static/kubexit        default features
-#   $TARGET/static/kubexit-slim   --no-default-features
+#   amd64: $TARGET/static/kubexit        default features
+#          $TARGET/static/kubexit-slim   --no-default-features
+#   arm64: $TARGET/static/arm64/kubexit, $TARGET/static/arm64/kubexit-slim
 # where $TARGET is $CARGO_TARGET_DIR, or target/ in the repository.
+#
+# With cargo-auditable installed (`cargo auditable` works), the binaries are
+# built with it: the dependency tree is embedded in a `.dep-v0` section,
+# where scanners such as Trivy, Grype and `cargo audit bin` read it.
+# scripts/release.sh requires it; here it is used when present.
 #
 # Each binary is then checked: no program interpreter (PT_INTERP) and no
 # shared libraries (DT_NEEDED), and a real run in an empty root filesystem:
@@ -15,24 +23,44 @@
 #   /kubexit --graveyard /g --name a -- /kubexit --version
 # which must exit 0 and leave the tombstone /g/a with a Died time. chroot
 # needs root; without it, an unprivileged user namespace (unshare -r) is
-# tried. Finally the sizes are printed.
+# tried. An arm64 binary on another machine runs there through
+# qemu-user-static's binfmt_misc handler (registered, with its F flag, so
+# that it works inside the chroot); without the handler, only
+# `qemu-aarch64-static kubexit --version` is tried. Finally the sizes are
+# printed.
 #
-# What it installs when missing, and why: the Rust standard library for
-# x86_64-unknown-linux-musl (rustup), and Debian's musl-tools (apt-get, as
-# root) for musl-gcc, since ring compiles C for the TLS probes.
+# What it installs when missing, and why: the Rust standard library for the
+# target (rustup); for amd64, Debian's musl-tools (apt-get, as root) for
+# musl-gcc, since ring compiles C for the TLS code; for arm64, Debian's
+# gcc-aarch64-linux-gnu for the same C (linked by the toolchain's own
+# rust-lld, so no musl cross toolchain is needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TRIPLE=x86_64-unknown-linux-musl
+ARCH=amd64
+while [ $# -gt 0 ]; do
+    case $1 in
+        --arch) ARCH=${2:?--arch needs amd64 or arm64}; shift 2 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "build-static: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
 TARGET=${CARGO_TARGET_DIR:-target}
-OUT=$TARGET/static
+case $ARCH in
+    amd64) TRIPLE=x86_64-unknown-linux-musl; OUT=$TARGET/static ;;
+    arm64) TRIPLE=aarch64-unknown-linux-musl; OUT=$TARGET/static/arm64 ;;
+    *) echo "build-static: --arch $ARCH: amd64 or arm64" >&2; exit 2 ;;
+esac
 
 say() { printf 'build-static: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
-if [ "$(uname -m)" != x86_64 ]; then
-    die "this script builds for x86_64; the machine is $(uname -m)"
-fi
+install_package() { # PACKAGE WHY
+    [ "$(id -u)" -eq 0 ] || die "$2 is missing: install $1 (apt-get install $1) as root"
+    say "installing $1 ($2)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+}
 
 # The toolchain pieces.
 if ! rustup target list --installed 2>/dev/null | grep -qx "$TRIPLE"; then
@@ -40,15 +68,27 @@ if ! rustup target list --installed 2>/dev/null | grep -qx "$TRIPLE"; then
     say "adding the Rust target $TRIPLE"
     rustup target add "$TRIPLE"
 fi
-if ! command -v musl-gcc >/dev/null; then
-    [ "$(id -u)" -eq 0 ] || die "musl-gcc is missing: install musl-tools (apt-get install musl-tools) as root"
-    say "installing musl-tools (musl-gcc, for ring's C code)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools
+if [ "$ARCH" = amd64 ]; then
+    if [ "$(uname -m)" != x86_64 ]; then
+        die "amd64 is built on x86_64 only; the machine is $(uname -m)"
+    fi
+    command -v musl-gcc >/dev/null || install_package musl-tools "musl-gcc, for ring's C code"
+    # ring's build script compiles C with the cc crate; point it at musl's
+    # wrapper so that the C code links against musl, not glibc.
+    export CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc}
+else
+    command -v aarch64-linux-gnu-gcc >/dev/null ||
+        install_package gcc-aarch64-linux-gnu "a C cross compiler, for ring's C code"
+    # ring's C (no libc calls) compiles with the GNU cross compiler; the
+    # Rust toolchain's own lld links against Rust's bundled musl.
+    export CC_aarch64_unknown_linux_musl=${CC_aarch64_unknown_linux_musl:-aarch64-linux-gnu-gcc}
+    export AR_aarch64_unknown_linux_musl=${AR_aarch64_unknown_linux_musl:-aarch64-linux-gnu-ar}
+    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER:-rust-lld}
 fi
-# ring's build script compiles C with the cc crate; point it at musl's
-# wrapper so that the C code links against musl, not glibc.
-export CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc}
+CARGO_BUILD=(cargo build)
+if cargo auditable --version >/dev/null 2>&1; then
+    CARGO_BUILD=(cargo auditable build)
+fi
 
 mkdir -p "$OUT"
 
@@ -56,8 +96,8 @@ mkdir -p "$OUT"
 build() {
     local variant=$1 name=$2
     shift 2
-    say "building $variant: cargo build --locked --release --target $TRIPLE $*"
-    cargo build --locked --release --target "$TRIPLE" --bin kubexit "$@"
+    say "building $variant: ${CARGO_BUILD[*]} --locked --release --target $TRIPLE $*"
+    "${CARGO_BUILD[@]}" --locked --release --target "$TRIPLE" --bin kubexit "$@"
     # Both variants land on the same path; copy each before the next build.
     cp "$TARGET/$TRIPLE/release/kubexit" "$OUT/$name.tmp"
     mv "$OUT/$name.tmp" "$OUT/$name"
@@ -110,9 +150,23 @@ check_empty_root() {
     rm -f "$root.out" "$root.err"
 }
 
+# runs_here: whether this machine runs the target's binaries directly:
+# natively, or through a registered qemu binfmt_misc handler.
+runs_here() {
+    [ "$ARCH" = amd64 ] && return 0
+    [ "$(uname -m)" = aarch64 ] && return 0
+    grep -qs '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64
+}
+
 for bin in "$OUT/kubexit" "$OUT/kubexit-slim"; do
     check_static "$bin"
-    check_empty_root "$bin"
+    if runs_here; then
+        check_empty_root "$bin"
+    elif command -v qemu-aarch64-static >/dev/null; then
+        say "$bin: runs under qemu-aarch64-static: $(qemu-aarch64-static "$bin" --version) (no binfmt_misc handler: no run in an empty root)"
+    else
+        say "$bin: not run: neither an arm64 machine nor qemu-user-static"
+    fi
 done
 
 printf '\n%-48s %10s %8s\n' binary bytes MiB

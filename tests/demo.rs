@@ -7,7 +7,11 @@ fn the_readme_demo_tells_the_story() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/demo/romeo-and-juliet.sh");
     let output = Command::new("bash")
         .arg(script)
-        .env("KUBEXIT_BIN", env!("CARGO_BIN_EXE_kubexit"))
+        .env(
+            "KUBEXIT_BIN",
+            std::env::var_os("KUBEXIT_TEST_BINARY")
+                .unwrap_or_else(|| env!("CARGO_BIN_EXE_kubexit").into()),
+        )
         .output()
         .expect("run the demo");
     let stdout = String::from_utf8_lossy(&output.stdout);

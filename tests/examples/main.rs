@@ -71,7 +71,7 @@ fn every_kubernetes_example_is_a_valid_object_with_a_valid_kubexit_setup() {
         }
         let pods = check_manifest(&file, &fs::read_to_string(&path).unwrap(), &mut problems);
         if pods == 0 {
-            problems.push(format!("{file}: no Job or Pod in it"));
+            problems.push(format!("{file}: no Job or Pod that runs kubexit"));
         }
         checked.push(file);
     }
@@ -306,7 +306,9 @@ fn every_docs_page_opens_with_its_question_and_is_on_the_readme_map() {
         let mut lines = text.lines();
         let title = lines.next().unwrap_or_default();
         let blank = lines.next().unwrap_or_default();
-        let question = lines.next().unwrap_or_default();
+        // The question is the first paragraph, on one line or several.
+        let question: Vec<&str> = lines.take_while(|l| !l.is_empty()).collect();
+        let question = question.join(" ");
         let opens_well = title.starts_with("# ")
             && blank.is_empty()
             && question.starts_with('*')

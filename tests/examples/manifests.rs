@@ -183,7 +183,11 @@ pub fn kubernetes_container(origin: &str, c: &Container) -> ContainerSpec {
     }
 }
 
-pub fn check_pod_spec(origin: &str, spec: &PodSpec, problems: &mut Problems) {
+/// Checks a pod's containers, and the pod's kubexits together; returns
+/// whether kubexit runs in it. A pod where nothing refers to kubexit is a
+/// plain manifest (what `kubexit inject` reads, say): only its objects
+/// are checked.
+pub fn check_pod_spec(origin: &str, spec: &PodSpec, problems: &mut Problems) -> bool {
     let volumes: Vec<&str> = spec
         .volumes
         .iter()
@@ -197,7 +201,16 @@ pub fn check_pod_spec(origin: &str, spec: &PodSpec, problems: &mut Problems) {
         .chain(&spec.containers)
         .collect();
     let mut supervised = Vec::new();
+    let mut refers_to_kubexit = false;
     for c in &all {
+        let spec = kubernetes_container(origin, c);
+        refers_to_kubexit |= spec.env.keys().any(|k| k.starts_with("KUBEXIT_"))
+            || spec
+                .entrypoint
+                .iter()
+                .chain(&spec.cmd)
+                .flatten()
+                .any(|w| w.contains("kubexit"));
         for m in c.volume_mounts.iter().flatten() {
             if !volumes.contains(&m.name.as_str()) {
                 problems.push(format!(
@@ -206,10 +219,14 @@ pub fn check_pod_spec(origin: &str, spec: &PodSpec, problems: &mut Problems) {
                 ));
             }
         }
-        supervised.extend(check_container(&kubernetes_container(origin, c), problems));
+        supervised.extend(check_container(&spec, problems));
+    }
+    if !refers_to_kubexit {
+        return false;
     }
     let containers: Vec<String> = all.iter().map(|c| c.name.clone()).collect();
     check_pod(origin, &supervised, &containers, problems);
+    true
 }
 
 /// Parses `doc` as `T` and back: the typed object must hold every field.
@@ -270,7 +287,7 @@ fn as_applied(origin: &str, doc: &Value, problems: &mut Problems) -> Value {
 }
 
 /// Checks one Kubernetes object, and the pod inside it if any; returns
-/// whether it held a pod.
+/// whether it held a pod that runs kubexit.
 pub fn check_object(origin: &str, doc: &Value, problems: &mut Problems) -> bool {
     let kind = doc["kind"].as_str().unwrap_or_default();
     let origin = format!("{origin} ({kind} {})", doc["metadata"]["name"]);
@@ -318,15 +335,13 @@ pub fn check_object(origin: &str, doc: &Value, problems: &mut Problems) -> bool 
         }
     };
     match spec {
-        Some(spec) => {
-            check_pod_spec(&origin, &spec, problems);
-            true
-        }
+        Some(spec) => check_pod_spec(&origin, &spec, problems),
         None => false,
     }
 }
 
-/// Checks every object of a YAML stream; returns how many held a pod.
+/// Checks every object of a YAML stream; returns how many held a pod
+/// that runs kubexit.
 pub fn check_manifest(origin: &str, text: &str, problems: &mut Problems) -> usize {
     let docs: Vec<Value> = match serde_saphyr::from_multiple(text) {
         Ok(docs) => docs,

@@ -89,8 +89,17 @@ pub struct Kubexit {
     command: Command,
 }
 
+/// The kubexit binary under test: the one cargo built, or another build
+/// named by `KUBEXIT_TEST_BINARY` (`.ci/run` runs tests again with the
+/// static arm64 binary, under qemu-user-static).
+pub fn kubexit_binary() -> PathBuf {
+    std::env::var_os("KUBEXIT_TEST_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kubexit")))
+}
+
 pub fn kubexit() -> Kubexit {
-    wrapped(Command::new(env!("CARGO_BIN_EXE_kubexit")))
+    wrapped(Command::new(kubexit_binary()))
 }
 
 /// kubexit as PID 1 of a PID namespace of its own, as in a container of a
@@ -100,7 +109,7 @@ pub fn kubexit_pid_1() -> Kubexit {
     let mut command = Command::new("unshare");
     command
         .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-        .arg(env!("CARGO_BIN_EXE_kubexit"));
+        .arg(kubexit_binary());
     wrapped(command)
 }
 

@@ -6,7 +6,8 @@
 # Into DIR (default $TARGET/dist, $TARGET being $CARGO_TARGET_DIR or
 # target/):
 #   kubexit-VERSION-linux-amd64.tar.gz   the static binaries kubexit (full)
-#   kubexit-VERSION-linux-arm64.tar.gz   and kubexit-slim, README.md, in a
+#   kubexit-VERSION-linux-arm64.tar.gz   and kubexit-slim, README.md and
+#                                        LICENSE (Apache-2.0), in a
 #                                        directory of the same name
 #   kubexit-VERSION.oci.tar              the busybox image, and the scratch
 #   kubexit-VERSION-scratch.oci.tar      image, each an OCI archive holding an
@@ -65,7 +66,7 @@ for arch in amd64 arm64; do
     stage=$(mktemp -d)
     mkdir "$stage/$name"
     install -m 0755 "$dir/kubexit" "$dir/kubexit-slim" "$stage/$name/"
-    install -m 0644 README.md "$stage/$name/"
+    install -m 0644 README.md LICENSE "$stage/$name/"
     tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$SOURCE_DATE_EPOCH" \
         -C "$stage" -cf - "$name" | gzip -9 -n >"$OUT/$name.tar.gz"
     rm -rf "$stage"

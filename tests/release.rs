@@ -176,6 +176,9 @@ fn the_release_artefacts_verify_and_carry_their_dependencies() {
         let unpacked = tempfile::tempdir().unwrap();
         let tarball = dir.join(format!("{name}.tar.gz"));
         run("tar", &["-xzf", tarball.to_str().unwrap()], unpacked.path());
+        let licence = fs::read_to_string(unpacked.path().join(&name).join("LICENSE"))
+            .unwrap_or_else(|e| panic!("{name}/LICENSE: {e}"));
+        assert!(licence.contains("Apache License"), "{name}/LICENSE");
         for (binary, full) in [("kubexit", true), ("kubexit-slim", false)] {
             let path = unpacked.path().join(&name).join(binary);
             let bytes = fs::read(&path).unwrap_or_else(|e| panic!("{name}/{binary}: {e}"));

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 
@@ -42,6 +42,8 @@ pub struct Exchange {
     pub token: String,
     /// The status the server answered, once its answer has begun.
     pub status: Option<u16>,
+    /// When the request arrived.
+    pub at: Instant,
 }
 
 impl Exchange {
@@ -212,6 +214,7 @@ fn relay(
             target,
             token,
             status: None,
+            at: Instant::now(),
         });
         exchanges.len() - 1
     };

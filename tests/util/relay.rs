@@ -160,6 +160,9 @@ fn is_tick(err: &io::Error) -> bool {
     )
 }
 
+/// One connection from kubexit: its one request, noted and forwarded,
+/// and the server's answer copied back as it comes, until the server ends
+/// it or the relay cuts it.
 fn relay(
     tcp: TcpStream,
     tls: Arc<rustls::ServerConfig>,

@@ -537,8 +537,8 @@ impl Follower {
                         "403 Forbidden ({}): kubexit needs to get, list and watch pods in \
                          namespace {ns}. Grant it to the pod's service account with a Role \
                          (apiGroups: [\"\"], resources: [\"pods\"], verbs: [\"get\", \"list\", \
-                         \"watch\"]) and a RoleBinding in namespace {ns}; the README's \
-                         \"Kubernetes API mode\" section has both",
+                         \"watch\"]) and a RoleBinding in namespace {ns}; kubexit's \
+                         docs/rbac.md has both",
                         status.message,
                         ns = self.namespace
                     ),

@@ -1,85 +1,40 @@
-//! A loopback Kubernetes API server for one pod, speaking the real wire
-//! format over HTTPS: `GET /api/v1/namespaces/NS/pods?fieldSelector=...`
-//! answers a `PodList` with a `resourceVersion`; the same with `watch=true`
-//! streams chunked JSON lines (`{"type":"MODIFIED","object":{...}}`) from
-//! the requested version on. Failures are `Status` objects, as the real
-//! server sends them, and an expired version gets a `410 Gone` ERROR event.
+//! A fake Kubernetes API server for one pod, kept for the faults the real
+//! one (`util/k8s.rs`) cannot be made to show on demand: a watch that the
+//! server ends early and cleanly (the real one does so at a timeout of its
+//! choosing, minutes away), `410 Gone` for a version it no longer keeps (the
+//! real one keeps far more history than a test can outrun), a `404` for the
+//! list (the real one answers a list in a missing namespace with an empty
+//! list), and listening on `::1` (`k8s/up` binds the real one to 127.0.0.1,
+//! with no `::1` in its certificate). Each test that uses it says which.
 //!
-//! It has its own CA (made with the openssl command line), serves a leaf
-//! certificate for 127.0.0.1 and ::1, and checks the bearer token, so the
-//! client's TLS and authentication are exercised for real. A test changes
-//! the pod, ends watches, expires versions or makes the server refuse, and
-//! reads back the requests it received.
+//! It speaks the real wire format over HTTPS: `GET
+//! /api/v1/namespaces/NS/pods?fieldSelector=...` answers a `PodList` with a
+//! `resourceVersion`; the same with `watch=true` streams chunked JSON lines
+//! (`{"type":"MODIFIED","object":{...}}`) from the requested version on.
+//! Failures are `Status` objects, as the real server sends them, and an
+//! expired version gets a `410 Gone` ERROR event. Its CA and certificate are
+//! made fresh (`util/loopback_tls.rs`), and it checks the bearer token, so
+//! the client's TLS and authentication are exercised for real.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 
-use super::Kubexit;
+use crate::cluster_pod::{self, Container, POD};
+use crate::loopback_tls;
+use crate::util::Kubexit;
 
 pub const NAMESPACE: &str = "batch";
-pub const POD: &str = "job-abc";
 const TOKEN: &str = "test-service-account-token";
 
-/// How a container shows up in the pod's status.
-#[derive(Clone, Copy, Debug)]
-pub enum Container {
-    Waiting,
-    Running { ready: bool },
-    Terminated(i32),
-}
-
-/// A pod object with the given regular containers and init containers
-/// (`sidecar` makes an init container a native sidecar).
-pub fn pod(containers: &[(&str, Container)], init: &[(&str, Container, bool)]) -> Value {
-    let status = |name: &str, c: Container| {
-        let (ready, state) = match c {
-            Container::Waiting => (false, json!({"waiting": {"reason": "ContainerCreating"}})),
-            Container::Running { ready } => (
-                ready,
-                json!({"running": {"startedAt": "2026-11-25T10:00:00Z"}}),
-            ),
-            Container::Terminated(code) => (
-                false,
-                json!({"terminated": {"exitCode": code, "reason": "Error"}}),
-            ),
-        };
-        json!({"name": name, "ready": ready, "restartCount": 0, "image": "busybox",
-               "imageID": "", "state": state})
-    };
-    json!({
-        "kind": "Pod",
-        "apiVersion": "v1",
-        "metadata": {"name": POD, "namespace": NAMESPACE, "resourceVersion": "0"},
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": containers.iter().map(|(n, _)| json!({"name": n, "image": "busybox"}))
-                .collect::<Vec<_>>(),
-            "initContainers": init.iter().map(|(n, _, sidecar)| {
-                let mut c = json!({"name": n, "image": "busybox"});
-                if *sidecar {
-                    c["restartPolicy"] = json!("Always");
-                }
-                c
-            }).collect::<Vec<_>>(),
-        },
-        "status": {
-            "phase": "Pending",
-            "containerStatuses": containers.iter().map(|(n, c)| status(n, *c))
-                .collect::<Vec<_>>(),
-            "initContainerStatuses": init.iter().map(|(n, c, _)| status(n, *c))
-                .collect::<Vec<_>>(),
-        }
-    })
+/// The pod in namespace `NAMESPACE`, with these containers.
+pub fn pod(containers: &[(&str, Container)]) -> Value {
+    cluster_pod::pod(NAMESPACE, containers, &[])
 }
 
 struct State {
@@ -93,11 +48,7 @@ struct State {
     generation: u64,
     /// When set, every request gets this error status.
     refuse: Option<u16>,
-    /// The one bearer token accepted.
-    token: String,
     requests: Vec<String>,
-    /// The bearer token each request carried.
-    tokens: Vec<String>,
 }
 
 pub struct ApiServer {
@@ -116,17 +67,10 @@ impl ApiServer {
     /// Serves on the given loopback address: `127.0.0.1` or `::1`.
     pub fn start_on(host: &'static str, pod: Option<Value>) -> ApiServer {
         let account = tempfile::tempdir().expect("temporary directory");
-        let (certs, key) = make_certificates(account.path());
+        // The CA goes where the service account's ca.crt does.
+        let tls = loopback_tls::server_config(account.path());
         fs::write(account.path().join("token"), TOKEN).unwrap();
         fs::write(account.path().join("namespace"), NAMESPACE).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("server certificate");
-        let tls = Arc::new(tls);
         let listener = TcpListener::bind((host, 0)).expect("bind the API server");
         let port = listener.local_addr().unwrap().port();
         let mut state = State {
@@ -136,9 +80,7 @@ impl ApiServer {
             compacted: 0,
             generation: 0,
             refuse: None,
-            token: TOKEN.to_owned(),
             requests: Vec::new(),
-            tokens: Vec::new(),
         };
         if let Some(pod) = pod {
             state.pod = Some(versioned(pod, 1));
@@ -167,10 +109,6 @@ impl ApiServer {
             .env("KUBERNETES_SERVICE_PORT", self.port.to_string())
             .env("KUBEXIT_SERVICE_ACCOUNT_DIR", self.account.path())
             .env("KUBEXIT_POD_NAME", POD);
-    }
-
-    pub fn account_dir(&self) -> &Path {
-        self.account.path()
     }
 
     fn change(&self, f: impl FnOnce(&mut State)) {
@@ -207,25 +145,9 @@ impl ApiServer {
         self.change(|s| s.generation += 1);
     }
 
-    /// Answers every request with this error status until `serve_normally`.
+    /// Answers every request with this error status from now on.
     pub fn refuse(&self, code: u16) {
         self.change(|s| s.refuse = Some(code));
-    }
-
-    pub fn serve_normally(&self) {
-        self.change(|s| s.refuse = None);
-    }
-
-    /// Rotates the service account token, as the kubelet does: the file
-    /// gets a new token, and from now on the server accepts only that one.
-    pub fn rotate_token(&self, token: &str) {
-        fs::write(self.account.path().join("token"), token).unwrap();
-        self.change(|s| s.token = token.to_owned());
-    }
-
-    /// The bearer tokens the requests carried, in order.
-    pub fn tokens(&self) -> Vec<String> {
-        self.shared.0.lock().unwrap().tokens.clone()
     }
 
     /// The request targets received so far (path and query).
@@ -258,76 +180,6 @@ impl Drop for ApiServer {
 fn versioned(mut pod: Value, version: u64) -> Value {
     pod["metadata"]["resourceVersion"] = json!(version.to_string());
     pod
-}
-
-/// A CA and a leaf certificate for the loopback addresses, by the openssl
-/// command line; the CA goes where the service account's ca.crt does.
-fn make_certificates(dir: &Path) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl is needed to make test certificates (.ci/run installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"],
-        &ec[..],
-        &["-days", "1", "-subj", "/CN=test-ca"],
-    ]
-    .concat()
-    .iter()
-    .chain(&["-keyout", "ca.key", "-out", "ca.crt"])
-    .copied()
-    .collect::<Vec<_>>());
-    run(&[&["req"], &ec[..], &["-subj", "/CN=kube-apiserver"]]
-        .concat()
-        .iter()
-        .chain(&["-keyout", "server.key", "-out", "server.csr"])
-        .copied()
-        .collect::<Vec<_>>());
-    fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\n\
-         basicConstraints=CA:FALSE\n\
-         extendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.crt",
-    ]);
-    let certs = CertificateDer::pem_file_iter(dir.join("server.crt"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
-    (certs, key)
 }
 
 type Tls = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;
@@ -363,8 +215,7 @@ fn serve(tcp: TcpStream, tls: Arc<rustls::ServerConfig>, shared: Arc<(Mutex<Stat
     let (lock, wake) = &*shared;
     let mut state = lock.lock().unwrap();
     state.requests.push(target.clone());
-    state.tokens.push(bearer.clone());
-    let authorized = bearer == state.token;
+    let authorized = bearer == TOKEN;
     let expected = format!("/api/v1/namespaces/{NAMESPACE}/pods?");
     if !authorized {
         drop(state);
@@ -373,14 +224,6 @@ fn serve(tcp: TcpStream, tls: Arc<rustls::ServerConfig>, shared: Arc<(Mutex<Stat
     if let Some(code) = state.refuse {
         drop(state);
         let (reason, message) = match code {
-            403 => (
-                "Forbidden",
-                format!(
-                    "pods is forbidden: User \"system:serviceaccount:{NAMESPACE}:default\" \
-                     cannot list resource \"pods\" in API group \"\" in the namespace \
-                     \"{NAMESPACE}\""
-                ),
-            ),
             404 => ("NotFound", format!("namespaces \"{NAMESPACE}\" not found")),
             _ => ("InternalError", "the server is not well".to_owned()),
         };

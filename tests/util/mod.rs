@@ -418,14 +418,38 @@ impl Running {
 }
 
 impl Drop for Running {
-    /// A test that fails before `finish` must not leave kubexit (and the
-    /// inotify instance it holds) running into the next tests.
+    /// A kubexit a test leaves running (it failed before `finish`, or it
+    /// had no more to show) must not outlive the test, nor leave its child
+    /// running as an orphan: kubexit is killed, then the process groups of
+    /// its children (a SIGKILLed kubexit cannot stop them itself).
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
+            let children = children_of(self.pid());
             let _ = kill(self.pid(), Signal::SIGKILL);
             let _ = self.child.wait();
+            for child in children {
+                let _ = kill(Pid::from_raw(-child.as_raw()), Signal::SIGKILL);
+                let _ = kill(child, Signal::SIGKILL);
+            }
         }
     }
+}
+
+/// The children of `pid`, from the kernel's per-thread lists.
+fn children_of(pid: Pid) -> Vec<Pid> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .map(Pid::from_raw)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Whether a process exists (a zombie counts as existing).

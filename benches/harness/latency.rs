@@ -25,6 +25,13 @@
 //! default; `--linger` keeps the children alive until all have been timed,
 //! which leaves the reactions alone, to show what that competition costs.
 //!
+//! By default `main` has no tombstone until it dies, so the death is the
+//! first tombstone a dependent ever reads. With `--born-first`, `main`'s
+//! `Born` is written before the dependents start (as when the main
+//! container started first): each dependent then reads and parses a
+//! tombstone at start-up, and the death finds that code already run once.
+//! The difference between the two shows what a cold reaction path costs.
+//!
 //! **Wake-ups.** Just before the death is written, the harness reads every
 //! supervisor's voluntary context switches (all threads) from /proc: each
 //! is one sleep, so one wake-up, from its start to that moment. With one
@@ -72,6 +79,11 @@ pub struct Series {
     /// Each dependent's wake-ups from then to its exit, its child's
     /// included (`wait4` counts the children a process reaped).
     pub wakeups_after: Vec<u64>,
+    /// Each dependent's CPU time from then to its exit, ns: `wait4`'s
+    /// user and system time, less what it had used before (from /proc)
+    /// and less what its child had used when it reported its signal (the
+    /// child's exit, after that, stays in).
+    pub cpu_after: Vec<u64>,
 }
 
 /// The latencies of one fan-out, for every subject, over its runs.
@@ -95,6 +107,16 @@ struct Run {
     polling: usize,
     wakeups_before: Vec<u64>,
     wakeups_after: Vec<u64>,
+    cpu_after: Vec<u64>,
+}
+
+/// How the runs are made: the default measures a real fan-out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Children stay alive until every dependent has been timed.
+    pub linger: bool,
+    /// `main`'s `Born` is written before the dependents start.
+    pub born_first: bool,
 }
 
 /// Measures `runs` runs of `dependents` supervisors stopping on one death,
@@ -106,7 +128,7 @@ pub fn measure(
     subjects: &[Subject],
     dependents: usize,
     runs: usize,
-    linger: bool,
+    options: Options,
 ) -> Result<Fanout, String> {
     let limit = Raised::ensure(&Need {
         uid: bench.uid.unwrap_or_else(crate::limits::own_uid),
@@ -141,13 +163,14 @@ pub fn measure(
             polling: 0,
             wakeups_before: Vec::with_capacity(runs * dependents),
             wakeups_after: Vec::with_capacity(runs * dependents),
+            cpu_after: Vec::with_capacity(runs * dependents),
         })
         .collect();
     for run in 0..runs {
         for turn in 0..series.len() {
             let index = (run + turn) % series.len();
             let one = &mut series[index];
-            let result = one_run(bench, &one.subject, dependents, run, linger).map_err(|e| {
+            let result = one_run(bench, &one.subject, dependents, run, options).map_err(|e| {
                 format!(
                     "{}, fan-out {dependents}, run {}: {e}",
                     one.subject,
@@ -160,6 +183,7 @@ pub fn measure(
             one.polling += result.polling;
             one.wakeups_before.extend(result.wakeups_before);
             one.wakeups_after.extend(result.wakeups_after);
+            one.cpu_after.extend(result.cpu_after);
         }
         if dependents > 1 || (run + 1) % 100 == 0 || run + 1 == runs {
             let latest: Vec<String> = series
@@ -193,14 +217,17 @@ fn one_run(
     subject: &Subject,
     dependents: usize,
     run: usize,
-    linger: bool,
+    options: Options,
 ) -> Result<Run, String> {
     let dir = bench.run_dir(&format!("fanout-{}-{dependents}-run-{run}", subject.key))?;
     let mut fleet = Fleet::default();
     let setup = Setup {
-        linger,
+        linger: options.linger,
         ..bench.setup(&dir, subject)
     };
+    if options.born_first {
+        dir.record(DEPENDENCY, false)?;
+    }
     for i in 0..dependents {
         fleet.spawn(&setup, &format!("dependent-{i}"), DEPENDENCY)?;
     }
@@ -211,7 +238,7 @@ fn one_run(
 
     let guard = fleet.guard(bench.watchdog, Duration::from_secs(30));
     let died = dir.bury(DEPENDENCY)?;
-    if linger {
+    if options.linger {
         fleet.wait_reports(Duration::from_secs(30))?;
         fleet.release();
     }
@@ -222,6 +249,7 @@ fn one_run(
         polling: 0,
         wakeups_before: Vec::with_capacity(dependents),
         wakeups_after: Vec::with_capacity(dependents),
+        cpu_after: Vec::with_capacity(dependents),
     };
     for (index, ended) in reaped {
         let member = &fleet.members[index];
@@ -243,6 +271,16 @@ fn one_run(
                 .wakeups_after
                 .push(ended.wakeups.saturating_sub(before));
         }
+        if let (Some(before), Some(report)) =
+            (member.cpu_before, victim::read_report(&member.report))
+        {
+            result.cpu_after.push(
+                ended
+                    .cpu_ns
+                    .saturating_sub(before)
+                    .saturating_sub(report.cpu_ns),
+            );
+        }
     }
     for member in &fleet.members {
         result.latencies.push(signalled_after(member, died)?);
@@ -252,7 +290,11 @@ fn one_run(
 
 /// How long after `died` the member's child received SIGTERM.
 fn signalled_after(member: &Member, died: u64) -> Result<u64, String> {
-    let (signalled, signal) = victim::read_report(&member.report).ok_or_else(|| {
+    let victim::Report {
+        at: signalled,
+        signal,
+        ..
+    } = victim::read_report(&member.report).ok_or_else(|| {
         format!(
             "the child of {} was never signalled: {}",
             member.name,

@@ -122,7 +122,7 @@ struct Args {
     #[arg(long, value_name = "N")]
     tombstones: Option<usize>,
 
-    /// Start-ups timed per variant [default: 30; smoke 3].
+    /// Start-ups timed per variant [default: 100; smoke 3].
     #[arg(long, value_name = "N")]
     startup_runs: Option<usize>,
 
@@ -136,6 +136,12 @@ struct Args {
     /// being timed. For analysis; the default measures a real fan-out.
     #[arg(long)]
     linger: bool,
+
+    /// Latency and fan-out with `main`'s Born tombstone written before the
+    /// dependents start, so that each reads and parses one at start-up and
+    /// the death finds that path warm. For analysis.
+    #[arg(long)]
+    born_first: bool,
 
     /// Only these measurements (comma-separated); all by default (the
     /// smoke run leaves out scale unless named here).
@@ -193,7 +199,7 @@ impl Sizes {
             memory_runs: pick(args.memory_runs, 5, 1),
             idle: Duration::from_secs(args.idle_seconds.unwrap_or(if args.smoke { 1 } else { 10 })),
             tombstones: pick(args.tombstones, 10_000, 100),
-            startup_runs: pick(args.startup_runs, 30, 3),
+            startup_runs: pick(args.startup_runs, 100, 3),
             scale: pick(args.scale, 1000, 20),
         };
         let counts = [
@@ -381,6 +387,17 @@ fn run(args: &Args, words: &[OsString]) -> Result<(), String> {
                 .to_owned(),
         );
     }
+    if args.born_first {
+        results.notes.push(
+            "--born-first: `main`'s Born tombstone was written before the dependents \
+             started, so each had read and parsed one before the death"
+                .to_owned(),
+        );
+    }
+    let options = latency::Options {
+        linger: args.linger,
+        born_first: args.born_first,
+    };
     if wanted(Measurement::Latency) {
         eprintln!("latency: 1 dependent, {} runs each", sizes.runs);
         results.latency.push(latency::measure(
@@ -388,7 +405,7 @@ fn run(args: &Args, words: &[OsString]) -> Result<(), String> {
             &side_by_side,
             1,
             sizes.runs,
-            args.linger,
+            options,
         )?);
     }
     if wanted(Measurement::Fanout) {
@@ -402,7 +419,7 @@ fn run(args: &Args, words: &[OsString]) -> Result<(), String> {
                 &side_by_side,
                 dependents,
                 sizes.fanout_runs,
-                args.linger,
+                options,
             )?;
             results.notes.extend(fanout.notes.iter().cloned());
             for series in &fanout.series {

@@ -90,8 +90,14 @@ impl RunDir {
     /// event kubexits see. Returns CLOCK_MONOTONIC read just before the
     /// rename.
     pub fn bury(&self, name: &str) -> Result<u64, String> {
+        self.record(name, true)
+    }
+
+    /// Writes `name`'s tombstone, dead or born and ready, the way
+    /// [`RunDir::bury`] does.
+    pub fn record(&self, name: &str, dead: bool) -> Result<u64, String> {
         let temp = self.work.join(format!(".{name}.tombstone"));
-        fs::write(&temp, tombstone(true))
+        fs::write(&temp, tombstone(dead))
             .map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
         let target = self.yard.join(name);
         let before = victim::monotonic_ns();
@@ -135,6 +141,8 @@ pub struct Member {
     /// The supervisor's voluntary context switches (all threads) when
     /// [`Fleet::count_wakeups`] last looked.
     pub wakeups_before: Option<u64>,
+    /// Its on-CPU time (all threads) then, ns.
+    pub cpu_before: Option<u64>,
     reaped: bool,
 }
 
@@ -153,6 +161,9 @@ pub struct Reaped {
     /// Voluntary context switches over its whole life, all threads, and
     /// the children it reaped: each is one sleep, so one wake-up.
     pub wakeups: u64,
+    /// User and system time over its whole life, the children it reaped
+    /// included, ns.
+    pub cpu_ns: u64,
 }
 
 /// Removes the harness's own `KUBEXIT_*` variables from a command's
@@ -179,6 +190,7 @@ impl Fleet {
             spawned_at: 0,
             victim: None,
             wakeups_before: None,
+            cpu_before: None,
             reaped: false,
         };
         let log = File::create(&member.log)
@@ -213,11 +225,12 @@ impl Fleet {
         Ok(())
     }
 
-    /// Notes every supervisor's voluntary context switches so far, for the
-    /// wake-up count of the phase that ends now.
+    /// Notes every supervisor's voluntary context switches and CPU time so
+    /// far, for the counts of the phase that ends now.
     pub fn count_wakeups(&mut self) {
         for member in &mut self.members {
             member.wakeups_before = voluntary_switches(member.pid);
+            member.cpu_before = cpu_ns(member.pid);
         }
     }
 
@@ -486,6 +499,7 @@ fn decode(pid: i32, status: i32, usage: &libc::rusage) -> Reaped {
         pid,
         code,
         wakeups: u64::try_from(usage.ru_nvcsw).unwrap_or(0),
+        cpu_ns: victim::timeval_ns(usage.ru_utime) + victim::timeval_ns(usage.ru_stime),
     }
 }
 

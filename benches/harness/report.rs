@@ -641,8 +641,8 @@ impl Results {
             |v: &[u64]| (!v.is_empty()).then(|| v.iter().sum::<u64>() as f64 / v.len() as f64);
         let dash = || "–".to_owned();
         md.push_str(
-            "Wake-ups per dependent (voluntary context switches, all threads), mean (max):\n\n\
-             | | floor | kubexit | Go |\n|---|---|---|---|\n",
+            "Wake-ups (voluntary context switches, all threads) and CPU time per dependent, \
+             mean (max):\n\n| | floor | kubexit | Go |\n|---|---|---|---|\n",
         );
         let mut row = |what: String, cells: [String; 3]| {
             let _ = writeln!(
@@ -656,33 +656,37 @@ impl Results {
                 format!("{m:.1} ({})", v.iter().max().copied().unwrap_or(0))
             })
         };
+        let cpu = |v: &[u64]| {
+            mean(v).map_or_else(dash, |m| {
+                format!(
+                    "{} ({})",
+                    human_ns(m),
+                    human_ns(v.iter().max().copied().unwrap_or(0) as f64)
+                )
+            })
+        };
+        let each = |f: &Fanout, show: &dyn Fn(&Series) -> String| {
+            columns.map(|k| f.of(k).map_or_else(dash, show))
+        };
         if let Some(alone) = alone {
             row(
-                "Alone (1 dependent): start-up, before the death".to_owned(),
-                columns.map(|k| {
-                    alone
-                        .of(k)
-                        .map_or_else(dash, |s| mean_max(&s.wakeups_before))
-                }),
+                "Alone (1 dependent): wake-ups before the death (its start-up)".to_owned(),
+                each(alone, &|s| mean_max(&s.wakeups_before)),
             );
             row(
-                "Alone: from the death to exit (the child's included)".to_owned(),
-                columns.map(|k| {
-                    alone
-                        .of(k)
-                        .map_or_else(dash, |s| mean_max(&s.wakeups_after))
-                }),
+                "Alone: wake-ups from the death to exit (the child's included)".to_owned(),
+                each(alone, &|s| mean_max(&s.wakeups_after)),
+            );
+            row(
+                "Alone: CPU time from the death to exit (the child's exit included)".to_owned(),
+                each(alone, &|s| cpu(&s.cpu_after)),
             );
         }
         for fanout in fanouts {
             let n = fanout.dependents;
             row(
-                format!("Fan-out {n}: before the death (start-up and siblings' births)"),
-                columns.map(|k| {
-                    fanout
-                        .of(k)
-                        .map_or_else(dash, |s| mean_max(&s.wakeups_before))
-                }),
+                format!("Fan-out {n}: wake-ups before the death (start-up, siblings' births)"),
+                each(fanout, &|s| mean_max(&s.wakeups_before)),
             );
             row(
                 format!(
@@ -704,12 +708,12 @@ impl Results {
                 }),
             );
             row(
-                format!("Fan-out {n}: from the death to exit (the child's included)"),
-                columns.map(|k| {
-                    fanout
-                        .of(k)
-                        .map_or_else(dash, |s| mean_max(&s.wakeups_after))
-                }),
+                format!("Fan-out {n}: wake-ups from the death to exit (the child's included)"),
+                each(fanout, &|s| mean_max(&s.wakeups_after)),
+            );
+            row(
+                format!("Fan-out {n}: CPU time from the death to exit (the child's exit included)"),
+                each(fanout, &|s| cpu(&s.cpu_after)),
             );
         }
         md.push('\n');
@@ -886,6 +890,7 @@ impl Results {
                                                         "wakeups_after_death",
                                                         summary(&s.wakeups_after),
                                                     ),
+                                                    ("cpu_ns_after_death", summary(&s.cpu_after)),
                                                 ])
                                             })
                                             .collect(),

@@ -208,9 +208,9 @@ fn one_run(
         let polled = fs::read_to_string(&member.log).is_ok_and(|log| log.contains(POLLING_WARNING));
         run.polling += usize::from(polled);
         match victim::read_report(&member.report) {
-            Some((at, signal)) if signal == nix::libc::SIGTERM => {
+            Some(report) if report.signal == nix::libc::SIGTERM => {
                 run.stopped += 1;
-                let latency = at.saturating_sub(died);
+                let latency = report.at.saturating_sub(died);
                 if polled {
                     run.polling_ns.push(latency);
                 } else {

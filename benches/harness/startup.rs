@@ -82,7 +82,7 @@ pub fn measure(
                 continue;
             }
             let starts = &mut result.series[index / 2];
-            if index % 2 == 0 {
+            if index.is_multiple_of(2) {
                 let elapsed = start_supervisor(bench, &starts.subject, &crowded, run)?;
                 starts.crowded.push(elapsed);
             } else {

@@ -250,12 +250,18 @@ fn nice_above(v: f64) -> f64 {
         .unwrap_or(decade * 10.0)
 }
 
-/// Ticks at 1, 2 and 5 of every decade between `low` and `high`.
+/// Ticks at 1, 2 and 5 of every decade between `low` and `high`, or at 1
+/// and 3 when the axis spans so many decades that labels would overlap.
 fn log_ticks(low: f64, high: f64, label: fn(f64) -> String) -> Vec<(f64, String)> {
+    let steps: &[f64] = if (high / low).log10() > 2.5 {
+        &[1.0, 3.0]
+    } else {
+        &[1.0, 2.0, 5.0]
+    };
     let mut ticks = Vec::new();
     let mut decade = 10f64.powf(low.log10().floor());
     while decade <= high * 1.0001 {
-        for step in [1.0, 2.0, 5.0] {
+        for &step in steps {
             let v = decade * step;
             if v >= low * 0.9999 && v <= high * 1.0001 {
                 ticks.push((v, label(v)));

@@ -409,13 +409,10 @@ impl Results {
 
     fn side_by_side_table(&self, md: &mut String) {
         let columns = ["floor", "kubexit", "go"];
-        md.push_str(
-            "| Measure | floor | kubexit | Go | kubexit / floor | Go / kubexit |\n\
-             |---|---|---|---|---|---|\n",
-        );
+        let mut rows = String::new();
         let mut row = |measure: String, cells: [String; 3], ratios: [String; 2]| {
             let _ = writeln!(
-                md,
+                rows,
                 "| {measure} | {} | {} | {} | {} | {} |",
                 cells[0], cells[1], cells[2], ratios[0], ratios[1]
             );
@@ -627,7 +624,14 @@ impl Results {
                 ],
             );
         }
-        md.push('\n');
+        if !rows.is_empty() {
+            md.push_str(
+                "| Measure | floor | kubexit | Go | kubexit / floor | Go / kubexit |\n\
+                 |---|---|---|---|---|---|\n",
+            );
+            md.push_str(&rows);
+            md.push('\n');
+        }
     }
 
     fn wakeups_table(&self, md: &mut String) {

@@ -159,8 +159,8 @@ pub fn process_usage(pid: i32) -> Usage {
 /// on the machine (a test suite running beside the benchmark, say) can
 /// neither exhaust the instances the subjects need (the floor and the Go
 /// kubexit cannot run without one) nor be starved by a fleet of 1,000.
-/// `programs` must run as that user (they are tried with `--version`) and
-/// `dirs` are opened to it (mode 0755). `None`, with a note, when not root
+/// `programs` must be executable by that user (checked with `test -x`, run
+/// as that user) and `dirs` are opened to it (mode 0755). `None`, with a note, when not root
 /// or when that user cannot be used.
 pub fn fleet_user(programs: &[&Path], dirs: &[&Path], notes: &mut Vec<String>) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
@@ -189,8 +189,11 @@ pub fn fleet_user(programs: &[&Path], dirs: &[&Path], notes: &mut Vec<String>) -
         }
     }
     for program in programs {
-        let runs = std::process::Command::new(program)
-            .arg("--version")
+        let runs = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("test -x \"$1\"")
+            .arg("sh")
+            .arg(program)
             .uid(FLEET_UID)
             .gid(FLEET_UID)
             .stdin(std::process::Stdio::null())

@@ -318,8 +318,17 @@ fn run(args: &Args, words: &[OsString]) -> Result<(), String> {
     }
 
     let mut user_notes = Vec::new();
+    let programs: Vec<&Path> = [Some(args.kubexit.as_path()), Some(harness.as_path())]
+        .into_iter()
+        .chain([
+            args.kubexit_slim.as_deref(),
+            peers.floor.as_ref().map(|s| s.path.as_path()),
+            peers.go.as_ref().map(|s| s.path.as_path()),
+        ])
+        .flatten()
+        .collect();
     let uid = limits::fleet_user(
-        &[&args.kubexit, &harness],
+        &programs,
         &[scratch.path(), floor_dir.path()],
         &mut user_notes,
     );

@@ -1,7 +1,8 @@
-//! Footprint: what a kubexit costs while it waits, in memory, CPU time and
-//! disk.
+//! Footprint: what a supervisor costs while it waits, in memory, CPU time
+//! and disk. kubexit (both builds) is measured beside the floor and the Go
+//! kubexit when they are at hand, taking turns sample by sample.
 //!
-//! * **Memory.** A kubexit with a death dependency supervising a sleeping
+//! * **Memory.** A supervisor with a death dependency supervising a sleeping
 //!   child, once everything sleeps: its peak resident set so far (`VmHWM`,
 //!   start-up included) and its current one (`VmRSS`) from /proc. Not
 //!   `ru_maxrss` from `wait4`: it also counts the children kubexit reaped,
@@ -23,11 +24,12 @@ use std::time::Duration;
 
 use crate::Bench;
 use crate::procs::{self, Fleet, RunDir};
+use crate::subjects::{Kind, Subject};
 
-/// Memory of one build, one sample per run.
+/// Memory of one subject, one sample per run.
 #[derive(Debug, Clone)]
 pub struct Memory {
-    pub build: String,
+    pub subject: Subject,
     /// `VmHWM` while idle, KiB.
     pub idle_peak_kib: Vec<u64>,
     /// `VmRSS` while idle, KiB.
@@ -42,10 +44,10 @@ struct Solo {
 }
 
 impl Solo {
-    fn start(bench: &Bench, label: &str, deps: &str) -> Result<Solo, String> {
-        let dir = RunDir::new(bench.scratch, label)?;
+    fn start(bench: &Bench, subject: &Subject, label: &str, deps: &str) -> Result<Solo, String> {
+        let dir = bench.run_dir(label)?;
         let mut fleet = Fleet::default();
-        fleet.spawn(&dir.setup(bench.kubexit, bench.harness), "sidecar", deps)?;
+        fleet.spawn(&bench.setup(&dir, subject), "sidecar", deps)?;
         fleet.wait_ready(Duration::from_secs(30))?;
         fleet.wait_quiet(Duration::from_secs(2));
         let pid = fleet.members[0].pid;
@@ -60,40 +62,57 @@ impl Solo {
         match reaped.first() {
             Some((_, ended)) if ended.code == 0 => Ok(()),
             Some((_, ended)) => Err(format!(
-                "kubexit exited {}: {}",
+                "the supervisor exited {}: {}",
                 ended.code,
                 procs::log_tail(&self.fleet.members[0].log)
             )),
-            None => Err("kubexit was not reaped".to_owned()),
+            None => Err("the supervisor was not reaped".to_owned()),
         }
     }
 }
 
-/// Samples the memory of `runs` kubexits of `bench.kubexit`, one at a time.
-pub fn memory(bench: &Bench, build: &str, runs: usize) -> Result<Memory, String> {
-    let mut memory = Memory {
-        build: build.to_owned(),
-        idle_peak_kib: Vec::new(),
-        idle_rss_kib: Vec::new(),
-    };
+/// Samples the memory of `runs` supervisors of each subject, one at a
+/// time, the subjects taking turns.
+pub fn memory(bench: &Bench, subjects: &[Subject], runs: usize) -> Result<Vec<Memory>, String> {
+    let mut memories: Vec<Memory> = subjects
+        .iter()
+        .map(|subject| Memory {
+            subject: subject.clone(),
+            idle_peak_kib: Vec::new(),
+            idle_rss_kib: Vec::new(),
+        })
+        .collect();
     for run in 0..runs {
-        let solo = Solo::start(bench, &format!("memory-{build}-{run}"), "main")?;
-        let peak = procs::status_kib(solo.pid, "VmHWM");
-        let rss = procs::status_kib(solo.pid, "VmRSS");
-        solo.stop(bench, "main")?;
-        let (Some(peak), Some(rss)) = (peak, rss) else {
-            return Err("cannot read VmHWM and VmRSS from /proc".to_owned());
-        };
-        memory.idle_peak_kib.push(peak);
-        memory.idle_rss_kib.push(rss);
+        for memory in &mut memories {
+            sample_memory(bench, memory, run)?;
+        }
     }
-    Ok(memory)
+    Ok(memories)
 }
 
-/// What an idle kubexit consumed over the window.
+fn sample_memory(bench: &Bench, memory: &mut Memory, run: usize) -> Result<(), String> {
+    let subject = &memory.subject;
+    let solo = Solo::start(
+        bench,
+        subject,
+        &format!("memory-{}-{run}", subject.key),
+        "main",
+    )?;
+    let peak = procs::status_kib(solo.pid, "VmHWM");
+    let rss = procs::status_kib(solo.pid, "VmRSS");
+    solo.stop(bench, "main")?;
+    let (Some(peak), Some(rss)) = (peak, rss) else {
+        return Err("cannot read VmHWM and VmRSS from /proc".to_owned());
+    };
+    memory.idle_peak_kib.push(peak);
+    memory.idle_rss_kib.push(rss);
+    Ok(())
+}
+
+/// What an idle supervisor consumed over the window.
 #[derive(Debug, Clone)]
 pub struct Idle {
-    pub build: String,
+    pub subject: Subject,
     pub window: Duration,
     pub dependencies: usize,
     /// utime + stime, ms (clock-tick resolution).
@@ -104,10 +123,28 @@ pub struct Idle {
     pub wakeups: Option<u64>,
 }
 
-/// Watches an idle kubexit for `window`.
-pub fn idle(bench: &Bench, build: &str, window: Duration) -> Result<Idle, String> {
-    const DEPENDENCIES: &str = "main,db,cache";
-    let solo = Solo::start(bench, &format!("idle-{build}"), DEPENDENCIES)?;
+impl Idle {
+    /// No CPU time at all over the window: on-CPU time where the kernel
+    /// gives it, else clock ticks.
+    pub fn is_idle(&self) -> bool {
+        self.on_cpu_ns.map_or(self.cpu_ms == 0.0, |ns| ns == 0)
+    }
+}
+
+/// Watches an idle supervisor for `window`. Three death dependencies,
+/// but one for the floor, which takes only one.
+pub fn idle(bench: &Bench, subject: &Subject, window: Duration) -> Result<Idle, String> {
+    let dependencies = if subject.kind == Kind::Floor {
+        "main"
+    } else {
+        "main,db,cache"
+    };
+    let solo = Solo::start(
+        bench,
+        subject,
+        &format!("idle-{}", subject.key),
+        dependencies,
+    )?;
     let read = |pid| {
         (
             procs::cpu_ticks(pid),
@@ -125,9 +162,9 @@ pub fn idle(bench: &Bench, build: &str, window: Duration) -> Result<Idle, String
     };
     let per_second = procs::ticks_per_second();
     Ok(Idle {
-        build: build.to_owned(),
+        subject: subject.clone(),
         window,
-        dependencies: DEPENDENCIES.split(',').count(),
+        dependencies: dependencies.split(',').count(),
         cpu_ms: ticks_after.saturating_sub(ticks_before) as f64 * 1000.0 / per_second as f64,
         on_cpu_ns: before.1.zip(after.1).map(|(b, a)| a.saturating_sub(b)),
         wakeups: before.2.zip(after.2).map(|(b, a)| a.saturating_sub(b)),
@@ -137,17 +174,18 @@ pub fn idle(bench: &Bench, build: &str, window: Duration) -> Result<Idle, String
 /// A binary's size and linkage.
 #[derive(Debug, Clone)]
 pub struct Size {
-    pub build: String,
+    pub subject: Subject,
     pub path: String,
     pub bytes: u64,
     pub is_static: Option<bool>,
 }
 
-pub fn size(build: &str, path: &Path) -> Result<Size, String> {
+pub fn size(subject: &Subject) -> Result<Size, String> {
+    let path: &Path = &subject.path;
     let bytes = fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(Size {
-        build: build.to_owned(),
-        path: path.display().to_string(),
+        subject: subject.clone(),
+        path: crate::paths::shown(path),
         bytes: bytes.len() as u64,
         is_static: has_interpreter(&bytes).map(|interp| !interp),
     })

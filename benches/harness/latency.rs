@@ -1,153 +1,300 @@
 //! Reaction latency: from a death recorded to the dependents' children
-//! receiving the stop signal.
+//! receiving the stop signal, for kubexit and the references (the floor and
+//! the Go kubexit, see the subjects module), by the same method.
 //!
-//! One run: a fresh graveyard; N kubexits, each with the death dependency
-//! `main`, each supervising a victim; wait until every victim runs (kubexit
-//! arms its watch before it starts its child, so a running victim means a
-//! watching kubexit) and everything sleeps; then the harness writes `main`'s
-//! tombstone with `Died` to a temporary file beside the graveyard, reads
-//! CLOCK_MONOTONIC, and renames the file into the graveyard. Each victim
-//! reads the same clock when its `sigtimedwait` returns. A dependent's
-//! latency is the difference; a run's figure is its worst dependent.
+//! One run: a fresh graveyard; N supervisors of one subject, each with the
+//! death dependency `main`, each supervising a victim; wait until every
+//! victim runs (all three arm their graveyard watch before they start their
+//! child, so a running victim means a watching supervisor) and everything
+//! sleeps; then the harness writes `main`'s tombstone with `Died` to a
+//! temporary file beside the graveyard, reads CLOCK_MONOTONIC, and renames
+//! the file into the graveyard. Each victim reads the same clock when its
+//! `sigtimedwait` returns. A dependent's latency is the difference; a run's
+//! figure is its worst dependent. The subjects take turns run by run, so
+//! that the machine's drift (a shared 2-core VM moves by 2× between runs)
+//! falls on all of them alike and their ratio holds.
 //!
 //! The temporary file is written outside the graveyard (on the same
 //! filesystem, so the rename stays atomic): the rename is then the only
-//! event the kubexits see, and what is timed is their reaction to it alone.
+//! event the supervisors see, and what is timed is their reaction to it.
 //!
-//! Once stopped, a dependent's child exits and its kubexit records its own
-//! death, and that write wakes every other kubexit of the graveyard while
-//! some may not have reacted yet: with N dependents, N² wake-ups compete
-//! with the reactions for the CPUs. That is part of a real fan-out, so it is
-//! measured by default; `--linger` keeps the children alive until all have
-//! been timed, which leaves the reactions alone, to show what that
-//! competition costs.
+//! Once stopped, a dependent's child exits and its supervisor records its
+//! own death (kubexit and Go do; the floor does not), and that write wakes
+//! every other supervisor watching the graveyard while some may not have
+//! reacted yet. That is part of a real fan-out, so it is measured by
+//! default; `--linger` keeps the children alive until all have been timed,
+//! which leaves the reactions alone, to show what that competition costs.
 //!
-//! Every kubexit holds one inotify instance. When a fan-out would pass the
-//! per-user limit (`fs.inotify.max_user_instances`), the harness raises it
-//! for the measurement if it may (root) and restores it afterwards; if it
-//! may not, the kubexits beyond the limit fall back to reading the
-//! graveyard every 100 ms, and the result says how many did.
+//! By default `main` has no tombstone until it dies, so the death is the
+//! first tombstone a dependent ever reads. With `--born-first`, `main`'s
+//! `Born` is written before the dependents start (as when the main
+//! container started first): each dependent then reads and parses a
+//! tombstone at start-up, and the death finds that code already run once.
+//! The difference between the two shows what a cold reaction path costs.
+//!
+//! **Wake-ups.** Just before the death is written, the harness reads every
+//! supervisor's voluntary context switches (all threads) from /proc: each
+//! is one sleep, so one wake-up, from its start to that moment. With one
+//! dependent that is a supervisor's own start-up; in a fan-out the excess
+//! is what siblings' births (tombstones that are no dependency of it) cost
+//! it. After the reap, `wait4` gives the whole life's count, so the rest is
+//! what the death and the exit cost (the child's own few included).
+//!
+//! Every supervisor holds one inotify instance. When a fan-out would pass
+//! the per-user limits, the harness raises them for the measurement if it
+//! may (root) and restores them afterwards (see the limits module); if it
+//! may not, kubexits beyond the limit fall back to reading the graveyard
+//! every 100 ms, and the result says how many did, while the floor and the
+//! Go kubexit, which cannot run without inotify, are left out.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::time::Duration;
 
 use crate::Bench;
-use crate::procs::{Fleet, Member, RunDir, Setup, log_tail};
+use crate::limits::{Need, Raised};
+use crate::procs::{Fleet, Member, Setup, log_tail};
 use crate::stats::human_ns;
+use crate::subjects::{Kind, Subject};
 use crate::victim;
 
-/// The dependency every measured kubexit waits on.
+/// The dependency every measured supervisor waits on.
 const DEPENDENCY: &str = "main";
 /// What kubexit logs when it falls back to polling.
 const POLLING_WARNING: &str = "fs.inotify.max_user_instances";
 
-/// The latencies of one fan-out over its runs.
+/// One subject's figures over the runs of one fan-out.
 #[derive(Debug, Clone)]
-pub struct Fanout {
-    pub dependents: usize,
+pub struct Series {
+    pub subject: Subject,
     /// Each run's worst dependent, ns.
     pub worst: Vec<u64>,
     /// Every dependent of every run, ns.
     pub all: Vec<u64>,
-    /// What was done about the inotify limit, if anything.
-    pub limit_note: Option<String>,
     /// Dependents that fell back to polling, over all runs.
     pub polling: usize,
+    /// Each dependent's wake-ups (voluntary context switches, all threads)
+    /// from its start to the moment just before the death is written:
+    /// its own start-up, and every sibling born after it.
+    pub wakeups_before: Vec<u64>,
+    /// Each dependent's wake-ups from then to its exit, its child's
+    /// included (`wait4` counts the children a process reaped).
+    pub wakeups_after: Vec<u64>,
+    /// Each dependent's CPU time from then to its exit, ns: `wait4`'s
+    /// user and system time, less what it had used before (from /proc)
+    /// and less what its child had used when it reported its signal (the
+    /// child's exit, after that, stays in).
+    pub cpu_after: Vec<u64>,
 }
 
-/// Measures `runs` runs of `dependents` kubexits stopping on one death.
+/// The latencies of one fan-out, for every subject, over its runs.
+#[derive(Debug, Clone)]
+pub struct Fanout {
+    pub dependents: usize,
+    pub series: Vec<Series>,
+    /// What was done about the inotify limits, and who was left out.
+    pub notes: Vec<String>,
+}
+
+impl Fanout {
+    pub fn of(&self, key: &str) -> Option<&Series> {
+        self.series.iter().find(|s| s.subject.key == key)
+    }
+}
+
+/// What one run of one subject gave.
+struct Run {
+    latencies: Vec<u64>,
+    polling: usize,
+    wakeups_before: Vec<u64>,
+    wakeups_after: Vec<u64>,
+    cpu_after: Vec<u64>,
+}
+
+/// How the runs are made: the default measures a real fan-out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Children stay alive until every dependent has been timed.
+    pub linger: bool,
+    /// `main`'s `Born` is written before the dependents start.
+    pub born_first: bool,
+}
+
+/// Measures `runs` runs of `dependents` supervisors stopping on one death,
+/// for every subject, taking turns run by run: in run *r* the subjects go
+/// in turn starting with subject *r* mod their number, so that neither
+/// drift nor the order favours one.
 pub fn measure(
     bench: &Bench,
+    subjects: &[Subject],
     dependents: usize,
     runs: usize,
-    linger: bool,
+    options: Options,
 ) -> Result<Fanout, String> {
-    let limit = InotifyLimit::ensure(dependents);
-    let mut result = Fanout {
-        dependents,
-        worst: Vec::with_capacity(runs),
-        all: Vec::with_capacity(runs * dependents),
-        limit_note: limit.note.clone(),
-        polling: 0,
+    let limit = Raised::ensure(&Need {
+        uid: bench.uid.unwrap_or_else(crate::limits::own_uid),
+        instances: dependents,
+        watches: 2 * dependents,
+        why: format!("{dependents} dependents"),
+    });
+    let mut notes = limit.notes.clone();
+    let subjects: Vec<&Subject> = if limit.enough {
+        subjects.iter().collect()
+    } else {
+        let (kept, left): (Vec<&Subject>, Vec<&Subject>) =
+            subjects.iter().partition(|s| s.kind == Kind::Kubexit);
+        if !left.is_empty() {
+            let names: Vec<&str> = left.iter().map(|s| s.label).collect();
+            notes.push(format!(
+                "fan-out {dependents}: {} left out, since they cannot run without inotify",
+                names.join(" and ")
+            ));
+        }
+        kept
     };
-    if let Some(note) = &limit.note {
+    for note in &notes {
         eprintln!("  {note}");
     }
+    let mut series: Vec<Series> = subjects
+        .iter()
+        .map(|&subject| Series {
+            subject: subject.clone(),
+            worst: Vec::with_capacity(runs),
+            all: Vec::with_capacity(runs * dependents),
+            polling: 0,
+            wakeups_before: Vec::with_capacity(runs * dependents),
+            wakeups_after: Vec::with_capacity(runs * dependents),
+            cpu_after: Vec::with_capacity(runs * dependents),
+        })
+        .collect();
     for run in 0..runs {
-        let (latencies, polling) = one_run(bench, dependents, run, linger)
-            .map_err(|e| format!("fan-out {dependents}, run {}: {e}", run + 1))?;
-        let worst = latencies.iter().copied().max().unwrap_or(0);
+        for turn in 0..series.len() {
+            let index = (run + turn) % series.len();
+            let one = &mut series[index];
+            let result = one_run(bench, &one.subject, dependents, run, options).map_err(|e| {
+                format!(
+                    "{}, fan-out {dependents}, run {}: {e}",
+                    one.subject,
+                    run + 1
+                )
+            })?;
+            one.worst
+                .push(result.latencies.iter().copied().max().unwrap_or(0));
+            one.all.extend(result.latencies);
+            one.polling += result.polling;
+            one.wakeups_before.extend(result.wakeups_before);
+            one.wakeups_after.extend(result.wakeups_after);
+            one.cpu_after.extend(result.cpu_after);
+        }
         if dependents > 1 || (run + 1) % 100 == 0 || run + 1 == runs {
+            let latest: Vec<String> = series
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{} {}",
+                        s.subject,
+                        human_ns(s.worst.last().copied().unwrap_or(0) as f64)
+                    )
+                })
+                .collect();
             eprintln!(
                 "  {dependents} dependent(s), run {}/{runs}: worst {}",
                 run + 1,
-                human_ns(worst as f64)
+                latest.join(", ")
             );
         }
-        result.worst.push(worst);
-        result.all.extend(latencies);
-        result.polling += polling;
     }
     drop(limit);
-    Ok(result)
+    Ok(Fanout {
+        dependents,
+        series,
+        notes,
+    })
 }
 
-/// One run: the latency of each dependent, and how many polled.
+/// One run of one subject.
 fn one_run(
     bench: &Bench,
+    subject: &Subject,
     dependents: usize,
     run: usize,
-    linger: bool,
-) -> Result<(Vec<u64>, usize), String> {
-    let dir = RunDir::new(bench.scratch, &format!("fanout-{dependents}-run-{run}"))?;
+    options: Options,
+) -> Result<Run, String> {
+    let dir = bench.run_dir(&format!("fanout-{}-{dependents}-run-{run}", subject.key))?;
     let mut fleet = Fleet::default();
     let setup = Setup {
-        linger,
-        ..dir.setup(bench.kubexit, bench.harness)
+        linger: options.linger,
+        ..bench.setup(&dir, subject)
     };
+    if options.born_first {
+        dir.record(DEPENDENCY, false)?;
+    }
     for i in 0..dependents {
         fleet.spawn(&setup, &format!("dependent-{i}"), DEPENDENCY)?;
     }
     let start_limit = Duration::from_secs(30) + Duration::from_millis(100) * dependents as u32;
     fleet.wait_ready(start_limit)?;
     fleet.wait_quiet(Duration::from_secs(2));
+    fleet.count_wakeups();
 
     let guard = fleet.guard(bench.watchdog, Duration::from_secs(30));
     let died = dir.bury(DEPENDENCY)?;
-    if linger {
+    if options.linger {
         fleet.wait_reports(Duration::from_secs(30))?;
         fleet.release();
     }
     let reaped = fleet.reap(guard)?;
 
-    let mut polling = 0;
+    let mut result = Run {
+        latencies: Vec::with_capacity(dependents),
+        polling: 0,
+        wakeups_before: Vec::with_capacity(dependents),
+        wakeups_after: Vec::with_capacity(dependents),
+        cpu_after: Vec::with_capacity(dependents),
+    };
     for (index, ended) in reaped {
         let member = &fleet.members[index];
         if ended.code != 0 {
             return Err(format!(
-                "kubexit {} exited {} (expected 0, stopped for a death): {}",
+                "{} {} exited {} (expected 0, stopped for a death): {}",
+                subject,
                 member.name,
                 ended.code,
                 log_tail(&member.log)
             ));
         }
         if fs::read_to_string(&member.log).is_ok_and(|log| log.contains(POLLING_WARNING)) {
-            polling += 1;
+            result.polling += 1;
+        }
+        if let Some(before) = member.wakeups_before {
+            result.wakeups_before.push(before);
+            result
+                .wakeups_after
+                .push(ended.wakeups.saturating_sub(before));
+        }
+        if let (Some(before), Some(report)) =
+            (member.cpu_before, victim::read_report(&member.report))
+        {
+            result.cpu_after.push(
+                ended
+                    .cpu_ns
+                    .saturating_sub(before)
+                    .saturating_sub(report.cpu_ns),
+            );
         }
     }
-    let latencies = fleet
-        .members
-        .iter()
-        .map(|member| signalled_after(member, died))
-        .collect::<Result<Vec<u64>, String>>()?;
-    Ok((latencies, polling))
+    for member in &fleet.members {
+        result.latencies.push(signalled_after(member, died)?);
+    }
+    Ok(result)
 }
 
 /// How long after `died` the member's child received SIGTERM.
 fn signalled_after(member: &Member, died: u64) -> Result<u64, String> {
-    let (signalled, signal) = victim::read_report(&member.report).ok_or_else(|| {
+    let victim::Report {
+        at: signalled,
+        signal,
+        ..
+    } = victim::read_report(&member.report).ok_or_else(|| {
         format!(
             "the child of {} was never signalled: {}",
             member.name,
@@ -163,99 +310,4 @@ fn signalled_after(member: &Member, died: u64) -> Result<u64, String> {
             member.name
         )
     })
-}
-
-/// The inotify instance limit, raised for a measurement and restored after.
-struct InotifyLimit {
-    /// The value to write back on drop, if it was changed.
-    restore: Option<u64>,
-    note: Option<String>,
-}
-
-const MAX_USER_INSTANCES: &str = "/proc/sys/fs/inotify/max_user_instances";
-
-impl InotifyLimit {
-    /// Makes room for `dependents` more instances if it can.
-    fn ensure(dependents: usize) -> InotifyLimit {
-        let mut limit = InotifyLimit {
-            restore: None,
-            note: None,
-        };
-        let Some(current) = read_number(Path::new(MAX_USER_INSTANCES)) else {
-            return limit;
-        };
-        let in_use = inotify_instances_of_this_user();
-        // A margin for the rest of the machine (editors, the harness's own
-        // tools) starting instances during the run.
-        let needed = (in_use + dependents + 16) as u64;
-        if current >= needed {
-            return limit;
-        }
-        let raised = needed.next_multiple_of(256);
-        match fs::write(MAX_USER_INSTANCES, raised.to_string()) {
-            Ok(()) => {
-                limit.restore = Some(current);
-                limit.note = Some(format!(
-                    "raised fs.inotify.max_user_instances from {current} to {raised} for \
-                     {dependents} dependents ({in_use} instances already in use), restored after"
-                ));
-            }
-            Err(err) => {
-                limit.note = Some(format!(
-                    "fs.inotify.max_user_instances is {current} ({in_use} in use) and cannot be \
-                     raised ({err}): kubexits beyond it poll the graveyard every 100 ms"
-                ));
-            }
-        }
-        limit
-    }
-}
-
-impl Drop for InotifyLimit {
-    fn drop(&mut self) {
-        if let Some(value) = self.restore
-            && let Err(err) = fs::write(MAX_USER_INSTANCES, value.to_string())
-        {
-            eprintln!("warning: cannot restore {MAX_USER_INSTANCES} to {value}: {err}");
-        }
-    }
-}
-
-fn read_number(path: &Path) -> Option<u64> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// Counts the inotify instances held by processes of this user, by their
-/// descriptors in /proc.
-fn inotify_instances_of_this_user() -> usize {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let uid = unsafe { nix::libc::geteuid() };
-    let Ok(processes) = fs::read_dir("/proc") else {
-        return 0;
-    };
-    let mut count = 0;
-    for process in processes.flatten() {
-        let path = process.path();
-        let is_ours = fs::metadata(&path).is_ok_and(|m| m.uid() == uid);
-        if !is_ours || !is_pid_dir(&path) {
-            continue;
-        }
-        let Ok(fds) = fs::read_dir(path.join("fd")) else {
-            continue;
-        };
-        count += fds
-            .flatten()
-            .filter(|fd| {
-                fs::read_link(fd.path())
-                    .is_ok_and(|target| target.as_os_str() == "anon_inode:inotify")
-            })
-            .count();
-    }
-    count
-}
-
-fn is_pid_dir(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
 }

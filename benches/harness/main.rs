@@ -1,30 +1,42 @@
-//! kubexit's benchmark harness (issue 7), run by `bench/run`.
+//! kubexit's benchmark harness (issues 7 and 14), run by `bench/run`.
 //!
-//! It drives built kubexit binaries the way a pod does: real processes,
-//! real signals, real graveyards on tmpfs (as an `emptyDir` with `medium:
-//! Memory`). What it measures, each in its own module:
+//! It drives built binaries the way a pod does: real processes, real
+//! signals, real graveyards on tmpfs (as an `emptyDir` with `medium:
+//! Memory`). kubexit is measured side by side with two references from
+//! `../shared/peers` (see `subjects`): the floor, the least a supervisor can
+//! do, built here from `floor.c`, and the Go kubexit. They take turns run
+//! by run, so that the machine's drift falls on all alike, and the report
+//! gives ratios measured in the run (kubexit/floor, Go/kubexit) beside the
+//! absolute figures. What it measures, each in its own module:
 //!
-//! * `latency`: from a death recorded to the dependents' children receiving
-//!   SIGTERM, for one dependent and for fan-outs;
-//! * `overhead`: `kubexit true` against `true` (and `tini -s -- true`);
+//! * `latency`: from a death recorded to the dependents' children
+//!   receiving SIGTERM, for one dependent and for fan-outs, and the
+//!   wake-ups each dependent pays for its siblings;
+//! * `overhead`: `kubexit true` against `true`, tini and the Go kubexit;
 //! * `footprint`: peak RSS, CPU time while idle, binary size;
-//! * `startup`: spawn to child running with 10,000 tombstones around.
+//! * `startup`: spawn to child running with 10,000 tombstones around;
+//! * `scale`: 1,000 kubexits in one graveyard, and the inotify limits that
+//!   bound them.
 //!
-//! The harness is also the child kubexit supervises: run as `harness victim
+//! The harness is also the child every supervisor runs: as `harness victim
 //! READY REPORT`, it times its own signal (see `victim`). Results go to
-//! `results.json` (raw samples included) and `results.md` (a table to paste
-//! into BENCHMARKS.md), plots to two SVG files. `--smoke` runs everything
-//! with tiny sizes, for CI: it shows that the harness works and asserts no
-//! timing.
+//! `results.json` (raw samples included) and `results.md` (the Markdown to
+//! paste into BENCHMARKS.md, also printed), plots to two SVG files.
+//! `--smoke` runs everything but the scale run with tiny sizes, for CI: it
+//! shows that the harness works and asserts no timing.
 
 mod footprint;
 mod latency;
+mod limits;
 mod overhead;
+mod paths;
 mod plots;
 mod procs;
 mod report;
+mod scale;
 mod startup;
 mod stats;
+mod subjects;
 mod victim;
 
 use std::ffi::OsString;
@@ -36,10 +48,12 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::procs::Watchdog;
-use crate::report::{Machine, Results, targets};
+use crate::report::{Machine, Results};
+use crate::subjects::{Peers, Subject};
 
-/// Measures kubexit: reaction latency, fan-out, wrapper overhead, memory,
-/// idle cost, start-up in a crowded graveyard, binary size.
+/// Measures kubexit beside the floor and the Go kubexit: reaction latency,
+/// fan-out, wake-ups, wrapper overhead, memory, idle cost, start-up in a
+/// crowded graveyard, binary size, and a fleet of 1,000.
 #[derive(Parser, Debug)]
 #[command(name = "harness", version)]
 struct Args {
@@ -56,6 +70,15 @@ struct Args {
     /// size; left out when not given.
     #[arg(long, value_name = "PATH")]
     kubexit_slim: Option<PathBuf>,
+
+    /// The shared directory whose `peers/` holds `floor.c` and
+    /// `kubexit-go` [default: ../shared beside the checkout].
+    #[arg(long, value_name = "DIR", env = "KUBEXIT_SHARED")]
+    shared: Option<PathBuf>,
+
+    /// Measure kubexit alone, without the floor and the Go kubexit.
+    #[arg(long)]
+    alone: bool,
 
     /// Where graveyards are made. tmpfs by default, like an emptyDir with
     /// medium: Memory.
@@ -99,9 +122,14 @@ struct Args {
     #[arg(long, value_name = "N")]
     tombstones: Option<usize>,
 
-    /// Start-ups timed per variant [default: 30; smoke 3].
+    /// Start-ups timed per variant [default: 100; smoke 3].
     #[arg(long, value_name = "N")]
     startup_runs: Option<usize>,
+
+    /// kubexits in the scale run [default: 1000; smoke 20, and only with
+    /// --only scale].
+    #[arg(long, value_name = "N")]
+    scale: Option<usize>,
 
     /// Latency and fan-out with children that stay alive until all have
     /// been timed: no dependent's own death competes with the reactions
@@ -109,7 +137,14 @@ struct Args {
     #[arg(long)]
     linger: bool,
 
-    /// Only these measurements (comma-separated); all by default.
+    /// Latency and fan-out with `main`'s Born tombstone written before the
+    /// dependents start, so that each reads and parses one at start-up and
+    /// the death finds that path warm. For analysis.
+    #[arg(long)]
+    born_first: bool,
+
+    /// Only these measurements (comma-separated); all by default (the
+    /// smoke run leaves out scale unless named here).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Measurement>,
 
@@ -131,6 +166,7 @@ enum Measurement {
     Idle,
     Startup,
     Size,
+    Scale,
 }
 
 /// The sizes of one invocation, resolved from the flags and the mode.
@@ -143,6 +179,7 @@ struct Sizes {
     idle: Duration,
     tombstones: usize,
     startup_runs: usize,
+    scale: usize,
 }
 
 impl Sizes {
@@ -155,14 +192,15 @@ impl Sizes {
             fanouts: args.fanouts.clone().unwrap_or(if args.smoke {
                 vec![2, 3]
             } else {
-                vec![targets::FANOUT, 200]
+                vec![50, 200]
             }),
             fanout_runs: pick(args.fanout_runs, 30, 2),
             overhead_runs: pick(args.overhead_runs, 300, 5),
             memory_runs: pick(args.memory_runs, 5, 1),
             idle: Duration::from_secs(args.idle_seconds.unwrap_or(if args.smoke { 1 } else { 10 })),
             tombstones: pick(args.tombstones, 10_000, 100),
-            startup_runs: pick(args.startup_runs, 30, 3),
+            startup_runs: pick(args.startup_runs, 100, 3),
+            scale: pick(args.scale, 1000, 20),
         };
         let counts = [
             ("--runs", sizes.runs),
@@ -170,6 +208,7 @@ impl Sizes {
             ("--overhead-runs", sizes.overhead_runs),
             ("--memory-runs", sizes.memory_runs),
             ("--startup-runs", sizes.startup_runs),
+            ("--scale", sizes.scale),
         ];
         if let Some((flag, _)) = counts.iter().find(|(_, n)| *n == 0) {
             return Err(format!("{flag} must be at least 1"));
@@ -181,13 +220,35 @@ impl Sizes {
     }
 }
 
-/// What every measurement needs: the binary under test, the harness (the
-/// victim), a scratch directory on the graveyard filesystem, a watchdog.
+/// What every measurement needs: the harness (the victim), a scratch
+/// directory on the graveyard filesystem, a watchdog, and the user the
+/// supervisors run as.
 pub struct Bench<'a> {
-    pub kubexit: &'a Path,
     pub harness: &'a Path,
+    /// As root, every supervisor (and its child) runs as a user of its own
+    /// (see `limits::fleet_user`); `None`: as the harness's user.
+    pub uid: Option<u32>,
     pub scratch: &'a Path,
     pub watchdog: &'a Watchdog,
+}
+
+impl Bench<'_> {
+    /// A fresh run directory, given to the supervisors' user.
+    pub fn run_dir(&self, label: &str) -> Result<procs::RunDir, String> {
+        let dir = procs::RunDir::new(self.scratch, label)?;
+        if let Some(uid) = self.uid {
+            dir.give_to(uid)?;
+        }
+        Ok(dir)
+    }
+
+    /// How `subject` runs in `dir`.
+    pub fn setup<'a>(&'a self, dir: &'a procs::RunDir, subject: &'a Subject) -> procs::Setup<'a> {
+        procs::Setup {
+            uid: self.uid,
+            ..dir.setup(subject, self.harness)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -240,22 +301,72 @@ fn run(args: &Args, words: &[OsString]) -> Result<(), String> {
         fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
 
+    let floor_dir = tempfile::Builder::new()
+        .prefix("kubexit-floor-")
+        .tempdir()
+        .map_err(|e| format!("cannot make a directory for the floor: {e}"))?;
+    let peers = if args.alone {
+        Peers::none("--alone: kubexit is measured alone, without the floor or the Go kubexit")
+    } else {
+        Peers::find(
+            Some(&args.shared.clone().unwrap_or_else(subjects::default_shared)),
+            floor_dir.path(),
+        )
+    };
+    for line in &peers.missing {
+        eprintln!("harness: {line}");
+    }
+
+    let mut user_notes = Vec::new();
+    let programs: Vec<&Path> = [Some(args.kubexit.as_path()), Some(harness.as_path())]
+        .into_iter()
+        .chain([
+            args.kubexit_slim.as_deref(),
+            peers.floor.as_ref().map(|s| s.path.as_path()),
+            peers.go.as_ref().map(|s| s.path.as_path()),
+        ])
+        .flatten()
+        .collect();
+    let uid = limits::fleet_user(
+        &programs,
+        &[scratch.path(), floor_dir.path()],
+        &mut user_notes,
+    );
+    for note in &user_notes {
+        eprintln!("harness: {note}");
+    }
+
     let watchdog = Watchdog::new();
-    let full = Bench {
-        kubexit: &args.kubexit,
+    let bench = Bench {
         harness: &harness,
+        uid,
         scratch: scratch.path(),
         watchdog: &watchdog,
     };
-    let slim = args
-        .kubexit_slim
-        .as_deref()
-        .map(|kubexit| Bench { kubexit, ..full });
-    let builds: Vec<(&str, &Bench)> = [Some(("full", &full)), slim.as_ref().map(|b| ("slim", b))]
+    let kubexit = Subject::kubexit(&args.kubexit);
+    let slim = args.kubexit_slim.as_deref().map(Subject::kubexit_slim);
+    // Side by side: the floor, kubexit, Go, in that order wherever they
+    // appear.
+    let side_by_side: Vec<Subject> = [peers.floor.clone(), Some(kubexit.clone()), peers.go.clone()]
         .into_iter()
         .flatten()
         .collect();
-    let wanted = |m: Measurement| args.only.is_empty() || args.only.contains(&m);
+    let every_build: Vec<Subject> = [
+        peers.floor.clone(),
+        Some(kubexit.clone()),
+        slim.clone(),
+        peers.go.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let wanted = |m: Measurement| {
+        if args.only.is_empty() {
+            !(args.smoke && m == Measurement::Scale)
+        } else {
+            args.only.contains(&m)
+        }
+    };
 
     let mut results = Results {
         smoke: args.smoke,
@@ -265,13 +376,17 @@ fn run(args: &Args, words: &[OsString]) -> Result<(), String> {
             .strftime("%Y-%m-%d %H:%M UTC")
             .to_string(),
         machine: Machine::detect(&args.graveyard_root),
+        subjects_described: describe_subjects(&peers, &kubexit, slim.as_ref()),
+        peers_missing: peers.missing.clone(),
         latency: Vec::new(),
         overhead: None,
         memory: Vec::new(),
         idle: Vec::new(),
         startup: None,
         sizes: Vec::new(),
-        notes: Vec::new(),
+        scale: None,
+        notes: user_notes,
+        load_at_end: String::new(),
     };
 
     if args.linger {
@@ -281,67 +396,100 @@ fn run(args: &Args, words: &[OsString]) -> Result<(), String> {
                 .to_owned(),
         );
     }
+    if args.born_first {
+        results.notes.push(
+            "--born-first: `main`'s Born tombstone was written before the dependents \
+             started, so each had read and parsed one before the death"
+                .to_owned(),
+        );
+    }
+    let options = latency::Options {
+        linger: args.linger,
+        born_first: args.born_first,
+    };
     if wanted(Measurement::Latency) {
-        eprintln!("latency: 1 dependent, {} runs", sizes.runs);
-        results
-            .latency
-            .push(latency::measure(&full, 1, sizes.runs, args.linger)?);
+        eprintln!("latency: 1 dependent, {} runs each", sizes.runs);
+        results.latency.push(latency::measure(
+            &bench,
+            &side_by_side,
+            1,
+            sizes.runs,
+            options,
+        )?);
     }
     if wanted(Measurement::Fanout) {
         for &dependents in &sizes.fanouts {
-            eprintln!("latency: fan-out {dependents}, {} runs", sizes.fanout_runs);
-            let fanout = latency::measure(&full, dependents, sizes.fanout_runs, args.linger)?;
-            if let Some(note) = &fanout.limit_note {
-                results.notes.push(note.clone());
-            }
-            if fanout.polling > 0 {
-                results.notes.push(format!(
-                    "fan-out {dependents}: {} kubexit runs fell back to polling the graveyard",
-                    fanout.polling
-                ));
+            eprintln!(
+                "latency: fan-out {dependents}, {} runs each",
+                sizes.fanout_runs
+            );
+            let fanout = latency::measure(
+                &bench,
+                &side_by_side,
+                dependents,
+                sizes.fanout_runs,
+                options,
+            )?;
+            results.notes.extend(fanout.notes.iter().cloned());
+            for series in &fanout.series {
+                if series.polling > 0 {
+                    results.notes.push(format!(
+                        "fan-out {dependents}: {} {} runs fell back to polling the graveyard",
+                        series.polling, series.subject
+                    ));
+                }
             }
             results.latency.push(fanout);
         }
     }
     if wanted(Measurement::Overhead) {
         eprintln!("overhead: {} runs of each command", sizes.overhead_runs);
-        let overhead = overhead::measure(&full, sizes.overhead_runs)?;
+        let overhead = overhead::measure(&bench, &kubexit, peers.go.as_ref(), sizes.overhead_runs)?;
         results.notes.extend(overhead.notes.iter().cloned());
         results.overhead = Some(overhead);
     }
     if wanted(Measurement::Memory) {
-        for (build, bench) in &builds {
-            eprintln!("memory: {build} build, {} samples", sizes.memory_runs);
-            results
-                .memory
-                .push(footprint::memory(bench, build, sizes.memory_runs)?);
-        }
+        eprintln!("memory: {} samples of each", sizes.memory_runs);
+        results.memory = footprint::memory(&bench, &every_build, sizes.memory_runs)?;
     }
     if wanted(Measurement::Idle) {
-        for (build, bench) in &builds {
-            eprintln!("idle: {build} build, {:?}", sizes.idle);
+        for subject in &every_build {
+            eprintln!("idle: {subject}, {:?}", sizes.idle);
             results
                 .idle
-                .push(footprint::idle(bench, build, sizes.idle)?);
+                .push(footprint::idle(&bench, subject, sizes.idle)?);
         }
     }
     if wanted(Measurement::Startup) {
         eprintln!(
-            "start-up: {} tombstones, {} runs",
+            "start-up: {} tombstones, {} runs each",
             sizes.tombstones, sizes.startup_runs
         );
         results.startup = Some(startup::measure(
-            &full,
+            &bench,
+            &side_by_side,
             sizes.tombstones,
             sizes.startup_runs,
         )?);
     }
     if wanted(Measurement::Size) {
-        for (build, bench) in &builds {
-            results.sizes.push(footprint::size(build, bench.kubexit)?);
+        for subject in every_build
+            .iter()
+            .filter(|s| s.kind != subjects::Kind::Floor)
+        {
+            results.sizes.push(footprint::size(subject)?);
         }
     }
+    if wanted(Measurement::Scale) {
+        results.scale = Some(scale::measure(
+            &bench,
+            &kubexit,
+            sizes.scale,
+            Duration::from_secs(1),
+        )?);
+    }
 
+    results.load_at_end = report::load_average();
     write_outputs(&results, &args.out, &plots_dir)
 }
 
@@ -355,51 +503,41 @@ fn write_outputs(results: &Results, out: &Path, plots_dir: &Path) -> Result<(), 
     let markdown = results.markdown();
     write(out.join("results.md"), markdown.clone())?;
     if let Some(one) = results.fanout(1) {
-        let svg = plots::latency_cdf(
-            &one.all,
-            &plots::Reference {
-                label: "target p50".to_owned(),
-                at: 1.0,
-                ns: targets::LATENCY_P50_NS as f64,
-            },
-            &plots::Reference {
-                label: "Go p50".to_owned(),
-                at: 1.0,
-                ns: targets::GO_LATENCY_P50_NS as f64,
-            },
-        );
-        write(plots_dir.join("latency-cdf.svg"), svg)?;
+        write(plots_dir.join("latency-cdf.svg"), plots::latency_cdf(one))?;
     }
-    let points: Vec<(usize, stats::Summary)> = results
-        .latency
-        .iter()
-        .filter_map(|f| Some((f.dependents, stats::Summary::of(&f.worst)?)))
-        .collect();
-    if !points.is_empty() {
-        let reference = |at: usize, ns: u64, label: &str| plots::Reference {
-            label: label.to_owned(),
-            at: at as f64,
-            ns: ns as f64,
-        };
-        let svg = plots::fanout(
-            &points,
-            &[
-                reference(1, targets::LATENCY_P50_NS, "target"),
-                reference(targets::FANOUT, targets::FANOUT_WORST_NS, "target"),
-            ],
-            &[
-                reference(1, targets::GO_LATENCY_P50_NS, "Go"),
-                reference(targets::FANOUT, targets::GO_FANOUT_WORST_NS, "Go"),
-            ],
-        );
-        write(plots_dir.join("latency-fanout.svg"), svg)?;
+    if !results.latency.is_empty() {
+        write(
+            plots_dir.join("latency-fanout.svg"),
+            plots::fanout(&results.latency),
+        )?;
     }
     println!("{markdown}");
     Ok(())
 }
 
+/// One line per subject for the report: the floor, kubexit, Go.
+fn describe_subjects(peers: &Peers, kubexit: &Subject, slim: Option<&Subject>) -> Vec<String> {
+    let mut lines = Vec::new();
+    let (floor, go): (Vec<&String>, Vec<&String>) = peers
+        .described
+        .iter()
+        .partition(|line| line.starts_with("floor"));
+    lines.extend(floor.into_iter().cloned());
+    lines.push(format!(
+        "kubexit: `{}`{}",
+        paths::shown(&kubexit.path),
+        slim.map_or(String::new(), |s| format!(
+            " (slim build: `{}`)",
+            paths::shown(&s.path)
+        ))
+    ));
+    lines.extend(go.into_iter().cloned());
+    lines
+}
+
 /// The invocation, for the report: program name shortened, `--bench` left
-/// out (cargo adds it).
+/// out (cargo adds it), paths shown relative to the checkout (see
+/// `paths`).
 fn command_line(words: &[OsString]) -> String {
     let mut line = vec!["harness".to_owned()];
     line.extend(
@@ -407,7 +545,8 @@ fn command_line(words: &[OsString]) -> String {
             .iter()
             .skip(1)
             .map(|w| w.to_string_lossy().into_owned())
-            .filter(|w| w != "--bench"),
+            .filter(|w| w != "--bench")
+            .map(|w| paths::shown_word(&w)),
     );
     line.join(" ")
 }

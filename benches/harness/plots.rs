@@ -1,41 +1,53 @@
 //! Plots, as hand-written SVG: the latency distribution of one dependent
 //! (a cumulative distribution on a logarithmic time axis, so the tail is as
 //! readable as the body) and latency against fan-out. Each plot shows the
-//! targets and the Go reference beside the measurements.
+//! floor, kubexit and the Go kubexit measured in the same run, and the
+//! targets drawn where they fall: a ratio to the floor's median.
 //!
 //! [`Chart`] is just enough of a plotting library for that: two scales,
 //! grid lines with labels, lines, markers and a legend.
 
 use std::fmt::Write as _;
 
-use crate::stats::Summary;
+use crate::latency::Fanout;
+use crate::report::targets;
+use crate::stats::{Summary, human_ns};
 
-const BLUE: &str = "#1f5fa8";
 const RED: &str = "#c0392b";
-const GREY: &str = "#7f7f7f";
 
-/// A reference value drawn beside the measurements.
-pub struct Reference {
-    pub label: String,
-    /// Where it applies on the x axis (fan-out), if it is a point.
-    pub at: f64,
-    pub ns: f64,
+/// Each subject's colour, and its nudge along a logarithmic x axis so that
+/// whiskers at one fan-out do not hide each other.
+fn style(key: &str) -> (&'static str, f64) {
+    match key {
+        "floor" => ("#2e8b57", 0.86),
+        "go" => ("#d35400", 1.16),
+        _ => ("#1f5fa8", 1.0),
+    }
 }
 
-/// The cumulative distribution of the one-dependent latencies.
-pub fn latency_cdf(samples_ns: &[u64], target: &Reference, go: &Reference) -> String {
-    let mut sorted: Vec<f64> = samples_ns.iter().map(|&ns| ns as f64 / 1e3).collect();
-    sorted.sort_by(f64::total_cmp);
-    let (Some(&first), Some(&last)) = (sorted.first(), sorted.last()) else {
+/// The cumulative distribution of the one-dependent latencies, one curve
+/// per subject.
+pub fn latency_cdf(one: &Fanout) -> String {
+    let all: Vec<f64> = one
+        .series
+        .iter()
+        .flat_map(|s| s.all.iter().map(|&ns| ns as f64 / 1e3))
+        .collect();
+    let (Some(first), Some(last)) = (
+        all.iter().copied().reduce(f64::min),
+        all.iter().copied().reduce(f64::max),
+    ) else {
         return empty_plot("no latency samples");
     };
-    let low = nice_below(first.min(target.ns / 1e3));
-    let high = nice_above(last.max(go.ns / 1e3));
+    let target_us = one
+        .of("floor")
+        .and_then(|f| Summary::of(&f.all))
+        .map(|f| f.p50 as f64 / 1e3 * targets::LATENCY_VS_FLOOR);
+    let low = nice_below(first.min(target_us.unwrap_or(first)));
+    let high = nice_above(last.max(target_us.unwrap_or(last)));
+    let runs = one.series.first().map_or(0, |s| s.all.len());
     let mut chart = Chart::new(
-        &format!(
-            "Reaction latency, 1 dependent: cumulative distribution of {} runs",
-            sorted.len()
-        ),
+        &format!("Reaction latency, 1 dependent: cumulative distribution of {runs} runs each"),
         "latency from Died renamed into place to SIGTERM received (log scale)",
         "fraction of runs",
         Scale::Log(low, high),
@@ -46,43 +58,86 @@ pub fn latency_cdf(samples_ns: &[u64], target: &Reference, go: &Reference) -> St
         .map(|i| (i as f64 / 10.0, format!("{:.1}", i as f64 / 10.0)))
         .collect();
     chart.y_grid(&fractions);
-    let n = sorted.len() as f64;
-    let mut steps = Vec::with_capacity(sorted.len() * 2);
-    for (i, &x) in sorted.iter().enumerate() {
-        steps.push((x, i as f64 / n));
-        steps.push((x, (i + 1) as f64 / n));
+    let mut legend: Vec<(String, &str, Mark)> = Vec::new();
+    for series in &one.series {
+        let (color, _) = style(series.subject.key);
+        let mut sorted: Vec<f64> = series.all.iter().map(|&ns| ns as f64 / 1e3).collect();
+        sorted.sort_by(f64::total_cmp);
+        if sorted.is_empty() {
+            continue;
+        }
+        let n = sorted.len() as f64;
+        let mut steps = Vec::with_capacity(sorted.len() * 2);
+        for (i, &x) in sorted.iter().enumerate() {
+            steps.push((x, i as f64 / n));
+            steps.push((x, (i + 1) as f64 / n));
+        }
+        chart.line(&steps, color, 2.0, None);
+        let median = sorted[((0.5 * n).ceil() as usize).clamp(1, sorted.len()) - 1];
+        chart.marker(median, 0.5, Mark::Circle, color);
+        legend.push((
+            format!("{} (p50 {})", series.subject, human_ns(median * 1e3)),
+            color,
+            Mark::Line,
+        ));
     }
-    chart.line(&steps, BLUE, 2.0, None);
-    let percentile = |p: f64| sorted[((p * n).ceil() as usize).clamp(1, sorted.len()) - 1];
-    chart.vertical(percentile(0.5), BLUE, "p50", 0.1);
-    chart.vertical(percentile(0.99), BLUE, "p99", 0.2);
-    chart.vertical(target.ns / 1e3, RED, &target.label, 0.3);
-    chart.vertical(go.ns / 1e3, GREY, &go.label, 0.4);
-    chart.legend(&[
-        ("kubexit (this build)", BLUE, Mark::Line),
-        ("target", RED, Mark::Dashed),
-        ("Go kubexit", GREY, Mark::Dashed),
-    ]);
+    if let Some(target) = target_us {
+        chart.vertical(target, RED, "target", 0.42);
+        legend.push((
+            format!("target: {:.2} × floor p50", targets::LATENCY_VS_FLOOR),
+            RED,
+            Mark::Dashed,
+        ));
+    }
+    let entries: Vec<(&str, &str, Mark)> = legend
+        .iter()
+        .map(|(t, c, m)| (t.as_str(), *c, *m))
+        .collect();
+    chart.legend(&entries);
     chart.finish()
 }
 
-/// The worst dependent per run against fan-out: the median over runs as a
-/// point, the best and worst runs as a whisker.
-pub fn fanout(points: &[(usize, Summary)], targets: &[Reference], go: &[Reference]) -> String {
+/// The worst dependent per run against fan-out, per subject: the median
+/// run as a point, the best and worst runs as a whisker, and the targets.
+pub fn fanout(latency: &[Fanout]) -> String {
+    let ms = |ns: f64| ns / 1e6;
+    let mut points: Vec<(&str, &str, usize, Summary)> = Vec::new();
+    for fanout in latency {
+        for series in &fanout.series {
+            if let Some(summary) = Summary::of(&series.worst) {
+                points.push((
+                    series.subject.key,
+                    series.subject.label,
+                    fanout.dependents,
+                    summary,
+                ));
+            }
+        }
+    }
     if points.is_empty() {
         return empty_plot("no fan-out samples");
     }
-    let ms = |ns: f64| ns / 1e6;
+    let target_at = |fanout: &Fanout| {
+        let floor = Summary::of(&fanout.of("floor")?.worst)?.p50 as f64;
+        let times = if fanout.dependents == 1 {
+            targets::LATENCY_VS_FLOOR
+        } else if targets::FANOUTS.contains(&fanout.dependents) {
+            targets::FANOUT_VS_FLOOR
+        } else {
+            return None;
+        };
+        Some((fanout.dependents as f64, floor * times))
+    };
+    let target_points: Vec<(f64, f64)> = latency.iter().filter_map(target_at).collect();
     let values = points
         .iter()
-        .flat_map(|(_, s)| [s.min as f64, s.max as f64])
-        .chain(targets.iter().chain(go).map(|r| r.ns));
+        .flat_map(|(_, _, _, s)| [s.min as f64, s.max as f64])
+        .chain(target_points.iter().map(|(_, ns)| *ns));
     let (lowest, highest) = values.fold((f64::MAX, 0.0_f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (low, high) = (nice_below(ms(lowest)), nice_above(ms(highest)));
     let widest = points
         .iter()
-        .map(|(n, _)| *n as f64)
-        .chain(targets.iter().chain(go).map(|r| r.at))
+        .map(|(_, _, n, _)| *n as f64)
         .fold(10.0, f64::max);
     let mut chart = Chart::new(
         "Reaction latency against fan-out: worst dependent per run",
@@ -91,45 +146,64 @@ pub fn fanout(points: &[(usize, Summary)], targets: &[Reference], go: &[Referenc
         Scale::Log(0.5, widest * 2.0),
         Scale::Log(low, high),
     );
-    let mut x_ticks: Vec<(f64, String)> = points
+    let mut x_ticks: Vec<(f64, String)> = latency
         .iter()
-        .map(|(n, _)| (*n as f64, n.to_string()))
+        .map(|f| (f.dependents as f64, f.dependents.to_string()))
         .collect();
     x_ticks.dedup();
     chart.x_grid(&x_ticks);
     chart.y_grid(&log_ticks(low, high, millis_label));
-    let medians: Vec<(f64, f64)> = points
-        .iter()
-        .map(|(n, s)| (*n as f64, ms(s.p50 as f64)))
-        .collect();
-    chart.line(&medians, BLUE, 1.5, None);
-    for (n, s) in points {
-        let x = *n as f64;
-        chart.line(
-            &[(x, ms(s.min as f64)), (x, ms(s.max as f64))],
-            BLUE,
-            1.0,
-            None,
-        );
-        chart.marker(x, ms(s.p50 as f64), Mark::Circle, BLUE);
+    let mut legend: Vec<(String, &str, Mark)> = Vec::new();
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    for (key, label, _, _) in &points {
+        if !keys.iter().any(|(k, _)| k == key) {
+            keys.push((key, label));
+        }
     }
-    for target in targets {
-        chart.marker(target.at, ms(target.ns), Mark::Bar, RED);
-        chart.label(target.at, ms(target.ns), &target.label, RED);
-    }
-    for reference in go {
-        chart.marker(reference.at, ms(reference.ns), Mark::Diamond, GREY);
-        chart.label(reference.at, ms(reference.ns), &reference.label, GREY);
-    }
-    chart.legend(&[
-        (
-            "kubexit: median run (whisker: best to worst run)",
-            BLUE,
+    for (key, label) in keys {
+        let (color, nudge) = style(key);
+        let mine: Vec<&(&str, &str, usize, Summary)> =
+            points.iter().filter(|(k, ..)| *k == key).collect();
+        let medians: Vec<(f64, f64)> = mine
+            .iter()
+            .map(|(_, _, n, s)| (*n as f64 * nudge, ms(s.p50 as f64)))
+            .collect();
+        chart.line(&medians, color, 1.5, None);
+        for (_, _, n, s) in &mine {
+            let x = *n as f64 * nudge;
+            chart.line(
+                &[(x, ms(s.min as f64)), (x, ms(s.max as f64))],
+                color,
+                1.0,
+                None,
+            );
+            chart.marker(x, ms(s.p50 as f64), Mark::Circle, color);
+        }
+        legend.push((
+            format!("{label}: median run (whisker: best to worst run)"),
+            color,
             Mark::Circle,
-        ),
-        ("target", RED, Mark::Bar),
-        ("Go kubexit", GREY, Mark::Diamond),
-    ]);
+        ));
+    }
+    for (x, ns) in &target_points {
+        chart.marker(*x, ms(*ns), Mark::Bar, RED);
+    }
+    if !target_points.is_empty() {
+        legend.push((
+            format!(
+                "target: {:.2} × floor (1 dependent), {:.2} × floor (fan-outs)",
+                targets::LATENCY_VS_FLOOR,
+                targets::FANOUT_VS_FLOOR
+            ),
+            RED,
+            Mark::Bar,
+        ));
+    }
+    let entries: Vec<(&str, &str, Mark)> = legend
+        .iter()
+        .map(|(t, c, m)| (t.as_str(), *c, *m))
+        .collect();
+    chart.legend(&entries);
     chart.finish()
 }
 
@@ -176,12 +250,18 @@ fn nice_above(v: f64) -> f64 {
         .unwrap_or(decade * 10.0)
 }
 
-/// Ticks at 1, 2 and 5 of every decade between `low` and `high`.
+/// Ticks at 1, 2 and 5 of every decade between `low` and `high`, or at 1
+/// and 3 when the axis spans so many decades that labels would overlap.
 fn log_ticks(low: f64, high: f64, label: fn(f64) -> String) -> Vec<(f64, String)> {
+    let steps: &[f64] = if (high / low).log10() > 2.5 {
+        &[1.0, 3.0]
+    } else {
+        &[1.0, 2.0, 5.0]
+    };
     let mut ticks = Vec::new();
     let mut decade = 10f64.powf(low.log10().floor());
     while decade <= high * 1.0001 {
-        for step in [1.0, 2.0, 5.0] {
+        for &step in steps {
             let v = decade * step;
             if v >= low * 0.9999 && v <= high * 1.0001 {
                 ticks.push((v, label(v)));
@@ -226,7 +306,6 @@ pub enum Mark {
     Line,
     Dashed,
     Circle,
-    Diamond,
     Bar,
 }
 
@@ -339,16 +418,6 @@ impl Chart {
         draw_mark(&mut self.body, px, py, mark, color);
     }
 
-    pub fn label(&mut self, x: f64, y: f64, text: &str, color: &str) {
-        let _ = writeln!(
-            self.body,
-            r#"<text x="{:.1}" y="{:.1}" fill="{color}">{}</text>"#,
-            self.px(x) + 10.0,
-            self.py(y) + 4.0,
-            escape(text)
-        );
-    }
-
     pub fn legend(&mut self, entries: &[(&str, &str, Mark)]) {
         for (i, (text, color, mark)) in entries.iter().enumerate() {
             let y = TOP + 16.0 + 18.0 * i as f64;
@@ -386,14 +455,6 @@ fn draw_mark(body: &mut String, x: f64, y: f64, mark: Mark, color: &str) {
         Mark::Circle => writeln!(
             body,
             r#"<circle cx="{x:.1}" cy="{y:.1}" r="4" fill="{color}"/>"#
-        ),
-        Mark::Diamond => writeln!(
-            body,
-            r#"<polygon points="{x:.1},{:.1} {:.1},{y:.1} {x:.1},{:.1} {:.1},{y:.1}" fill="{color}"/>"#,
-            y - 6.0,
-            x + 6.0,
-            y + 6.0,
-            x - 6.0
         ),
         Mark::Bar => writeln!(
             body,

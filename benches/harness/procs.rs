@@ -23,18 +23,23 @@ use nix::libc;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::subjects::Subject;
 use crate::victim;
 
-/// Where one run's kubexits live: the binary, the harness (the victim), the
-/// graveyard, and a work directory outside it for ready files, reports and
-/// logs (anything written in the graveyard would wake every kubexit).
+/// Where one run's supervisors live: the subject, the harness (the victim),
+/// the graveyard, and a work directory outside it for ready files, reports
+/// and logs (anything written in the graveyard would wake every kubexit).
 pub struct Setup<'a> {
-    pub kubexit: &'a Path,
+    pub subject: &'a Subject,
     pub harness: &'a Path,
     pub yard: &'a Path,
     pub work: &'a Path,
     /// Victims stay once timed, until [`Fleet::release`].
     pub linger: bool,
+    /// Run the supervisors (and so their victims) as this user and group,
+    /// so that their inotify instances are charged to it; the harness's
+    /// own user when `None`.
+    pub uid: Option<u32>,
 }
 
 /// A run's directory, removed when dropped: `graveyard/` and, beside it on
@@ -59,14 +64,25 @@ impl RunDir {
         Ok(run)
     }
 
-    pub fn setup<'a>(&'a self, kubexit: &'a Path, harness: &'a Path) -> Setup<'a> {
+    pub fn setup<'a>(&'a self, subject: &'a Subject, harness: &'a Path) -> Setup<'a> {
         Setup {
-            kubexit,
+            subject,
             harness,
             yard: &self.yard,
             work: &self.work,
             linger: false,
+            uid: None,
         }
+    }
+
+    /// Gives the graveyard and the work directory to `uid`, for fleets run
+    /// as another user.
+    pub fn give_to(&self, uid: u32) -> Result<(), String> {
+        for dir in [&self.dir, &self.yard, &self.work] {
+            std::os::unix::fs::chown(dir, Some(uid), Some(uid))
+                .map_err(|e| format!("cannot give {} to uid {uid}: {e}", dir.display()))?;
+        }
+        Ok(())
     }
 
     /// Records `name`'s death: its tombstone is written in the work
@@ -74,8 +90,14 @@ impl RunDir {
     /// event kubexits see. Returns CLOCK_MONOTONIC read just before the
     /// rename.
     pub fn bury(&self, name: &str) -> Result<u64, String> {
+        self.record(name, true)
+    }
+
+    /// Writes `name`'s tombstone, dead or born and ready, the way
+    /// [`RunDir::bury`] does.
+    pub fn record(&self, name: &str, dead: bool) -> Result<u64, String> {
         let temp = self.work.join(format!(".{name}.tombstone"));
-        fs::write(&temp, tombstone(true))
+        fs::write(&temp, tombstone(dead))
             .map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
         let target = self.yard.join(name);
         let before = victim::monotonic_ns();
@@ -105,21 +127,26 @@ impl Drop for RunDir {
     }
 }
 
-/// One kubexit supervising one victim.
+/// One supervisor (kubexit or a peer) supervising one victim.
 pub struct Member {
     pub name: String,
     pub pid: i32,
     pub ready: PathBuf,
     pub report: PathBuf,
     pub log: PathBuf,
-    /// CLOCK_MONOTONIC just before kubexit was spawned, ns.
+    /// CLOCK_MONOTONIC just before the supervisor was spawned, ns.
     pub spawned_at: u64,
     /// The victim's pid and start time, once it said it is running.
     pub victim: Option<(i32, u64)>,
+    /// The supervisor's voluntary context switches (all threads) when
+    /// [`Fleet::count_wakeups`] last looked.
+    pub wakeups_before: Option<u64>,
+    /// Its on-CPU time (all threads) then, ns.
+    pub cpu_before: Option<u64>,
     reaped: bool,
 }
 
-/// The kubexits of one run.
+/// The supervisors of one run.
 #[derive(Default)]
 pub struct Fleet {
     pub members: Vec<Member>,
@@ -131,21 +158,12 @@ pub struct Reaped {
     pub pid: i32,
     /// The exit status, or 128+N when killed by signal N.
     pub code: i32,
-}
-
-/// A kubexit command line with the harness's own `KUBEXIT_*` variables
-/// removed, stdin and stdout closed, so nothing but the flags given counts.
-pub fn kubexit_command(kubexit: &Path, yard: &Path, name: &str) -> Command {
-    let mut command = Command::new(kubexit);
-    without_kubexit_env(&mut command);
-    command
-        .arg("--graveyard")
-        .arg(yard)
-        .arg("--name")
-        .arg(name)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    command
+    /// Voluntary context switches over its whole life, all threads, and
+    /// the children it reaped: each is one sleep, so one wake-up.
+    pub wakeups: u64,
+    /// User and system time over its whole life, the children it reaped
+    /// included, ns.
+    pub cpu_ns: u64,
 }
 
 /// Removes the harness's own `KUBEXIT_*` variables from a command's
@@ -159,7 +177,9 @@ pub fn without_kubexit_env(command: &mut Command) {
 }
 
 impl Fleet {
-    /// Starts kubexit `name`, with `death_deps`, supervising a victim.
+    /// Starts the subject as `name`, with `death_deps`, supervising a
+    /// victim. Its stdout and stderr (kubexit logs to one, Go to the other)
+    /// go to one log file.
     pub fn spawn(&mut self, setup: &Setup, name: &str, death_deps: &str) -> Result<(), String> {
         let member = Member {
             name: name.to_owned(),
@@ -169,27 +189,33 @@ impl Fleet {
             log: setup.work.join(format!("{name}.log")),
             spawned_at: 0,
             victim: None,
+            wakeups_before: None,
+            cpu_before: None,
             reaped: false,
         };
         let log = File::create(&member.log)
             .map_err(|e| format!("cannot create {}: {e}", member.log.display()))?;
-        let mut command = kubexit_command(setup.kubexit, setup.yard, name);
+        let log_too = log
+            .try_clone()
+            .map_err(|e| format!("cannot share {}: {e}", member.log.display()))?;
+        let mut command = setup.subject.command(setup.yard, name, Some(death_deps));
         command
-            .arg("--death-deps")
-            .arg(death_deps)
-            .arg("--grace-period")
-            .arg("30s")
-            .arg("--")
             .arg(setup.harness)
             .arg(victim::MODE)
             .arg(&member.ready)
             .arg(&member.report)
             .args(setup.linger.then_some(victim::LINGER))
-            .stderr(log);
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_too);
+        if let Some(uid) = setup.uid {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(uid);
+        }
         let spawned_at = victim::monotonic_ns();
         let child = command
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", setup.kubexit.display()))?;
+            .map_err(|e| format!("cannot start {}: {e}", setup.subject.path.display()))?;
         // The Child is dropped without waiting: `reap` owns waiting.
         self.members.push(Member {
             pid: child.id() as i32,
@@ -197,6 +223,15 @@ impl Fleet {
             ..member
         });
         Ok(())
+    }
+
+    /// Notes every supervisor's voluntary context switches and CPU time so
+    /// far, for the counts of the phase that ends now.
+    pub fn count_wakeups(&mut self) {
+        for member in &mut self.members {
+            member.wakeups_before = voluntary_switches(member.pid);
+            member.cpu_before = cpu_ns(member.pid);
+        }
     }
 
     /// Waits until every victim has said it is running. A kubexit that ends
@@ -292,9 +327,27 @@ impl Fleet {
         watchdog.watch(self.pids_alive(), limit)
     }
 
-    /// Waits, blocked, until every kubexit of the fleet has exited; if the
-    /// guard had to kill, that is an error naming what it killed.
+    /// Waits, blocked, until every supervisor of the fleet has exited; if
+    /// the guard had to kill, that is an error naming what it killed.
     pub fn reap(&mut self, guard: Armed) -> Result<Vec<(usize, Reaped)>, String> {
+        let (reaped, killed) = self.reap_all(guard);
+        if killed {
+            let stuck: Vec<&str> = reaped
+                .iter()
+                .filter(|(_, one)| one.code == 128 + libc::SIGKILL)
+                .map(|(index, _)| self.members[*index].name.as_str())
+                .collect();
+            return Err(format!(
+                "supervisors still running at the deadline, killed: {}",
+                stuck.join(", ")
+            ));
+        }
+        Ok(reaped)
+    }
+
+    /// Waits, blocked, until every supervisor of the fleet has exited: what
+    /// each ended with (by index), and whether the guard had to kill.
+    pub fn reap_all(&mut self, guard: Armed) -> (Vec<(usize, Reaped)>, bool) {
         let mut reaped = Vec::new();
         while self.members.iter().any(|m| !m.reaped) {
             let Some(one) = reap_pid(-1) else { break };
@@ -303,21 +356,10 @@ impl Fleet {
                 reaped.push((index, one));
             }
         }
-        if guard.clear() {
-            let stuck: Vec<&str> = reaped
-                .iter()
-                .filter(|(_, one)| one.code == 128 + libc::SIGKILL)
-                .map(|(index, _)| self.members[*index].name.as_str())
-                .collect();
-            return Err(format!(
-                "kubexits still running at the deadline, killed: {}",
-                stuck.join(", ")
-            ));
-        }
-        Ok(reaped)
+        (reaped, guard.clear())
     }
 
-    /// The pids of kubexits not reaped yet, and of their victims.
+    /// The pids of supervisors not reaped yet, and of their victims.
     fn pids_alive(&self) -> Vec<i32> {
         self.members
             .iter()
@@ -445,7 +487,7 @@ impl Drop for Armed<'_> {
     }
 }
 
-fn decode(pid: i32, status: i32) -> Reaped {
+fn decode(pid: i32, status: i32, usage: &libc::rusage) -> Reaped {
     let code = if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else if libc::WIFSIGNALED(status) {
@@ -453,31 +495,41 @@ fn decode(pid: i32, status: i32) -> Reaped {
     } else {
         -1
     };
-    Reaped { pid, code }
+    Reaped {
+        pid,
+        code,
+        wakeups: u64::try_from(usage.ru_nvcsw).unwrap_or(0),
+        cpu_ns: victim::timeval_ns(usage.ru_utime) + victim::timeval_ns(usage.ru_stime),
+    }
+}
+
+/// `wait4(pid, options)`, retried on EINTR; `None` when nothing was reaped.
+fn wait4(pid: i32, options: i32) -> Option<Reaped> {
+    loop {
+        let mut status = 0;
+        // SAFETY: rusage is plain data, valid when zeroed.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 only writes the status and the usage.
+        let got = unsafe { libc::wait4(pid, &mut status, options, &mut usage) };
+        if got > 0 {
+            return Some(decode(got, status, &usage));
+        }
+        if got < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return None;
+    }
 }
 
 /// Reaps `pid` if it has ended, without waiting.
 pub fn reap_now(pid: i32) -> Option<Reaped> {
-    let mut status = 0;
-    // SAFETY: waitpid only writes the status; WNOHANG returns at once.
-    let got = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-    (got == pid).then(|| decode(pid, status))
+    wait4(pid, libc::WNOHANG)
 }
 
 /// Reaps `pid` (any child for -1), waiting as long as it takes: callers
 /// bound the wait with a [`Watchdog`]. `None` when there is no such child.
 pub fn reap_pid(pid: i32) -> Option<Reaped> {
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid only writes the status.
-        let got = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if got > 0 {
-            return Some(decode(got, status));
-        }
-        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return None;
-        }
-    }
+    wait4(pid, 0)
 }
 
 /// The last lines of a kubexit's log, for error messages.
@@ -570,6 +622,15 @@ pub fn cpu_ns(pid: i32) -> Option<u64> {
     })
 }
 
+/// Voluntary context switches of every thread of the process: each is one
+/// sleep, so one wake-up.
+pub fn voluntary_switches(pid: i32) -> Option<u64> {
+    sum_over_threads(pid, |tid_dir| {
+        let text = fs::read_to_string(tid_dir.join("status")).ok()?;
+        status_value(&text, "voluntary_ctxt_switches:")
+    })
+}
+
 /// Context switches of every thread of the process: how often it woke.
 pub fn context_switches(pid: i32) -> Option<u64> {
     sum_over_threads(pid, |tid_dir| {
@@ -598,6 +659,22 @@ pub fn status_kib(pid: i32, key: &str) -> Option<u64> {
 fn status_value(text: &str, key: &str) -> Option<u64> {
     let line = text.lines().find(|line| line.starts_with(key))?;
     line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Whether any process runs as user `uid`.
+pub fn user_has_processes(uid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(processes) = fs::read_dir("/proc") else {
+        return false;
+    };
+    processes.flatten().any(|process| {
+        let path = process.path();
+        let is_pid = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+        is_pid && fs::metadata(&path).is_ok_and(|m| m.uid() == uid)
+    })
 }
 
 /// Polls `condition` every millisecond until it holds or `limit` passes.

@@ -1,16 +1,17 @@
-//! Start-up in a crowded graveyard: from spawning kubexit to its child
+//! Start-up in a crowded graveyard: from spawning a supervisor to its child
 //! running, with 10,000 tombstones of other processes already there.
 //!
-//! Each run times three starts, taking turns: kubexit in the crowded
-//! graveyard, kubexit in an empty one, and the child (the victim) spawned
-//! directly, without kubexit. The clock is read just before the spawn and
-//! by the victim as the first thing it does. The direct start is what any
-//! process costs; the empty graveyard shows what kubexit adds; the crowded
-//! one whether the graveyard's size matters (kubexit reads only the
-//! tombstones it depends on, so it should not).
+//! Each run times, taking turns: every subject (kubexit, and the floor and
+//! the Go kubexit when at hand) in the crowded graveyard and in an empty
+//! one, and the child (the victim) spawned directly, without a supervisor.
+//! The clock is read just before the spawn and by the victim as the first
+//! thing it does. The direct start is what any process costs; the empty
+//! graveyard shows what a supervisor adds; the crowded one whether the
+//! graveyard's size matters (kubexit reads only the tombstones it depends
+//! on, so it should not; the Go kubexit reads the whole directory first).
 //!
-//! The kubexits have a death dependency, named anew in each run so that no
-//! earlier death counts; after each run its files are removed, so the
+//! The supervisors have a death dependency, named anew in each run so that
+//! no earlier death counts; after each run its files are removed, so the
 //! crowded graveyard keeps its size.
 
 use std::fs;
@@ -22,33 +23,73 @@ use nix::unistd::Pid;
 
 use crate::Bench;
 use crate::procs::{self, Fleet, RunDir, Setup};
+use crate::subjects::Subject;
 use crate::victim;
 
+/// One subject's start-ups.
 #[derive(Debug, Clone)]
-pub struct Startup {
-    pub tombstones: usize,
+pub struct Starts {
+    pub subject: Subject,
     /// ns per run, in the crowded graveyard.
     pub crowded: Vec<u64>,
     /// ns per run, in an empty graveyard.
     pub empty: Vec<u64>,
-    /// ns per run, the victim without kubexit.
+}
+
+#[derive(Debug, Clone)]
+pub struct Startup {
+    pub tombstones: usize,
+    pub series: Vec<Starts>,
+    /// ns per run, the victim without a supervisor.
     pub direct: Vec<u64>,
 }
 
-pub fn measure(bench: &Bench, tombstones: usize, runs: usize) -> Result<Startup, String> {
-    let crowded = RunDir::new(bench.scratch, "startup-crowded")?;
-    let empty = RunDir::new(bench.scratch, "startup-empty")?;
+impl Startup {
+    pub fn of(&self, key: &str) -> Option<&Starts> {
+        self.series.iter().find(|s| s.subject.key == key)
+    }
+}
+
+pub fn measure(
+    bench: &Bench,
+    subjects: &[Subject],
+    tombstones: usize,
+    runs: usize,
+) -> Result<Startup, String> {
+    let crowded = bench.run_dir("startup-crowded")?;
+    let empty = bench.run_dir("startup-empty")?;
     fill(&crowded, tombstones)?;
     let mut result = Startup {
         tombstones,
-        crowded: Vec::with_capacity(runs),
-        empty: Vec::with_capacity(runs),
+        series: subjects
+            .iter()
+            .map(|subject| Starts {
+                subject: subject.clone(),
+                crowded: Vec::with_capacity(runs),
+                empty: Vec::with_capacity(runs),
+            })
+            .collect(),
         direct: Vec::with_capacity(runs),
     };
+    // Each turn is one start: a subject in the crowded graveyard, the same
+    // in the empty one, ..., the child alone last.
+    let turns = 2 * subjects.len() + 1;
     for run in 0..runs {
-        result.crowded.push(start_kubexit(bench, &crowded, run)?);
-        result.empty.push(start_kubexit(bench, &empty, run)?);
-        result.direct.push(start_directly(bench, &empty, run)?);
+        for turn in 0..turns {
+            let index = (run + turn) % turns;
+            if index == turns - 1 {
+                result.direct.push(start_directly(bench, &empty, run)?);
+                continue;
+            }
+            let starts = &mut result.series[index / 2];
+            if index.is_multiple_of(2) {
+                let elapsed = start_supervisor(bench, &starts.subject, &crowded, run)?;
+                starts.crowded.push(elapsed);
+            } else {
+                let elapsed = start_supervisor(bench, &starts.subject, &empty, run)?;
+                starts.empty.push(elapsed);
+            }
+        }
     }
     Ok(result)
 }
@@ -64,10 +105,18 @@ fn fill(dir: &RunDir, count: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// One kubexit start in `dir`'s graveyard: spawn to child running, ns.
-fn start_kubexit(bench: &Bench, dir: &RunDir, run: usize) -> Result<u64, String> {
-    let (name, dependency) = (format!("starter-{run}"), format!("main-{run}"));
-    let setup: Setup = dir.setup(bench.kubexit, bench.harness);
+/// One start of `subject` in `dir`'s graveyard: spawn to child running, ns.
+fn start_supervisor(
+    bench: &Bench,
+    subject: &Subject,
+    dir: &RunDir,
+    run: usize,
+) -> Result<u64, String> {
+    let (name, dependency) = (
+        format!("starter-{}-{run}", subject.key),
+        format!("main-{}-{run}", subject.key),
+    );
+    let setup: Setup = bench.setup(dir, subject);
     let mut fleet = Fleet::default();
     fleet.spawn(&setup, &name, &dependency)?;
     fleet.wait_ready(Duration::from_secs(30))?;
@@ -87,13 +136,19 @@ fn start_kubexit(bench: &Bench, dir: &RunDir, run: usize) -> Result<u64, String>
 fn start_directly(bench: &Bench, dir: &RunDir, run: usize) -> Result<u64, String> {
     let ready = dir.work.join(format!("direct-{run}.ready"));
     let report = dir.work.join(format!("direct-{run}.report"));
-    let spawned_at = victim::monotonic_ns();
-    let child = Command::new(bench.harness)
+    let mut command = Command::new(bench.harness);
+    command
         .arg(victim::MODE)
         .arg(&ready)
         .arg(&report)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::null());
+    if let Some(uid) = bench.uid {
+        use std::os::unix::process::CommandExt;
+        command.uid(uid).gid(uid);
+    }
+    let spawned_at = victim::monotonic_ns();
+    let child = command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", bench.harness.display()))?;
     let pid = child.id() as i32;

@@ -70,3 +70,91 @@ pub fn human_kib(kib: u64) -> String {
 pub fn human_bytes(bytes: u64) -> String {
     format!("{:.2} MiB", bytes as f64 / 1_048_576.0)
 }
+
+/// A statistic of several series measured side by side (a ratio of
+/// medians, say), with a 90% bootstrap interval: the statistic computed
+/// again on [`RESAMPLES`] resamplings of every series (drawn with
+/// replacement, each to its own size), its 5th and 95th percentiles. It
+/// says how far the figure could move if the same runs were made again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    pub value: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// Resamplings per interval.
+pub const RESAMPLES: usize = 1000;
+
+impl Estimate {
+    /// `statistic` is given the median of each series, in order. `None`
+    /// when a series is empty or the statistic is not finite.
+    pub fn of_medians(series: &[&[u64]], statistic: impl Fn(&[f64]) -> f64) -> Option<Estimate> {
+        if series.iter().any(|s| s.is_empty()) {
+            return None;
+        }
+        let medians: Vec<f64> = series
+            .iter()
+            .map(|s| Summary::of(s).map_or(f64::NAN, |m| m.p50 as f64))
+            .collect();
+        let value = statistic(&medians);
+        if !value.is_finite() {
+            return None;
+        }
+        // A fixed seed: the same samples give the same interval.
+        let mut random = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut scratch = Vec::new();
+        let mut resampled: Vec<f64> = Vec::with_capacity(RESAMPLES);
+        for _ in 0..RESAMPLES {
+            let medians: Vec<f64> = series
+                .iter()
+                .map(|s| {
+                    scratch.clear();
+                    scratch.extend((0..s.len()).map(|_| s[random.below(s.len())]));
+                    let rank = (s.len().div_ceil(2)).max(1) - 1;
+                    *scratch.select_nth_unstable(rank).1 as f64
+                })
+                .collect();
+            let v = statistic(&medians);
+            if v.is_finite() {
+                resampled.push(v);
+            }
+        }
+        resampled.sort_by(f64::total_cmp);
+        let at = |p: f64| {
+            let rank = ((p * resampled.len() as f64).ceil() as usize).clamp(1, resampled.len());
+            resampled[rank - 1]
+        };
+        if resampled.is_empty() {
+            return None;
+        }
+        Some(Estimate {
+            value,
+            low: at(0.05),
+            high: at(0.95),
+        })
+    }
+
+    /// The ratio of two series' medians.
+    pub fn ratio(numerator: &[u64], denominator: &[u64]) -> Option<Estimate> {
+        Estimate::of_medians(&[numerator, denominator], |m| m[0] / m[1])
+    }
+
+    /// `1.42× (1.35–1.50)`.
+    pub fn times(&self) -> String {
+        format!("{:.2}× ({:.2}–{:.2})", self.value, self.low, self.high)
+    }
+}
+
+/// xorshift64*: enough randomness for resampling, and no dependency.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let x = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        (((x >> 32) * n as u64) >> 32) as usize
+    }
+}

@@ -6,7 +6,9 @@
 //! <pid>`): from that moment a stop signal cannot be lost or kill it before
 //! it is timed. It then waits for the signal in `sigtimedwait`, reads the
 //! clock again the instant it returns, and writes REPORT (`<signal-ns>
-//! <signal-number>`) the same way. Both clocks are CLOCK_MONOTONIC, the one
+//! <signal-number> <cpu-ns>`, the last its own CPU time so far, so that
+//! the harness can tell its supervisor's CPU time from its own) the same
+//! way. Both clocks are CLOCK_MONOTONIC, the one
 //! the harness reads just before it renames a `Died` tombstone into place, so
 //! the two readings subtract across processes.
 //!
@@ -90,7 +92,7 @@ fn live(started: u64, ready: &Path, report: &Path, linger: bool) -> io::Result<b
         return Ok(false);
     };
     let signalled = monotonic_ns();
-    write_atomically(report, &format!("{signalled} {signal}\n"))?;
+    write_atomically(report, &format!("{signalled} {signal} {}\n", own_cpu_ns()))?;
     if linger {
         return Ok(wait_for(Signal::SIGUSR1)?.is_some());
     }
@@ -128,7 +130,38 @@ pub fn read_ready(path: &Path) -> Option<(u64, i32)> {
     Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
 }
 
-/// A victim's report: when the signal arrived and which it was.
-pub fn read_report(path: &Path) -> Option<(u64, i32)> {
-    read_ready(path)
+/// What a victim reports once signalled.
+#[derive(Debug, Clone, Copy)]
+pub struct Report {
+    /// CLOCK_MONOTONIC when the signal arrived, ns.
+    pub at: u64,
+    pub signal: i32,
+    /// The victim's own CPU time (user + system) until then, ns.
+    pub cpu_ns: u64,
+}
+
+/// A victim's report.
+pub fn read_report(path: &Path) -> Option<Report> {
+    let text = fs::read_to_string(path).ok()?;
+    let mut words = text.split_whitespace();
+    Some(Report {
+        at: words.next()?.parse().ok()?,
+        signal: words.next()?.parse().ok()?,
+        cpu_ns: words.next()?.parse().ok()?,
+    })
+}
+
+/// This process's CPU time so far, user and system, ns.
+fn own_cpu_ns() -> u64 {
+    // SAFETY: rusage is plain data, valid when zeroed; getrusage only
+    // writes it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    timeval_ns(usage.ru_utime) + timeval_ns(usage.ru_stime)
+}
+
+/// A `timeval` in nanoseconds (0 if negative, which it never is).
+pub fn timeval_ns(t: libc::timeval) -> u64 {
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000
+        + u64::try_from(t.tv_usec).unwrap_or(0) * 1_000
 }

@@ -11,6 +11,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends musl-tools \
     && rustup target add x86_64-unknown-linux-musl
 # ring compiles C for the TLS code: with musl's wrapper, as scripts/build-static.sh does.
 ENV CC_x86_64_unknown_linux_musl=musl-gcc
+# Not position-independent, as scripts/build-static.sh builds it (fewer page
+# faults and less memory at every start; see BENCHMARKS.md).
+ENV CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-model=static"
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl \

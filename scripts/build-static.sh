@@ -85,6 +85,13 @@ else
     export AR_aarch64_unknown_linux_musl=${AR_aarch64_unknown_linux_musl:-aarch64-linux-gnu-ar}
     export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER:-rust-lld}
 fi
+# Not position-independent: a static PIE relocates itself at every start,
+# touching every page that holds a pointer (about 70 page faults, 0.5 MiB of
+# resident memory: BENCHMARKS.md). The cost is that the executable's own
+# code sits at a fixed address; the stack, heap and mappings are still
+# randomised.
+triple_env=$(echo "$TRIPLE" | tr 'a-z-' 'A-Z_')
+export "CARGO_TARGET_${triple_env}_RUSTFLAGS=${RUSTFLAGS_STATIC:--C relocation-model=static}"
 CARGO_BUILD=(cargo build)
 if cargo auditable --version >/dev/null 2>&1; then
     CARGO_BUILD=(cargo auditable build)

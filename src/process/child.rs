@@ -4,7 +4,9 @@
 //! means the child and everything it started (`sh -c 'a & b'`), not just one
 //! pid. It inherits kubexit's environment (the `KUBEXIT_*` variables too, as
 //! upstream), its stdin, stdout and stderr, and starts with an empty signal
-//! mask and default dispositions, whatever kubexit had blocked.
+//! mask and SIGPIPE's default action, whatever kubexit had blocked or
+//! ignored. It is started with `posix_spawnp`, which copies nothing of
+//! kubexit's memory; only the terminal's hand-over below needs a fork.
 //!
 //! A separate process group would normally put the child in the background
 //! of an interactive terminal, where reading from it stops the process. So
@@ -18,11 +20,16 @@
 //!
 //! Waiting for the child is not done here: the reaper owns `waitpid`.
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+use nix::fcntl::OFlag;
+use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawnp};
+use nix::sys::stat::Mode;
 
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
@@ -92,16 +99,11 @@ pub fn spawn(
     extra_env: &[(&str, &str)],
     terminal: Terminal,
 ) -> Result<Child, SpawnError> {
-    let take_terminal = terminal.foreground;
-    let pid = start(command, |cmd| {
-        cmd.envs(extra_env.iter().copied());
-        // SAFETY: the closure runs in the forked child before exec and
-        // only makes async-signal-safe calls (sigprocmask, tcsetpgrp,
-        // getpgrp); it allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || prepare_child(take_terminal));
-        }
-    })?;
+    let pid = if terminal.foreground {
+        fork_for_terminal(command, extra_env)?
+    } else {
+        launch(command, extra_env, false)?
+    };
     Ok(Child { pid })
 }
 
@@ -109,26 +111,102 @@ pub fn spawn(
 /// group of its own, with no stdin and its output discarded, so that it
 /// never mixes with the child's output.
 pub fn spawn_helper(command: &[OsString]) -> Result<Pid, SpawnError> {
-    start(command, |cmd| {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: as in `spawn`.
-        unsafe {
-            cmd.pre_exec(|| prepare_child(false));
+    launch(command, &[], true)
+}
+
+/// Starts a process with `posix_spawnp`: no copy of kubexit's memory is
+/// made and touched on the way (a fork costs a start-up dozens of page
+/// faults). The new process gets its own group, an empty signal mask and
+/// SIGPIPE's default action back; with `quiet`, /dev/null for its standard
+/// streams.
+fn launch(
+    command: &[OsString],
+    extra_env: &[(&str, &str)],
+    quiet: bool,
+) -> Result<Pid, SpawnError> {
+    let Some(program) = command.first() else {
+        return Err(SpawnError::NotFound {
+            program: String::new(),
+        });
+    };
+    let name = || program.to_string_lossy().into_owned();
+    let other = |source: io::Error| SpawnError::Other {
+        program: name(),
+        source,
+    };
+    let args = command
+        .iter()
+        .map(|arg| CString::new(arg.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| other(io::Error::other("an argument contains a NUL byte")))?;
+    let env = environment(extra_env).map_err(other)?;
+    let mut attr = PosixSpawnAttr::init().map_err(|e| other(e.into()))?;
+    let mut sigdefault = SigSet::empty();
+    sigdefault.add(Signal::SIGPIPE);
+    attr.set_flags(
+        PosixSpawnFlags::POSIX_SPAWN_SETPGROUP
+            | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
+            | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
+    )
+    .and_then(|()| attr.set_pgroup(Pid::from_raw(0)))
+    .and_then(|()| attr.set_sigmask(&SigSet::empty()))
+    .and_then(|()| attr.set_sigdefault(&sigdefault))
+    .map_err(|e| other(e.into()))?;
+    let mut actions = PosixSpawnFileActions::init().map_err(|e| other(e.into()))?;
+    if quiet {
+        for fd in 0..3 {
+            actions
+                .add_open(fd, "/dev/null", OFlag::O_RDWR, Mode::empty())
+                .map_err(|e| other(e.into()))?;
         }
+    }
+    posix_spawnp(&args[0], &actions, &attr, &args, &env).map_err(|errno| match errno {
+        Errno::ENOENT | Errno::ENOTDIR => SpawnError::NotFound { program: name() },
+        Errno::EACCES | Errno::ENOEXEC | Errno::EISDIR | Errno::EPERM => {
+            SpawnError::NotExecutable { program: name() }
+        }
+        errno => other(errno.into()),
     })
 }
 
-fn start(command: &[OsString], configure: impl FnOnce(&mut Command)) -> Result<Pid, SpawnError> {
+/// kubexit's environment with `extra` added (replacing what it names), as
+/// `KEY=VALUE` strings.
+fn environment(extra: &[(&str, &str)]) -> io::Result<Vec<CString>> {
+    let mut env: Vec<CString> = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        if extra.iter().any(|(k, _)| OsStr::new(k) == key) {
+            continue;
+        }
+        let mut entry = key.into_vec();
+        entry.push(b'=');
+        entry.extend(value.as_bytes());
+        env.push(CString::new(entry).map_err(io::Error::other)?);
+    }
+    for (key, value) in extra {
+        env.push(CString::new(format!("{key}={value}")).map_err(io::Error::other)?);
+    }
+    Ok(env)
+}
+
+/// Starts the child with a fork, to hand it the terminal between fork and
+/// exec (see the module docs); the standard library resets the signal mask
+/// and SIGPIPE in that child.
+fn fork_for_terminal(command: &[OsString], extra_env: &[(&str, &str)]) -> Result<Pid, SpawnError> {
     let Some((program, args)) = command.split_first() else {
         return Err(SpawnError::NotFound {
             program: String::new(),
         });
     };
     let mut cmd = Command::new(program);
-    cmd.args(args).process_group(0);
-    configure(&mut cmd);
+    cmd.args(args)
+        .process_group(0)
+        .envs(extra_env.iter().copied());
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes async-signal-safe calls (sigprocmask, tcsetpgrp, getpgrp); it
+    // allocates nothing.
+    unsafe {
+        cmd.pre_exec(take_terminal);
+    }
     match cmd.spawn() {
         Ok(child) => {
             let raw = i32::try_from(child.id()).map_err(|_| SpawnError::Other {
@@ -154,18 +232,18 @@ fn start(command: &[OsString], configure: impl FnOnce(&mut Command)) -> Result<P
     }
 }
 
-/// Runs in the child between fork and exec.
-fn prepare_child(take_terminal: bool) -> io::Result<()> {
-    if take_terminal {
-        // SAFETY: stdin stays open for the duration of this call.
-        let stdin = unsafe { BorrowedFd::borrow_raw(0) };
-        let mut ttou = SigSet::empty();
-        ttou.add(Signal::SIGTTOU);
-        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&ttou), None)?;
-        match tcsetpgrp(stdin, getpgrp()) {
-            Ok(()) | Err(Errno::ENOTTY | Errno::ENXIO) => {}
-            Err(errno) => return Err(errno.into()),
-        }
+/// Runs in the child between fork and exec: makes the child's group the
+/// terminal's foreground group, with SIGTTOU blocked for the hand-over,
+/// then leaves the mask empty again.
+fn take_terminal() -> io::Result<()> {
+    // SAFETY: stdin stays open for the duration of this call.
+    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+    let mut ttou = SigSet::empty();
+    ttou.add(Signal::SIGTTOU);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&ttou), None)?;
+    match tcsetpgrp(stdin, getpgrp()) {
+        Ok(()) | Err(Errno::ENOTTY | Errno::ENXIO) => {}
+        Err(errno) => return Err(errno.into()),
     }
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
     Ok(())

@@ -24,5 +24,7 @@ pub mod json;
 pub(crate) mod process;
 pub(crate) mod readiness;
 pub(crate) mod supervisor;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 pub use cli::{EXIT_CONFIG, EXIT_FAILURE, run};

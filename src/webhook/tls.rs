@@ -135,6 +135,12 @@ impl Certificates {
             .with_no_client_auth()
             .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // No session resumption: a resumed session skips the certificate,
+        // so a client could go on past a renewal with the old one; the API
+        // server (Go, without a session cache) never resumes anyway, and the
+        // cache would only cost memory.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
         Ok(config)
     }
 

@@ -324,7 +324,7 @@ impl Load {
                     round += 1;
                     // Every other request on a fresh connection: a fresh
                     // handshake, with whatever certificate is served now.
-                    if round % 2 == 0 || kept.is_none() {
+                    if round.is_multiple_of(2) || kept.is_none() {
                         match Client::try_connect(port, Arc::clone(&config)) {
                             Ok(client) => {
                                 served.lock().unwrap().push(client.served());

@@ -8,7 +8,8 @@
 //!   SIGTERM, for one dependent and for fan-outs;
 //! * `overhead`: `kubexit true` against `true` (and `tini -s -- true`);
 //! * `footprint`: peak RSS, CPU time while idle, binary size;
-//! * `startup`: spawn to child running with 10,000 tombstones around.
+//! * `startup`: spawn to child running with 10,000 tombstones around;
+//! * `webhook`: `kubexit webhook` under load (its own report, `webhook.md`).
 //!
 //! The harness is also the child kubexit supervises: run as `harness victim
 //! READY REPORT`, it times its own signal (see `victim`). Results go to
@@ -26,6 +27,8 @@ mod report;
 mod startup;
 mod stats;
 mod victim;
+#[cfg(feature = "webhook")]
+mod webhook;
 
 use std::ffi::OsString;
 use std::fs;
@@ -131,6 +134,7 @@ enum Measurement {
     Idle,
     Startup,
     Size,
+    Webhook,
 }
 
 /// The sizes of one invocation, resolved from the flags and the mode.
@@ -340,6 +344,12 @@ fn run(args: &Args, words: &[OsString]) -> Result<(), String> {
         for (build, bench) in &builds {
             results.sizes.push(footprint::size(build, bench.kubexit)?);
         }
+    }
+
+    #[cfg(feature = "webhook")]
+    if wanted(Measurement::Webhook) {
+        eprintln!("webhook: reviews under load");
+        webhook::measure(&full, &webhook::Sizes::new(args.smoke), &args.out)?;
     }
 
     write_outputs(&results, &args.out, &plots_dir)

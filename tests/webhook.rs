@@ -913,3 +913,20 @@ fn a_pod_of_two_hundred_containers_comes_back_whole() {
         json!(["/kubexit/kubexit", "sleep", "1"])
     );
 }
+
+#[test]
+fn a_client_that_does_not_trust_the_certificate_is_said_in_the_log_and_a_port_check_is_not() {
+    let (pki, stranger) = (Pki::new(), Pki::new());
+    let server = Webhook::with(&pki, &[]);
+    // A port check: connect, close.
+    drop(TcpStream::connect((Ipv4Addr::LOCALHOST, server.port)).unwrap());
+    // A client with another CA (a caBundle that is not this certificate's).
+    assert!(Client::try_connect(server.port, client_config(&[&stranger.ca])).is_err());
+    server
+        .process
+        .wait_for_log("is the webhook configuration's caBundle the CA of --tls-cert?");
+    // Still serving, and only the real fault was said.
+    assert!(answer(&server.client(&pki).review(&review_of(&sidecar_pod()))).allowed);
+    let warnings = server.process.stderr().matches("Warning:").count();
+    assert_eq!(warnings, 1, "{}", server.process.stderr());
+}

@@ -153,6 +153,14 @@ pub async fn serve(
     let tls = tokio::select! {
         done = handshake => match done {
             Ok(Ok(tls)) => tls,
+            // A connection opened and closed (a port check): not a fault.
+            Ok(Err(err)) if matches!(
+                err.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+            ) => {
+                tracing::debug!(peer = %peer, "{peer} closed the connection before the TLS handshake ended");
+                return;
+            }
             Ok(Err(err)) => {
                 tracing::warn!(
                     peer = %peer,

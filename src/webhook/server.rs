@@ -142,12 +142,16 @@ pub async fn serve(
                         slot,
                     ));
                 }
-                (_, Err(err)) => {
+                (Ok(_), Err(err)) => {
                     // Out of file descriptors, say: a pause instead of a spin.
                     tracing::warn!("cannot accept a connection: {err}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                (Err(_), _) => unreachable!("the semaphore of connections is never closed"),
+                (Err(_), _) => {
+                    // Never closed; were it ever, serving could not go on.
+                    tracing::error!("the connection slots are gone; stopping");
+                    break;
+                }
             },
             _ = tokio::time::sleep_until(stop_at.unwrap_or_else(Instant::now)), if stop_at.is_some() => break,
         }

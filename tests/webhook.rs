@@ -283,7 +283,8 @@ fn health_and_readiness_answer_and_other_paths_do_not() {
         assert_eq!(response.header("allow"), Some("GET, HEAD"));
     }
     assert_eq!(client.request("GET", "/inject", b"").unwrap().status, 405);
-    assert_eq!(client.request("GET", "/metrics", b"").unwrap().status, 404);
+    assert_eq!(client.request("GET", "/debug", b"").unwrap().status, 404);
+    assert_eq!(client.request("POST", "/metrics", b"").unwrap().status, 405);
 }
 
 /// Posts reviews from `threads` clients, each on new connections and on a
@@ -929,4 +930,50 @@ fn a_client_that_does_not_trust_the_certificate_is_said_in_the_log_and_a_port_ch
     assert!(answer(&server.client(&pki).review(&review_of(&sidecar_pod()))).allowed);
     let warnings = server.process.stderr().matches("Warning:").count();
     assert_eq!(warnings, 1, "{}", server.process.stderr());
+}
+
+#[test]
+fn metrics_count_reviews_by_outcome_refusals_and_certificate_reloads() {
+    let (old, new) = (Pki::new(), Pki::new());
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    fs::copy(&old.cert, &cert).unwrap();
+    fs::copy(&old.key, &key).unwrap();
+    let server = Webhook::start(&cert, &key, &[]);
+    let mut client = Client::connect(server.port, &[&old.ca, &new.ca]);
+
+    client.review(&review_of(&sidecar_pod()));
+    let mut plain = sidecar_pod();
+    plain["metadata"]["annotations"] = json!({});
+    client.review(&review_of(&plain));
+    client.review(&review_of(&plain));
+    let mut misspelt = sidecar_pod();
+    misspelt["metadata"]["annotations"] = json!({"kubexit.io/sidecar": "proxy"});
+    client.review(&review_of(&misspelt));
+    assert_eq!(client.request("POST", "/inject", b"{").unwrap().status, 400);
+    fs::copy(&new.cert, &cert).unwrap();
+    fs::copy(&new.key, &key).unwrap();
+    server
+        .process
+        .wait_for_log("Serving the new certificate of");
+
+    let response = client.request("GET", "/metrics", b"").unwrap();
+    assert_eq!(response.status, 200);
+    assert!(
+        response
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4"))
+    );
+    let text = response.text();
+    for line in [
+        "kubexit_webhook_reviews_total{outcome=\"injected\"} 1",
+        "kubexit_webhook_reviews_total{outcome=\"denied\"} 1",
+        "kubexit_webhook_reviews_total{outcome=\"unchanged\"} 2",
+        "kubexit_webhook_reviews_total{outcome=\"fault\"} 0",
+        "kubexit_webhook_refused_total 1",
+        "kubexit_webhook_certificate_reloads_total{result=\"served\"} 1",
+        "kubexit_webhook_open_connections 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+    }
 }

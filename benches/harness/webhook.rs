@@ -19,6 +19,11 @@
 //!   review, the cost after an idle connection was closed.
 //! * **Memory**: the server's resident set before the load and its peak
 //!   (`VmHWM`) after it, from /proc.
+//! * **Cost**: the server's own time on a CPU per review in each run (from
+//!   /proc/PID/task/*/schedstat), which other load on the machine does not
+//!   inflate as it does latency; and the review alone (JSON in, decision,
+//!   patch, JSON out: `kubexit::webhook::review::review`) timed in this
+//!   process, without TLS or HTTP.
 //!
 //! The results go to `webhook.md` and `webhook.json` beside the harness's
 //! own, and the table is printed. Targets: p99 at most 2 ms at 500 reviews
@@ -38,6 +43,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 
 use crate::Bench;
+use crate::procs;
 use crate::stats::{Summary, human_kib, human_ns};
 
 /// Target: p99 latency at 500 reviews per second.
@@ -81,6 +87,19 @@ struct Run {
     label: String,
     latencies: Vec<u64>,
     per_second: f64,
+    /// The server's time on a CPU during the run, per review.
+    server_cpu_ns: Option<u64>,
+}
+
+/// Runs `measure` and adds the server's CPU time per review to its result.
+fn with_cpu(pid: i32, measure: impl FnOnce() -> Result<Run, String>) -> Result<Run, String> {
+    let before = procs::cpu_ns(pid);
+    let mut run = measure()?;
+    let after = procs::cpu_ns(pid);
+    if let (Some(before), Some(after)) = (before, after) {
+        run.server_cpu_ns = Some(after.saturating_sub(before) / run.latencies.len().max(1) as u64);
+    }
+    Ok(run)
 }
 
 /// Measures `bench.kubexit`'s webhook; writes `webhook.md` and
@@ -95,32 +114,34 @@ pub fn measure(bench: &Bench, sizes: &Sizes, out: &Path) -> Result<(), String> {
 
     // Warm-up: the first answers pay for lazy initialisation.
     closed_loop(server.port, &config, &review, 1, 50, "warm-up")?;
-    let mut runs = vec![
-        closed_loop(
-            server.port,
-            &config,
-            &review,
-            1,
-            sizes.sequential,
-            "concurrency 1",
-        )?,
-        closed_loop(
-            server.port,
-            &config,
-            &review,
-            32,
-            sizes.concurrent,
-            "concurrency 32",
-        )?,
+    let pid = server.child.id() as i32;
+    let port = server.port;
+    let runs = vec![
+        with_cpu(pid, || {
+            closed_loop(port, &config, &review, 1, sizes.sequential, "concurrency 1")
+        })?,
+        with_cpu(pid, || {
+            closed_loop(
+                port,
+                &config,
+                &review,
+                32,
+                sizes.concurrent,
+                "concurrency 32",
+            )
+        })?,
+        with_cpu(pid, || {
+            fixed_rate(
+                port,
+                &config,
+                &review,
+                sizes.rate,
+                Duration::from_secs(sizes.rate_seconds),
+            )
+        })?,
+        with_cpu(pid, || handshakes(port, &config, &review, sizes.handshakes))?,
     ];
-    runs.push(fixed_rate(
-        server.port,
-        &config,
-        &review,
-        sizes.rate,
-        Duration::from_secs(sizes.rate_seconds),
-    )?);
-    runs.push(handshakes(server.port, &config, &review, sizes.handshakes)?);
+    let in_process = review_alone(&review, sizes.sequential)?;
     let peak_kib = server.memory("VmHWM")?;
     let size = fs::metadata(bench.kubexit).map(|m| m.len()).unwrap_or(0);
     server.stop()?;
@@ -128,25 +149,35 @@ pub fn measure(bench: &Bench, sizes: &Sizes, out: &Path) -> Result<(), String> {
     let at_rate = &runs[2];
     let at_rate_p99 = Summary::of(&at_rate.latencies).map_or(u64::MAX, |s| s.p99);
     let mut md = String::from(
-        "### Admission webhook\n\n| load | reviews | p50 | p99 | max | reviews/s |\n|---|---:|---:|---:|---:|---:|\n",
+        "### Admission webhook\n\n| load | reviews | p50 | p99 | max | reviews/s | server CPU per review |\n|---|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut json_runs = Vec::new();
     for run in &runs {
         let s = Summary::of(&run.latencies).ok_or("a run without samples")?;
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.0} |\n",
+            "| {} | {} | {} | {} | {} | {:.0} | {} |\n",
             run.label,
             s.count,
             human_ns(s.p50 as f64),
             human_ns(s.p99 as f64),
             human_ns(s.max as f64),
-            run.per_second
+            run.per_second,
+            run.server_cpu_ns
+                .map_or("?".to_owned(), |ns| human_ns(ns as f64))
         ));
         json_runs.push(json!({
             "load": run.label, "count": s.count, "p50_ns": s.p50, "p90_ns": s.p90,
             "p99_ns": s.p99, "max_ns": s.max, "per_second": run.per_second,
+            "server_cpu_ns_per_review": run.server_cpu_ns,
         }));
     }
+    let alone = Summary::of(&in_process).ok_or("no in-process samples")?;
+    md.push_str(&format!(
+        "\nThe review alone, in process (no TLS, no HTTP): p50 {}, p99 {} over {} reviews.\n",
+        human_ns(alone.p50 as f64),
+        human_ns(alone.p99 as f64),
+        alone.count
+    ));
     md.push_str(&format!(
         "\nMemory: {} resident before the load, {} at its peak (target at most {}). \
          p99 at {} reviews/s: {} (target at most {}). Binary: {} bytes.\n",
@@ -160,6 +191,7 @@ pub fn measure(bench: &Bench, sizes: &Sizes, out: &Path) -> Result<(), String> {
     ));
     let results = json!({
         "runs": json_runs,
+        "review_alone": {"count": alone.count, "p50_ns": alone.p50, "p99_ns": alone.p99},
         "idle_rss_kib": idle_kib,
         "peak_rss_kib": peak_kib,
         "binary_bytes": size,
@@ -175,6 +207,26 @@ pub fn measure(bench: &Bench, sizes: &Sizes, out: &Path) -> Result<(), String> {
     write("webhook.md", md.clone())?;
     println!("{md}");
     Ok(())
+}
+
+/// `review` answered `count` times by the webhook's own function, in this
+/// process; each time in nanoseconds.
+fn review_alone(review: &[u8], count: usize) -> Result<Vec<u64>, String> {
+    let options = kubexit::inject::Options::default();
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let answered = kubexit::webhook::review::review(review, &options)
+            .map_err(|e| format!("the review alone: {e}"))?;
+        times.push(nanos(started));
+        if !matches!(
+            answered.outcome,
+            kubexit::webhook::review::Outcome::Injected(_)
+        ) {
+            return Err(format!("the review alone: {:?}", answered.outcome));
+        }
+    }
+    Ok(times)
 }
 
 /// The CA and the serving certificate for 127.0.0.1, by the repository's
@@ -415,6 +467,7 @@ fn closed_loop(
         label: label.to_owned(),
         per_second: latencies.len() as f64 / seconds,
         latencies,
+        server_cpu_ns: None,
     })
 }
 
@@ -464,6 +517,7 @@ fn fixed_rate(
         label: format!("{rate}/s, 8 connections"),
         per_second: latencies.len() as f64 / seconds,
         latencies,
+        server_cpu_ns: None,
     })
 }
 
@@ -487,6 +541,7 @@ fn handshakes(
         label: "new connection each".to_owned(),
         per_second: latencies.len() as f64 / seconds,
         latencies,
+        server_cpu_ns: None,
     })
 }
 

@@ -35,8 +35,8 @@ use crate::webhook::{self, Limits, Settings};
     name = "kubexit webhook",
     version,
     override_usage = "kubexit webhook --tls-cert FILE --tls-key FILE [OPTIONS]",
-    after_help = "Serves POST /inject (admission.k8s.io/v1 AdmissionReview for Pods), GET /healthz \
-                  and GET /readyz over HTTPS. The certificate and key are read again when their \
+    after_help = "Serves POST /inject (admission.k8s.io/v1 AdmissionReview for Pods), GET /healthz, \
+                  GET /readyz and GET /metrics (Prometheus) over HTTPS. The certificate and key are read again when their \
                   files change. SIGTERM: /readyz fails, and after --shutdown-delay no connection \
                   is accepted, the reviews in flight are answered, and it exits 0. Manifests to \
                   install it: deploy/webhook/; see docs/webhook.md. Exit status: 0 stopped; \

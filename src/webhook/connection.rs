@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::Limits;
+use super::metrics::Open;
 use super::server::{Shared, handle};
 
 /// The largest read buffer of a connection: request headers must fit.
@@ -132,14 +133,14 @@ impl AsyncWrite for Timed {
 
 /// Serves one connection until the client closes it, a deadline passes, or
 /// the server stops. `_slot` is its place among the connections allowed
-/// at once, given back when it ends.
+/// at once, given back when it ends, and its count among those open.
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
+    _slot: (OwnedSemaphorePermit, Open),
 ) {
     // Answers are one small write each: send them at once.
     let _ = stream.set_nodelay(true);

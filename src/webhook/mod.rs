@@ -26,8 +26,9 @@
 //! - `connection`: one client connection, with deadlines on everything it
 //!   may wait for (the TLS handshake, a whole request, an idle keep-alive),
 //!   a bounded read buffer, and a graceful close on stop.
-//! - `server`: the listening socket, `POST /inject`, `GET /healthz` and
-//!   `GET /readyz`, request bodies bounded one by one and all together, and
+//! - `server`: the listening socket, `POST /inject`, `GET /healthz`,
+//!   `GET /readyz` and `GET /metrics` (the counters of `metrics`, for
+//!   Prometheus), request bodies bounded one by one and all together, and
 //!   the stop: on SIGTERM (or SIGINT) `/readyz` fails, no new connection is
 //!   accepted once `--shutdown-delay` has passed, the reviews in flight are
 //!   answered, and [`run`] returns. SIGHUP reads the certificate again.
@@ -41,6 +42,7 @@
 //! build (cargo feature `webhook`), left out of the slim one.
 
 mod connection;
+mod metrics;
 pub mod patch;
 pub mod review;
 mod server;

@@ -4,8 +4,8 @@
 //! Routes: `POST /inject` takes an AdmissionReview and answers one (see
 //! `review`); `GET /healthz` answers 200 while the server runs (liveness);
 //! `GET /readyz` answers 200 while it accepts reviews and 503 once it is
-//! stopping (readiness). Anything else is 404, or 405 for a known path
-//! with the wrong method.
+//! stopping (readiness); `GET /metrics` gives the counters of `metrics`.
+//! Anything else is 404, or 405 for a known path with the wrong method.
 //!
 //! Bodies: a review must say its `Content-Length` (the API server always
 //! does), so that one over `--max-request-bytes` is refused with 413 before
@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::connection::{self, Clock};
+use super::metrics::Metrics;
 use super::review::{self, Outcome, Reviewed};
 use super::tls::{self, Certificates};
 use super::{Limits, Settings, WebhookError};
@@ -56,6 +57,7 @@ pub struct Shared {
     pub limits: Limits,
     ready: AtomicBool,
     bodies: Semaphore,
+    metrics: Arc<Metrics>,
 }
 
 /// Serves until a stop signal, then stops as the module says.
@@ -74,15 +76,17 @@ pub async fn serve(
             })?;
     let address = listener.local_addr().unwrap_or(settings.listen);
     let limits = settings.limits;
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let metrics = Arc::new(Metrics::default());
     let shared = Arc::new(Shared {
         options: settings.options.clone(),
         limits,
         ready: AtomicBool::new(true),
         bodies: Semaphore::new(limits.body_budget().div_ceil(BUDGET_UNIT)),
+        metrics: Arc::clone(&metrics),
     });
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stop, stopping) = watch::channel(false);
-    tokio::spawn(tls::watch(Arc::clone(&certificates)));
+    tokio::spawn(tls::watch(Arc::clone(&certificates), Arc::clone(&metrics)));
     tracing::info!(
         address = %address,
         "Serving admission reviews on https://{address}{INJECT_PATH}"
@@ -123,7 +127,7 @@ pub async fn serve(
                                 }
                             }
                         }
-                        Signal::SIGHUP => certificates.reload_and_log(),
+                        Signal::SIGHUP => certificates.reload_and_log(&metrics),
                         _ => {}
                     }
                 }
@@ -139,7 +143,7 @@ pub async fn serve(
                         acceptor.clone(),
                         Arc::clone(&shared),
                         stopping.clone(),
-                        slot,
+                        (slot, metrics.opened()),
                     ));
                 }
                 (Ok(_), Err(err)) => {
@@ -207,12 +211,21 @@ async fn route(
                 text(StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
             }
         }
+        "/metrics" if read_only => {
+            let mut response = text(StatusCode::OK, &shared.metrics.render());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
         INJECT_PATH if request.method() == Method::POST => inject(request, shared, peer).await,
-        "/healthz" | "/readyz" => not_allowed("GET, HEAD"),
+        "/healthz" | "/readyz" | "/metrics" => not_allowed("GET, HEAD"),
         INJECT_PATH => not_allowed("POST"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: kubexit webhook serves POST /inject, GET /healthz and GET /readyz\n",
+            "not found: kubexit webhook serves POST /inject, GET /healthz, GET /readyz and GET \
+             /metrics\n",
         ),
     }
 }
@@ -229,6 +242,7 @@ async fn inject(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     let Some(length) = length else {
+        shared.metrics.refused();
         tracing::warn!(peer = %peer, "Refused a review from {peer} without Content-Length");
         return closing(text(
             StatusCode::LENGTH_REQUIRED,
@@ -236,6 +250,7 @@ async fn inject(
         ));
     };
     if length > max {
+        shared.metrics.refused();
         tracing::warn!(
             peer = %peer,
             "Refused a review of {length} bytes from {peer}: over the limit of {max} (--max-request-bytes)"
@@ -253,18 +268,21 @@ async fn inject(
     let body = match Limited::new(request.into_body(), length).collect().await {
         Ok(body) => body.to_bytes(),
         Err(err) if err.is::<LengthLimitError>() => {
+            shared.metrics.refused();
             return closing(text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "the body is longer than its Content-Length\n",
             ));
         }
         Err(err) => {
+            shared.metrics.refused();
             tracing::debug!(peer = %peer, "cannot read a review from {peer}: {err}");
             return closing(text(StatusCode::BAD_REQUEST, "cannot read the body\n"));
         }
     };
     match review::review(&body, &shared.options) {
         Ok(reviewed) => {
+            shared.metrics.reviewed(&reviewed.outcome);
             log(&reviewed);
             let mut response = Response::new(Full::new(Bytes::from(reviewed.answer)));
             response.headers_mut().insert(
@@ -274,6 +292,7 @@ async fn inject(
             response
         }
         Err(err) => {
+            shared.metrics.refused();
             tracing::warn!(peer = %peer, "Refused a request from {peer}: {err}");
             text(StatusCode::BAD_REQUEST, &format!("{err}\n"))
         }

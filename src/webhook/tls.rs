@@ -31,6 +31,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::io::unix::AsyncFd;
 
+use super::metrics::Metrics;
+
 /// How long the files must be quiet after a change before they are read:
 /// a certificate and its key copied one after the other are read as a
 /// pair.
@@ -110,20 +112,27 @@ impl Certificates {
         Ok(true)
     }
 
-    /// Reads the files again and says what came of it in the log.
-    pub fn reload_and_log(&self) {
+    /// Reads the files again and says what came of it in the log, and in
+    /// `metrics` when the files had changed.
+    pub fn reload_and_log(&self, metrics: &Metrics) {
         match self.reload() {
-            Ok(true) => tracing::info!(
+            Ok(true) => {
+                metrics.reloaded(true);
+                tracing::info!(
                 cert = %self.cert_path.display(),
                 key = %self.key_path.display(),
-                "Serving the new certificate of {}",
-                self.cert_path.display()
-            ),
+                    "Serving the new certificate of {}",
+                    self.cert_path.display()
+                )
+            }
             Ok(false) => {}
-            Err(err) => tracing::warn!(
-                "{err}; still serving the certificate read before (fix the files, or wait for their \
-                 writer to finish)"
-            ),
+            Err(err) => {
+                metrics.reloaded(false);
+                tracing::warn!(
+                    "{err}; still serving the certificate read before (fix the files, or wait for \
+                     their writer to finish)"
+                )
+            }
         }
     }
 
@@ -213,7 +222,7 @@ fn certified(
 
 /// Follows the files for as long as the server runs, reading them again
 /// after each change.
-pub async fn watch(certificates: Arc<Certificates>) {
+pub async fn watch(certificates: Arc<Certificates>, metrics: Arc<Metrics>) {
     let dirs = certificates.directories();
     let mut events = match Events::open(&dirs) {
         Ok(events) => events,
@@ -229,7 +238,7 @@ pub async fn watch(certificates: Arc<Certificates>) {
             );
             loop {
                 tokio::time::sleep(POLL).await;
-                certificates.reload_and_log();
+                certificates.reload_and_log(&metrics);
             }
         }
     };
@@ -242,12 +251,12 @@ pub async fn watch(certificates: Arc<Certificates>) {
             );
             loop {
                 tokio::time::sleep(POLL).await;
-                certificates.reload_and_log();
+                certificates.reload_and_log(&metrics);
             }
         }
         // Until the writes settle: a burst of events is one change.
         while let Ok(Ok(())) = tokio::time::timeout(SETTLE, events.changed()).await {}
-        certificates.reload_and_log();
+        certificates.reload_and_log(&metrics);
     }
 }
 

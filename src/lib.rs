@@ -26,6 +26,8 @@ pub(crate) mod quit;
 pub(crate) mod random;
 pub(crate) mod readiness;
 pub(crate) mod supervisor;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 pub use cli::{EXIT_CONFIG, EXIT_FAILURE, run};
 

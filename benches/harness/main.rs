@@ -16,7 +16,8 @@
 //! * `footprint`: peak RSS, CPU time while idle, binary size;
 //! * `startup`: spawn to child running with 10,000 tombstones around;
 //! * `scale`: 1,000 kubexits in one graveyard, and the inotify limits that
-//!   bound them.
+//!   bound them;
+//! * `webhook`: `kubexit webhook` under load (its own report, `webhook.md`).
 //!
 //! The harness is also the child every supervisor runs: as `harness victim
 //! READY REPORT`, it times its own signal (see `victim`). Results go to
@@ -38,6 +39,8 @@ mod startup;
 mod stats;
 mod subjects;
 mod victim;
+#[cfg(feature = "webhook")]
+mod webhook;
 
 use std::ffi::OsString;
 use std::fs;
@@ -167,6 +170,7 @@ enum Measurement {
     Startup,
     Size,
     Scale,
+    Webhook,
 }
 
 /// The sizes of one invocation, resolved from the flags and the mode.
@@ -487,6 +491,12 @@ fn run(args: &Args, words: &[OsString]) -> Result<(), String> {
             sizes.scale,
             Duration::from_secs(1),
         )?);
+    }
+
+    #[cfg(feature = "webhook")]
+    if wanted(Measurement::Webhook) {
+        eprintln!("webhook: reviews under load");
+        webhook::measure(&kubexit.path, &webhook::Sizes::new(args.smoke), &args.out)?;
     }
 
     results.load_at_end = report::load_average();

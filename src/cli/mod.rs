@@ -4,8 +4,8 @@
 //! configuration error), and runs one of kubexit's modes: supervising a
 //! command (the configuration, then the supervisor's event loop, then the
 //! exit status and the termination message), or one of the modes that do
-//! something else and exit: the status view (`--status`) and self-install
-//! (`--install`). Signals are blocked first thing, for the supervisor's
+//! something else and exit: the status view (`--status`), self-install
+//! (`--install`), and the subcommands `inject`, `uninject` and `webhook`. Signals are blocked first thing, for the supervisor's
 //! sake; the other modes give them back their default actions, so that
 //! Ctrl-C interrupts them as it would any command.
 
@@ -14,6 +14,8 @@ mod inject;
 pub mod install;
 pub mod log;
 pub mod status;
+#[cfg(feature = "webhook")]
+mod webhook;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -31,8 +33,8 @@ pub const EXIT_FAILURE: u8 = 1;
 
 /// Runs kubexit with the process's arguments and environment.
 pub fn run() -> ExitCode {
-    // `kubexit inject`, only where upstream's command line cannot mean a
-    // child (no KUBEXIT_NAME): see the inject command's docs.
+    // `kubexit inject` (or `webhook`), only where upstream's command line
+    // cannot mean a child (no KUBEXIT_NAME): see the inject command's docs.
     if let Some(status) = subcommand() {
         return status;
     }
@@ -131,8 +133,8 @@ fn refuse(reporting: &Reporting, message: &str) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-/// The words that name the inject subcommand.
-const SUBCOMMANDS: [&str; 2] = ["inject", "uninject"];
+/// The words that name a subcommand.
+const SUBCOMMANDS: [&str; 3] = ["inject", "uninject", "webhook"];
 
 /// Whether this command line is the subcommand rather than a child named
 /// `inject`: only when kubexit is not configured to supervise.
@@ -140,27 +142,36 @@ fn is_subcommand(first: Option<&OsString>, kubexit_name: Option<&OsString>) -> b
     kubexit_name.is_none() && first.is_some_and(|word| SUBCOMMANDS.iter().any(|n| word == n))
 }
 
-/// Runs `kubexit inject` / `kubexit uninject` when the process's command
-/// line is one, and returns its exit status; `None` otherwise.
+/// Runs `kubexit inject`, `kubexit uninject` or `kubexit webhook` when the
+/// process's command line is one, and returns its exit status; `None`
+/// otherwise.
 fn subcommand() -> Option<ExitCode> {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     if !is_subcommand(args.first(), std::env::var_os("KUBEXIT_NAME").as_ref()) {
         return None;
     }
+    if args[0] == "webhook" {
+        #[cfg(feature = "webhook")]
+        return Some(webhook::main(args.into_iter()));
+        #[cfg(not(feature = "webhook"))]
+        return Some(not_in_this_build(&args[0], "webhook"));
+    }
     #[cfg(feature = "inject")]
-    {
-        Some(inject::main(args.into_iter()))
-    }
+    return Some(inject::main(args.into_iter()));
     #[cfg(not(feature = "inject"))]
-    {
-        eprintln!(
-            "Error: `kubexit {}` is not in this build of kubexit (built without the cargo feature \
-             `inject`, as the slim build is); use the default build. To run a command named {0} \
-             under kubexit instead, set KUBEXIT_NAME.",
-            args[0].to_string_lossy()
-        );
-        Some(ExitCode::from(EXIT_CONFIG))
-    }
+    return Some(not_in_this_build(&args[0], "inject"));
+}
+
+/// A subcommand of the default build, asked of a build without it.
+#[cfg(not(all(feature = "inject", feature = "webhook")))]
+fn not_in_this_build(word: &OsString, feature: &str) -> ExitCode {
+    eprintln!(
+        "Error: `kubexit {}` is not in this build of kubexit (built without the cargo feature \
+         `{feature}`, as the slim build is); use the default build. To run a command named {0} \
+         under kubexit instead, set KUBEXIT_NAME.",
+        word.to_string_lossy()
+    );
+    ExitCode::from(EXIT_CONFIG)
 }
 
 /// One line saying why kubexit exited, where Kubernetes shows it
@@ -188,6 +199,11 @@ mod tests {
         let name = OsString::from("app");
         assert!(is_subcommand(Some(&inject), None));
         assert!(is_subcommand(Some(&OsString::from("uninject")), None));
+        assert!(is_subcommand(Some(&OsString::from("webhook")), None));
+        assert!(!is_subcommand(
+            Some(&OsString::from("webhook")),
+            Some(&name)
+        ));
         assert!(!is_subcommand(Some(&inject), Some(&name)));
         assert!(!is_subcommand(Some(&OsString::from("--name")), None));
         assert!(!is_subcommand(Some(&OsString::from("injection")), None));

@@ -177,16 +177,21 @@ impl Cluster {
     /// A fresh namespace with its `default` ServiceAccount (which pod
     /// admission needs; no controller-manager makes it here).
     pub fn namespace(&self, prefix: &str) -> String {
-        static COUNT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "{prefix}-{}-{}",
-            std::process::id(),
-            COUNT.fetch_add(1, Ordering::Relaxed)
-        );
+        self.namespace_labelled(prefix, &json!({}))
+    }
+
+    /// A fresh namespace with these labels (a map), and its `default`
+    /// ServiceAccount.
+    pub fn namespace_labelled(&self, prefix: &str, labels: &Value) -> String {
+        let name = unique(prefix);
         let (code, body) = self.request(
             "POST",
             "/api/v1/namespaces",
-            Some(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})),
+            Some(&json!({
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "labels": labels},
+            })),
         );
         assert_eq!(code, 201, "create namespace {name}: {body}");
         let (code, body) = self.request(
@@ -217,6 +222,11 @@ impl Cluster {
         )
     }
 
+    /// Deletes what is at `path` (under the server's URL).
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        self.request("DELETE", path, None)
+    }
+
     pub fn get(&self, namespace: &str, object: &Value) -> (u16, Value) {
         let name = object["metadata"]["name"].as_str().expect("a named object");
         self.request(
@@ -227,8 +237,27 @@ impl Cluster {
     }
 }
 
+/// A name no other test (nor another run against the same server) uses:
+/// `PREFIX-PID-N`.
+pub fn unique(prefix: &str) -> String {
+    static COUNT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The kinds the tests use that belong to no namespace.
+const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "MutatingWebhookConfiguration",
+    "CustomResourceDefinition",
+];
+
 /// The collection an object is created in: `/api/v1/namespaces/NS/pods`,
-/// `/apis/batch/v1/namespaces/NS/jobs`... (every kind the tests use has
+/// `/apis/batch/v1/namespaces/NS/jobs`, `/api/v1/namespaces` (`namespace`
+/// is not used for a kind of no namespace)... (every kind the tests use has
 /// the plural `kind` + `s`).
 pub fn collection(object: &Value, namespace: &str) -> String {
     let api_version = object["apiVersion"].as_str().expect("apiVersion");
@@ -238,8 +267,10 @@ pub fn collection(object: &Value, namespace: &str) -> String {
     } else {
         format!("/api/{api_version}")
     };
-    format!(
-        "{group}/namespaces/{namespace}/{}s",
-        kind.to_ascii_lowercase()
-    )
+    let plural = format!("{}s", kind.to_ascii_lowercase());
+    if CLUSTER_SCOPED.contains(&kind) {
+        format!("{group}/{plural}")
+    } else {
+        format!("{group}/namespaces/{namespace}/{plural}")
+    }
 }

@@ -1,0 +1,141 @@
+//! `kubexit webhook`: the mutating admission webhook that coordinates the
+//! pods of a labelled namespace, with no manifest edited.
+//!
+//! Platform teams do not edit every team's manifests; they label a
+//! namespace, as Istio and Linkerd have taught them. The API server then
+//! sends every Pod created there to this server, as an `AdmissionReview`
+//! (`admission.k8s.io/v1`), before storing it. A pod that asks for kubexit
+//! in `kubexit.io/` annotations comes back with a JSON Patch that makes it
+//! the pod `kubexit inject` would have written: the same function
+//! ([`crate::inject::inject`]) with the same options, so the same
+//! annotations give the same pod and the same errors, word for word.
+//!
+//! A cluster-wide service must stay up, answer fast, and never break pod
+//! creation. What this module promises for that, and where it is kept:
+//!
+//! - `review`: the decision for one review, a pure function from the bytes
+//!   posted to the bytes answered. Pods without `kubexit.io/` annotations,
+//!   pods already injected and anything but a Pod's creation are allowed
+//!   unchanged; invalid annotations are denied with `inject`'s message;
+//!   any fault of the webhook's own allows the pod unchanged and is
+//!   logged.
+//! - `patch`: the JSON Patch from the pod sent to the pod injected,
+//!   saying only what was added.
+//! - `tls`: the certificate and key, read again whenever their files change
+//!   (cert-manager renews them), without a connection dropped.
+//! - `connection`: one client connection, with deadlines on everything it
+//!   may wait for (the TLS handshake, a whole request, an idle keep-alive),
+//!   a bounded read buffer, and a graceful close on stop.
+//! - `server`: the listening socket, `POST /inject`, `GET /healthz`,
+//!   `GET /readyz` and `GET /metrics` (the counters of `metrics`, for
+//!   Prometheus), request bodies bounded one by one and all together, and
+//!   the stop: on SIGTERM (or SIGINT) `/readyz` fails, no new connection is
+//!   accepted once `--shutdown-delay` has passed, the reviews in flight are
+//!   answered, and [`run`] returns. SIGHUP reads the certificate again.
+//!
+//! Everything runs on one thread (a current-thread tokio runtime): a review
+//! is a few tens of microseconds of work, far from what one core can do,
+//! and one thread keeps the memory small and the log in order. The log is
+//! kubexit's (`cli::log`), in text or JSON.
+//!
+//! The command line around it is `cli::webhook`; it is in the default
+//! build (cargo feature `webhook`), left out of the slim one.
+
+mod connection;
+mod metrics;
+pub mod patch;
+pub mod review;
+mod server;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::inject::Options;
+use crate::process::signals::Signals;
+
+pub use tls::TlsError;
+
+/// Everything the server needs, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// What `kubexit inject` would be given: the default image.
+    pub options: Options,
+    pub limits: Limits,
+    /// How long, after SIGTERM, the server goes on accepting connections
+    /// while `/readyz` fails, so that the Service stops sending it new ones.
+    pub shutdown_delay: Duration,
+}
+
+/// What one client may cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The largest request body read.
+    pub max_request_bytes: usize,
+    /// From a request's first byte (or a connection's opening) to its
+    /// body's last: longer, and the connection is closed.
+    pub request_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Connections open at once; more wait in the listening socket's queue.
+    pub max_connections: usize,
+}
+
+impl Limits {
+    /// Request bodies held in memory at once, all connections together:
+    /// four of the largest. Reviews are a few kilobytes, so hundreds fit;
+    /// a flood of large bodies waits (within its deadline) instead of
+    /// growing the memory.
+    pub fn body_budget(&self) -> usize {
+        self.max_request_bytes.saturating_mul(4)
+    }
+}
+
+/// Why the webhook cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("{0} (--tls-cert, --tls-key)")]
+    Certificate(#[from] TlsError),
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot listen on {addr}: {source}; choose another address with --listen")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the event loop: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot open the signal queue: {0}")]
+    Signals(std::io::Error),
+}
+
+impl WebhookError {
+    /// Whether the fault is in what the user gave (exit status 2) rather
+    /// than in running (exit status 1).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, WebhookError::Certificate(_))
+    }
+}
+
+/// Serves admission reviews until a stop signal, then stops gracefully.
+/// Signals must have been blocked (`process::signals::block_all`) before
+/// any thread was started.
+pub fn run(settings: Settings) -> Result<(), WebhookError> {
+    let certificates = tls::Certificates::load(&settings.tls_cert, &settings.tls_key)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(WebhookError::Runtime)?;
+    let outcome = runtime.block_on(async {
+        let signals = Signals::open().map_err(WebhookError::Signals)?;
+        server::serve(&settings, certificates, &signals).await
+    });
+    // The certificate watch is the one task left; it has nothing to finish.
+    runtime.shutdown_background();
+    outcome
+}

@@ -9,8 +9,13 @@
 //! count, `IN_ATTRIB`, or deletes it) and its liveness lock (closed by a
 //! writer: the holder's descriptor closes when the holder dies, however it
 //! dies). The directory itself is watched only while some dependency has no
-//! tombstone yet, to see it appear. A sibling that is not a dependency
-//! costs nothing.
+//! tombstone yet, to see it appear, and then only for entries complete:
+//! renamed into place (kubexit's writes) or closed after writing (Go's, in
+//! place). A sibling's tombstone write then costs a kubexit still waiting
+//! for a dependency to appear one wake-up (the rename and the close arrive
+//! together) and no read: the name is matched in the event. Once every
+//! dependency has a tombstone, a sibling that is not a dependency costs
+//! nothing.
 //!
 //! **No change is missed.** The caller [`arm`](Watch::arm)s a name *before*
 //! it reads the tombstone: a change after the arming fires on the file
@@ -121,9 +126,7 @@ const STONE_MASK: WatchMask = WatchMask::MODIFY
     .union(WatchMask::MOVE_SELF)
     .union(WatchMask::DONT_FOLLOW);
 const LOCK_MASK: WatchMask = WatchMask::CLOSE_WRITE.union(WatchMask::DONT_FOLLOW);
-const DIR_MASK: WatchMask = WatchMask::CREATE
-    .union(WatchMask::MOVED_TO)
-    .union(WatchMask::MODIFY)
+const DIR_MASK: WatchMask = WatchMask::MOVED_TO
     .union(WatchMask::CLOSE_WRITE)
     .union(WatchMask::DELETE_SELF)
     .union(WatchMask::MOVE_SELF)

@@ -11,7 +11,7 @@
 //! walk. Zombies are left out: they have ended, and only their parent can
 //! do anything about them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 
@@ -24,6 +24,71 @@ pub struct Process {
     pub pid: Pid,
     /// Start time, in clock ticks after boot (`/proc/PID/stat` field 22).
     pub start: u64,
+}
+
+/// A moment in the process table, taken just before a signal is sent to a
+/// whole group: afterwards, it tells a process that was there (and got the
+/// signal) from one that appeared later (and did not), without a look at
+/// the table beforehand, which would delay the signal by a walk of
+/// `/proc`.
+///
+/// A process started after the moment has a later start time; start times
+/// count clock ticks (10 ms), so within the moment's own tick the pid
+/// decides: the kernel hands out pids in increasing order, and
+/// `/proc/sys/kernel/ns_last_pid` gives the last one handed out in
+/// kubexit's PID namespace (the child's). Read after the clock and before
+/// the signal, it leaves one race open, narrow as a system call: a process
+/// forked between the read and the signal is taken for a newcomer, and
+/// told twice. Without `ns_last_pid` (an unusual /proc), a process started
+/// in the moment's tick counts as present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    tick: u64,
+    last_pid: Option<i32>,
+}
+
+impl Mark {
+    pub fn now() -> Mark {
+        let tick = boot_ticks();
+        let last_pid = fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+            .ok()
+            .and_then(|text| text.trim().parse().ok());
+        Mark { tick, last_pid }
+    }
+
+    /// Whether `process` appeared after this moment.
+    pub fn precedes(&self, process: &Process) -> bool {
+        match process.start.cmp(&self.tick) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => self
+                .last_pid
+                .is_some_and(|last| process.pid.as_raw() > last),
+        }
+    }
+}
+
+/// Now, in the unit and from the origin of `/proc/PID/stat`'s start times:
+/// clock ticks since boot (`CLOCK_BOOTTIME`, which a time namespace shifts
+/// as it shifts those start times).
+fn boot_ticks() -> u64 {
+    let mut now = nix::libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `now` is; sysconf
+    // only reads a constant.
+    let (read, per_second) = unsafe {
+        (
+            nix::libc::clock_gettime(nix::libc::CLOCK_BOOTTIME, &mut now),
+            nix::libc::sysconf(nix::libc::_SC_CLK_TCK),
+        )
+    };
+    if read != 0 || per_second <= 0 {
+        return 0;
+    }
+    let per_second = per_second as u64;
+    now.tv_sec as u64 * per_second + now.tv_nsec as u64 * per_second / 1_000_000_000
 }
 
 /// The fields of `/proc/PID/stat` kubexit reads.
@@ -88,15 +153,6 @@ pub fn own_children() -> Vec<Pid> {
                 .collect()
         }
     }
-}
-
-/// The pids of `roots` and their descendants, zombies included, from the
-/// kernel's lists of children alone: the quickest look at a subtree, for a
-/// snapshot taken just before signalling it.
-pub fn subtree(roots: &[Pid]) -> HashSet<Pid> {
-    let mut found = HashSet::new();
-    walk(roots, |pid| found.insert(pid));
-    found
 }
 
 /// `roots` and every living process descended from them, zombies left out.
@@ -206,5 +262,32 @@ mod tests {
             let _ = nix::sys::signal::kill(p.pid, nix::sys::signal::Signal::SIGKILL);
         }
         let _ = child.wait();
+    }
+
+    #[test]
+    fn a_mark_tells_processes_started_after_it_from_those_before() {
+        let spawn = || {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap()
+        };
+        let process = |child: &std::process::Child| {
+            let pid = Pid::from_raw(child.id() as i32);
+            Process {
+                pid,
+                start: stat(pid).unwrap().start,
+            }
+        };
+        let mut before = spawn();
+        let mark = Mark::now();
+        let mut after = spawn();
+        assert!(!mark.precedes(&process(&before)), "{mark:?}");
+        assert!(mark.precedes(&process(&after)), "{mark:?}");
+        assert!(!Mark::now().precedes(&process(&after)));
+        for child in [&mut before, &mut after] {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
     }
 }

@@ -11,14 +11,16 @@
 //! 1. **The stop signal, once to each process.** The child's group gets it
 //!    in one `kill(-pgid)`, which the kernel delivers atomically with
 //!    respect to forks in progress; every other stoppable process gets it
-//!    by pid. Each is remembered by pid *and* start time, so none is told
-//!    twice and a reused pid is never taken for a process already told.
-//!    The group id is safe to signal because the reaper keeps the child's
+//!    by pid. The group is signalled first, before any look at /proc, with
+//!    the moment marked ([`Mark`]): at this and every later look, a member
+//!    of the group that was there at that moment counts as told, and one
+//!    that appeared since (forked by a handler of the signal) is told. Each
+//!    process is remembered by pid *and* start time, so none is told twice
+//!    and a reused pid is never taken for a process already told. The
+//!    group id is safe to signal because the reaper keeps the child's
 //!    zombie until the sequence is over. (One race stays open, narrow as a
-//!    system call: a process forked between kubexit's look at the subtree
-//!    and its `kill(-pgid)` gets the signal twice; the other way round, a
-//!    process forked by a handler of the signal, would be missed, and is
-//!    the one that matters.)
+//!    system call: a process forked between the mark and the `kill(-pgid)`
+//!    is taken for a newcomer and gets the signal twice.)
 //! 2. **Newcomers when they appear.** A process that appears after the
 //!    stop signal (forked by a process that ignored it, or adopted when its
 //!    parent ended) gets it when kubexit next looks: at every SIGCHLD and
@@ -41,7 +43,7 @@ use tokio::time::Instant;
 use crate::process::child;
 use crate::process::reaper::Reaper;
 use crate::process::signals::SignalNumber;
-use crate::process::table::{self, Process};
+use crate::process::table::{self, Mark, Process};
 
 /// How often newcomers are looked for while stopping.
 pub const CATCH_UP_EVERY: Duration = Duration::from_millis(100);
@@ -49,8 +51,9 @@ pub const CATCH_UP_EVERY: Duration = Duration::from_millis(100);
 /// Who has been told what.
 #[derive(Default)]
 struct Told {
-    /// The child's group got this signal in one `kill(-pgid)`.
-    group: bool,
+    /// The child's group got this signal in one `kill(-pgid)`, at this
+    /// moment: its members then count as told.
+    group: Option<Mark>,
     processes: HashSet<Process>,
 }
 
@@ -123,16 +126,12 @@ impl Stop {
         let Some(group) = reaper.child() else {
             return;
         };
+        let mark = Mark::now();
         if let Err(err) = child::signal_group_of(group, signal) {
             tracing::error!("cannot forward {signal} to the child: {err}");
         }
-        if signal == self.signal && !self.killed {
-            self.stopped.group = true;
-            for (process, stat) in table::descendants(&reaper.stoppable()) {
-                if stat.pgrp == group.as_raw() {
-                    self.stopped.processes.insert(process);
-                }
-            }
+        if signal == self.signal && !self.killed && self.stopped.group.is_none() {
+            self.stopped.group = Some(mark);
         }
         if signal.is_stop() {
             self.deadline
@@ -146,33 +145,28 @@ impl Stop {
         } else {
             (self.signal, &mut self.stopped)
         };
-        let mut roots = reaper.stoppable();
-        // The group first, in one call: that is the reaction dependents
-        // wait for. Who was in it just before is noted first: a process
-        // that appears in the group afterwards (forked by a handler of this
-        // very signal) did not get it, and is told below. The processes
-        // noted are looked at again whatever became of their parents (one
-        // that died of the signal has handed its children to kubexit).
-        let mut group_told = None;
-        if let Some(group) = reaper.child()
-            && !told.group
+        // The group first, in one call, before any look at /proc: that is
+        // the reaction dependents wait for. The moment is marked just
+        // before, so that the walk below tells who was in the group then
+        // (and got it) from who appeared since (forked by a handler of
+        // this very signal, say), now and at every later look.
+        let group = reaper.child();
+        if let Some(group) = group
+            && told.group.is_none()
         {
-            let before = table::subtree(&roots);
+            let mark = Mark::now();
             if let Err(err) = child::signal_group_of(group, signal) {
                 tracing::error!("cannot send {signal} to the child: {err}");
             }
             tracing::debug!("sent {signal} to process group {group}");
-            told.group = true;
-            roots = reaper.stoppable();
-            roots.extend(before.iter().copied());
-            group_told = Some((group.as_raw(), before));
+            told.group = Some(mark);
         }
-        for (process, stat) in table::descendants(&roots) {
+        for (process, stat) in table::descendants(&reaper.stoppable()) {
             if !told.processes.insert(process) {
                 continue;
             }
-            let got_it = group_told.as_ref().is_some_and(|(group, before)| {
-                stat.pgrp == *group && before.contains(&process.pid)
+            let got_it = told.group.is_some_and(|mark| {
+                group.is_some_and(|g| g.as_raw() == stat.pgrp) && !mark.precedes(&process)
             });
             if !got_it {
                 let _ = child::signal_process(process.pid, signal);

@@ -29,6 +29,12 @@ pub(crate) mod supervisor;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 
+// The webhook's thread keeps small blocks for reuse (`webhook::memory`);
+// every other thread allocates as before.
+#[cfg(feature = "webhook")]
+#[global_allocator]
+static ALLOCATOR: webhook::memory::Allocator = webhook::memory::Allocator;
+
 pub use cli::{EXIT_CONFIG, EXIT_FAILURE, run};
 
 /// What the unit tests of several modules share.

@@ -389,6 +389,7 @@ fn run(args: &Args, words: &[OsString]) -> Result<(), String> {
         startup: None,
         sizes: Vec::new(),
         scale: None,
+        webhook: None,
         notes: user_notes,
         load_at_end: String::new(),
     };
@@ -496,7 +497,11 @@ fn run(args: &Args, words: &[OsString]) -> Result<(), String> {
     #[cfg(feature = "webhook")]
     if wanted(Measurement::Webhook) {
         eprintln!("webhook: reviews under load");
-        webhook::measure(&kubexit.path, &webhook::Sizes::new(args.smoke), &args.out)?;
+        results.webhook = Some(webhook::measure(
+            &kubexit.path,
+            &webhook::Sizes::new(args.smoke),
+            &args.out,
+        )?);
     }
 
     results.load_at_end = report::load_average();

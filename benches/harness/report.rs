@@ -61,6 +61,8 @@ pub struct Results {
     pub startup: Option<Startup>,
     pub sizes: Vec<Size>,
     pub scale: Option<Scale>,
+    /// The webhook's own report (Markdown), when it was measured.
+    pub webhook: Option<String>,
     pub notes: Vec<String>,
     /// The load averages when the run ended.
     pub load_at_end: String,
@@ -321,6 +323,10 @@ impl Results {
         self.side_by_side_table(&mut md);
         self.wakeups_table(&mut md);
         self.scale_table(&mut md);
+        if let Some(webhook) = &self.webhook {
+            md.push_str(webhook);
+            md.push('\n');
+        }
         if !self.notes.is_empty() {
             md.push_str("Notes:\n\n");
             for note in &self.notes {

@@ -102,8 +102,8 @@ fn with_cpu(pid: i32, measure: impl FnOnce() -> Result<Run, String>) -> Result<R
 }
 
 /// Measures the webhook of the kubexit at `kubexit`; writes `webhook.md` and
-/// `webhook.json` in `out`.
-pub fn measure(kubexit: &Path, sizes: &Sizes, out: &Path) -> Result<(), String> {
+/// `webhook.json` in `out`, and returns the Markdown for the report.
+pub fn measure(kubexit: &Path, sizes: &Sizes, out: &Path) -> Result<String, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
     certificate(dir.path())?;
     let server = Server::start(kubexit, dir.path())?;
@@ -204,8 +204,7 @@ pub fn measure(kubexit: &Path, sizes: &Sizes, out: &Path) -> Result<(), String> 
     };
     write("webhook.json", format!("{results:#}\n"))?;
     write("webhook.md", md.clone())?;
-    println!("{md}");
-    Ok(())
+    Ok(md)
 }
 
 /// `review` answered `count` times by the webhook's own function, in this

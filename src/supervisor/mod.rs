@@ -343,6 +343,8 @@ impl Supervision<'_> {
                         // The signal first, the log lines after: the
                         // reaction is what dependents wait for.
                         self.stop.begin(&self.reaper);
+                        // `begin` has just looked: the next look can wait.
+                        next_catch_up = Instant::now() + CATCH_UP_EVERY;
                         self.hold = None;
                         self.note_deaths();
                         tracing::info!("Terminating child process...");

@@ -12,10 +12,10 @@
 //! tombstone yet, to see it appear, and then only for entries complete:
 //! renamed into place (kubexit's writes) or closed after writing (Go's, in
 //! place). A sibling's tombstone write then costs a kubexit still waiting
-//! for a dependency to appear one wake-up (the rename and the close arrive
-//! together) and no read: the name is matched in the event. Once every
-//! dependency has a tombstone, a sibling that is not a dependency costs
-//! nothing.
+//! for a dependency to appear one or two wake-ups (the rename and the
+//! close, often in one read) and no read: the name is matched in the
+//! event. Once every dependency has a tombstone, a sibling that is not a
+//! dependency costs nothing.
 //!
 //! **No change is missed.** The caller [`arm`](Watch::arm)s a name *before*
 //! it reads the tombstone: a change after the arming fires on the file

@@ -117,6 +117,21 @@ fn wrapped(mut command: Command) -> Kubexit {
     command.env_clear();
     command.env("PATH", std::env::var_os("PATH").unwrap_or_default());
     command.stdin(Stdio::null());
+    // kubexit starts as a container runtime starts it: every signal at its
+    // default disposition. Signals ignored by whatever ran the tests (a
+    // shell's `cargo test &` ignores SIGINT and SIGQUIT) would otherwise
+    // stay ignored through kubexit, as through any exec, into its child.
+    // SAFETY: sigaction is async-signal-safe, and nothing else runs here.
+    unsafe {
+        command.pre_exec(|| {
+            for signal in Signal::iterator() {
+                if signal != Signal::SIGKILL && signal != Signal::SIGSTOP {
+                    let _ = nix::sys::signal::signal(signal, nix::sys::signal::SigHandler::SigDfl);
+                }
+            }
+            Ok(())
+        });
+    }
     Kubexit { command }
 }
 

@@ -214,9 +214,22 @@ pub async fn exchange(
     request: &str,
 ) -> Result<String, String> {
     if target.tls {
-        return crate::readiness::tls::exchange(stream, target, request).await;
+        #[cfg(feature = "tls")]
+        {
+            let stream = crate::readiness::tls::connect(stream, &target.host).await?;
+            return send(stream, request).await;
+        }
+        #[cfg(not(feature = "tls"))]
+        return Err("this kubexit was built without the tls feature".into());
     }
-    let mut stream = stream;
+    send(stream, request).await
+}
+
+/// Writes `request` and reads the answer's status line.
+async fn send<S: AsyncReadExt + AsyncWriteExt + Unpin>(
+    mut stream: S,
+    request: &str,
+) -> Result<String, String> {
     stream
         .write_all(request.as_bytes())
         .await

@@ -10,23 +10,19 @@
 //! Built with the `tls` feature (on by default); without it, an https probe
 //! or quit endpoint is a configuration error, said at start-up.
 
+#[cfg(feature = "tls")]
 use tokio::net::TcpStream;
 
-use crate::readiness::probe::HttpTarget;
-
-/// Sends `request` over TLS on `tcp` and returns the answer's status line.
+/// A TLS client connection.
 #[cfg(feature = "tls")]
-pub async fn exchange(
-    tcp: TcpStream,
-    target: &HttpTarget,
-    request: &str,
-) -> Result<String, String> {
+pub type Stream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Makes the TLS handshake on `tcp` with the server named `host`.
+#[cfg(feature = "tls")]
+pub async fn connect(tcp: TcpStream, host: &str) -> Result<Stream, String> {
     use std::sync::Arc;
 
     use rustls::pki_types::ServerName;
-    use tokio::io::AsyncWriteExt;
-
-    use crate::readiness::probe::read_status_line;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
@@ -36,21 +32,11 @@ pub async fn exchange(
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let server_name = ServerName::try_from(target.host.clone()).map_err(|e| e.to_string())?;
-    let mut stream = connector
+    let server_name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
+    connector
         .connect(server_name, tcp)
         .await
-        .map_err(|e| format!("TLS handshake failed: {e}"))?;
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    read_status_line(&mut stream).await
-}
-
-#[cfg(not(feature = "tls"))]
-pub async fn exchange(_: TcpStream, _: &HttpTarget, _: &str) -> Result<String, String> {
-    Err("this kubexit was built without the tls feature".into())
+        .map_err(|e| format!("TLS handshake failed: {e}"))
 }
 
 /// Accepts any certificate, but checks the handshake signatures with it.

@@ -39,7 +39,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::Limits;
 use super::metrics::Open;
-use super::server::{Shared, handle};
+use super::requests::{Shared, handle};
 
 /// The largest read buffer of a connection: request headers must fit.
 pub const MAX_BUFFER: usize = 64 * 1024;
@@ -184,7 +184,15 @@ pub async fn serve(
 
     let service = {
         let clock = Arc::clone(&clock);
-        service_fn(move |request| handle(request, Arc::clone(&shared), Arc::clone(&clock), peer))
+        service_fn(move |request| {
+            let shared = Arc::clone(&shared);
+            let clock = Arc::clone(&clock);
+            async move {
+                let response = handle(request, &shared, peer).await;
+                clock.answered();
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        })
     };
     let connection = http1::Builder::new()
         .header_read_timeout(None)

@@ -26,21 +26,21 @@
 //! - `connection`: one client connection, with deadlines on everything it
 //!   may wait for (the TLS handshake, a whole request, an idle keep-alive),
 //!   a bounded read buffer, and a graceful close on stop.
-//! - `server`: the listening socket, `POST /inject`, `GET /healthz`,
-//!   `GET /readyz` and `GET /metrics` (the counters of `metrics`, for
-//!   Prometheus), request bodies bounded one by one and all together, and
-//!   the stop: on SIGTERM (or SIGINT) `/readyz` fails, no new connection is
-//!   accepted once `--shutdown-delay` has passed, the reviews in flight are
-//!   answered, and [`run`] returns. SIGHUP reads the certificate again.
-//!
+//! - `requests`: one request: `POST /inject`, `GET /healthz`, `GET /readyz`
+//!   and `GET /metrics` (the counters of `metrics`, for Prometheus), request
+//!   bodies bounded one by one and all together.
+//! - `server`: the listening socket and the stop: on SIGTERM (or SIGINT)
+//!   `/readyz` fails, no new connection is accepted once `--shutdown-delay`
+//!   has passed, the reviews in flight are answered, and [`run`] returns.
+//!   SIGHUP reads the certificate again.
 //! - `memory`: the small blocks a review allocates and frees, kept for the
 //!   next review on the server's thread instead of going back to musl's
 //!   allocator, which maps and unmaps pages for them.
 //!
 //! Everything runs on one thread (a current-thread tokio runtime): a review
 //! is a few hundred microseconds of work at most, far from what one core
-//! can do, and one thread keeps the memory small and the log in order. The log is
-//! kubexit's (`cli::log`), in text or JSON.
+//! can do, and one thread keeps the memory small and the log in order. The
+//! log is kubexit's (`cli::log`), in text or JSON.
 //!
 //! The command line around it is `cli::webhook`; it is in the default
 //! build (cargo feature `webhook`), left out of the slim one.
@@ -49,6 +49,7 @@ mod connection;
 pub mod memory;
 mod metrics;
 pub mod patch;
+mod requests;
 pub mod review;
 mod server;
 pub mod tls;

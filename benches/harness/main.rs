@@ -33,6 +33,7 @@ mod overhead;
 mod paths;
 mod plots;
 mod procs;
+mod programs;
 mod report;
 mod scale;
 mod startup;
@@ -278,7 +279,7 @@ fn run(args: &Args, words: &[OsString]) -> Result<(), String> {
         .into_iter()
         .flatten()
     {
-        if !procs::is_executable(path) {
+        if !programs::is_executable(path) {
             return Err(format!(
                 "{} is not an executable file; build it first (bench/run does)",
                 path.display()

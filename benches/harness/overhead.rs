@@ -18,7 +18,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::Bench;
-use crate::procs::{run_timed, which, without_kubexit_env};
+use crate::procs::run_timed;
+use crate::programs::{which, without_kubexit_env};
 use crate::subjects::Subject;
 
 /// Runs not counted, per variant.

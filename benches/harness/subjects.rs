@@ -27,7 +27,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::procs::{is_executable, without_kubexit_env};
+use crate::programs::{is_executable, without_kubexit_env};
 
 /// What a subject is, which decides how it is configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

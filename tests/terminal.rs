@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use util::{DEADLINE, Yard, eventually};
+use util::{DEADLINE, Yard, eventually, with_default_signals};
 
 /// kubexit as the session leader of a fresh pseudo-terminal, as a shell
 /// would run it in the foreground.
@@ -33,6 +33,7 @@ fn on_terminal(yard: &Yard, script: &str) -> OnTerminal {
         .stdin(Stdio::from(slave.try_clone().unwrap()))
         .stdout(Stdio::from(slave.try_clone().unwrap()))
         .stderr(Stdio::from(slave));
+    with_default_signals(&mut command);
     // SAFETY: setsid and ioctl are async-signal-safe.
     unsafe {
         command.pre_exec(|| {

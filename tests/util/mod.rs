@@ -117,10 +117,15 @@ fn wrapped(mut command: Command) -> Kubexit {
     command.env_clear();
     command.env("PATH", std::env::var_os("PATH").unwrap_or_default());
     command.stdin(Stdio::null());
-    // kubexit starts as a container runtime starts it: every signal at its
-    // default disposition. Signals ignored by whatever ran the tests (a
-    // shell's `cargo test &` ignores SIGINT and SIGQUIT) would otherwise
-    // stay ignored through kubexit, as through any exec, into its child.
+    with_default_signals(&mut command);
+    Kubexit { command }
+}
+
+/// Starts `command` as a container runtime starts a process: every signal
+/// at its default disposition. Signals ignored by whatever ran the tests (a
+/// shell's `cargo test &` ignores SIGINT and SIGQUIT) would otherwise stay
+/// ignored through kubexit, as through any exec, into its child.
+pub fn with_default_signals(command: &mut Command) {
     // SAFETY: sigaction is async-signal-safe, and nothing else runs here.
     unsafe {
         command.pre_exec(|| {
@@ -132,7 +137,6 @@ fn wrapped(mut command: Command) -> Kubexit {
             Ok(())
         });
     }
-    Kubexit { command }
 }
 
 /// Whether this process runs as root (CI does).

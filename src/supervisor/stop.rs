@@ -126,12 +126,14 @@ impl Stop {
         let Some(group) = reaper.child() else {
             return;
         };
-        let mark = Mark::now();
+        // Marked only when this forward counts as the group told.
+        let counts = signal == self.signal && !self.killed && self.stopped.group.is_none();
+        let mark = counts.then(Mark::now);
         if let Err(err) = child::signal_group_of(group, signal) {
             tracing::error!("cannot forward {signal} to the child: {err}");
         }
-        if signal == self.signal && !self.killed && self.stopped.group.is_none() {
-            self.stopped.group = Some(mark);
+        if mark.is_some() {
+            self.stopped.group = mark;
         }
         if signal.is_stop() {
             self.deadline

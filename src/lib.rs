@@ -17,6 +17,7 @@ pub(crate) mod cli;
 pub mod config;
 pub(crate) mod dependencies;
 pub mod duration;
+pub(crate) mod files;
 pub mod graveyard;
 #[cfg(feature = "inject")]
 pub mod inject;

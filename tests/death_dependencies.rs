@@ -203,3 +203,37 @@ fn romeo_and_juliet_two_kubexits_in_one_graveyard() {
         yard.read("juliet").is_some_and(|t| t.contains("Died"))
     });
 }
+
+/// kubexit reads its dependencies before the child starts and watches them
+/// only after: a death at any moment of that start-up, before, between or
+/// after, is acted on. The death is swept across the start-up, round by
+/// round; a death missed would leave kubexit running past the deadline.
+#[test]
+fn a_death_at_any_moment_of_the_start_up_is_acted_on() {
+    let born = "Born: \"2026-11-24T19:47:52Z\"\n";
+    let died = "Born: \"2026-11-24T19:47:52Z\"\nDied: \"2026-11-24T19:47:53Z\"\nExitCode: 0\n";
+    let (mut never_started, mut stopped) = (0, 0);
+    for round in 0..32u32 {
+        let yard = Yard::new();
+        yard.write("db", born);
+        let running = Kubexit::named("app", &yard)
+            .env("KUBEXIT_DEATH_DEPS", "db")
+            .args(["sleep", "1000"])
+            .spawn();
+        // Not a wait for a condition: the moment of the death, swept.
+        std::thread::sleep(Duration::from_micros(u64::from(round) * 400));
+        yard.rename_into_place("db", died);
+        let done = running.finish();
+        assert_eq!(done.code(), 0, "round {round}: {}", done.stderr);
+        let stone = yard.read("app").unwrap();
+        if stone.contains("db had already died") {
+            never_started += 1;
+        } else {
+            assert!(stone.contains("ExitCode: 143\n"), "round {round}: {stone}");
+            assert!(stone.contains("stopped because db died"), "{stone}");
+            stopped += 1;
+        }
+    }
+    assert!(stopped > 0, "no round stopped a running child");
+    eprintln!("{never_started} rounds never started the child, {stopped} stopped it");
+}

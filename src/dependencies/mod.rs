@@ -8,9 +8,13 @@
 //!
 //! The view keeps its promises this way:
 //!
-//! * **Nothing is missed.** At start it arms the [`Watch`] on each name
-//!   *before* reading the name's tombstone, so a death just before the
-//!   first scan is in the scan, and one just after is an event. Every event
+//! * **Nothing is missed.** The view reads every name once at start, to
+//!   decide whether the child may start at all; the [`Watch`] comes after
+//!   (a kubexit with death dependencies alone starts its child first: in a
+//!   crowded graveyard, watching the directory costs the kernel a walk of
+//!   every entry). Listening arms the watch on each name *before* reading
+//!   the name's tombstone again, so a death before that read is in it, and
+//!   one after is an event. Every event
 //!   re-arms and re-reads the names it concerns (see the watch module),
 //!   with one exception for speed: a tombstone that an event shows dead is
 //!   taken in at once, for the supervisor to act on, and armed and read
@@ -139,12 +143,14 @@ pub struct Dependencies {
     graveyard: Graveyard,
     watch: Watch,
     deps: Vec<Dependency>,
+    /// No longer listening (see [`Dependencies::quiet`]).
+    quiet: bool,
 }
 
 impl Dependencies {
-    /// Watches and reads the dependencies named in `roles` (each name with
-    /// the role it plays) in `graveyard`: armed, read and judged before this
-    /// returns.
+    /// Reads the dependencies named in `roles` (each name with the role it
+    /// plays) in `graveyard`, and judges them: read before this returns,
+    /// but not watched until [`Dependencies::listen`].
     pub fn open(graveyard: &Graveyard, roles: &[(&[Name], Role)]) -> Dependencies {
         let mut deps: Vec<Dependency> = Vec::new();
         for (names, role) in roles {
@@ -166,22 +172,35 @@ impl Dependencies {
                 }
             }
         }
-        let names: Vec<Name> = deps.iter().map(|d| d.name.clone()).collect();
-        if !names.is_empty() {
-            tracing::info!("Watching graveyard...");
-        }
         let mut view = Dependencies {
-            watch: Watch::open(graveyard, &names),
+            watch: Watch::open(graveyard, &[]),
             graveyard: graveyard.clone(),
             deps,
+            quiet: false,
         };
         view.look_all();
         view
     }
 
+    /// Arms the watch on every dependency and reads each one again: from
+    /// here on no change is missed, and one since [`Dependencies::open`]
+    /// is in what this reads. Call it before [`Dependencies::changed`].
+    pub fn listen(&mut self) {
+        let names: Vec<Name> = self.deps.iter().map(|d| d.name.clone()).collect();
+        if names.is_empty() {
+            return;
+        }
+        tracing::info!("Watching graveyard...");
+        self.watch = Watch::open(&self.graveyard, &names);
+        self.look_all();
+    }
+
     /// Waits for the next graveyard change that concerns a dependency and
     /// takes it in. Pends forever without dependencies, or once quiet.
     pub async fn changed(&mut self) -> Learnt {
+        if self.quiet {
+            return std::future::pending().await;
+        }
         // Deaths seen in the last round were acted on before being armed:
         // arm them now, and look again, before anything else is awaited.
         let mut moved = false;
@@ -230,6 +249,7 @@ impl Dependencies {
     /// Stops listening: once the child is stopping or has ended, no change
     /// in the graveyard matters.
     pub fn quiet(&mut self) {
+        self.quiet = true;
         self.watch.quiet();
     }
 
@@ -431,6 +451,7 @@ mod tests {
         graveyard.write(&name("a"), &stone(true, false)).unwrap();
         graveyard.write(&name("b"), &stone(false, false)).unwrap();
         let mut view = Dependencies::open(&graveyard, &[(&[name("a"), name("b")], Role::Birth)]);
+        view.listen();
         assert_eq!(view.births(), Verdict::Waiting);
         assert_eq!(view.births_report(), "b (born, not ready)");
         graveyard.write(&name("b"), &stone(true, false)).unwrap();
@@ -448,6 +469,7 @@ mod tests {
             &graveyard,
             &[(&[name("a")], Role::Death), (&[name("a")], Role::Birth)],
         );
+        view.listen();
         assert_eq!(view.deps.len(), 1);
         assert!(view.dead(Role::Death).is_empty());
         graveyard.write(&name("a"), &stone(false, true)).unwrap();
@@ -476,6 +498,7 @@ mod tests {
         let _guard = rt.enter();
         graveyard.write(&name("db"), &stone(true, false)).unwrap();
         let mut view = Dependencies::open(&graveyard, &[(&[name("db")], Role::Death)]);
+        view.listen();
         graveyard
             .write(&name("sibling"), &stone(true, false))
             .unwrap();

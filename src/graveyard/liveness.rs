@@ -36,14 +36,15 @@
 //! `Born` differs from the tombstone's (a Go instance took over the name,
 //! or a new holder has not written yet) is never taken as a death.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use nix::libc;
 use tokio::time::{Instant, sleep};
 
 use crate::graveyard::name::Name;
@@ -70,10 +71,8 @@ impl LifeLock {
     /// misconfiguration): that is an error for the caller to report, never a
     /// wait without end.
     pub async fn hold(graveyard: &Graveyard, name: &Name, born: Timestamp) -> io::Result<LifeLock> {
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true).mode(0o644);
         let path = graveyard.lock_path(name)?;
-        let mut file = match open_entry(&path, &mut options) {
+        let mut file = match open_entry(&path, libc::O_RDWR | libc::O_CREAT, 0o644) {
             Ok(Some(entry)) => entry.file,
             Ok(None) => return Err(io::Error::from_raw_os_error(nix::libc::ENOENT)),
             Err(ReadError::Io(err)) => return Err(err),
@@ -120,9 +119,7 @@ struct Released {
 /// `name`'s lock if no kubexit holds it: `None` while a holder lives (or
 /// there is no usable lock file). Never blocks.
 fn released(graveyard: &Graveyard, name: &Name) -> Option<Released> {
-    let mut options = OpenOptions::new();
-    options.read(true);
-    let file = match open_entry(&graveyard.lock_path(name).ok()?, &mut options) {
+    let file = match open_entry(&graveyard.lock_path(name).ok()?, libc::O_RDONLY, 0) {
         Ok(Some(entry)) => entry.file,
         Ok(None) => return None,
         Err(err) => {

@@ -35,14 +35,15 @@ pub mod name;
 pub mod tombstone;
 pub(crate) mod watch;
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use jiff::tz::TimeZone;
 use nix::libc;
 
+use crate::files;
 use crate::graveyard::name::Name;
 use crate::graveyard::tombstone::{ParseError, Tombstone};
 use crate::random;
@@ -184,9 +185,7 @@ impl Graveyard {
 
     /// Reads `name`'s tombstone: `Ok(None)` if there is none yet.
     pub fn read(&self, name: &Name) -> Result<Option<Tombstone>, ReadError> {
-        let mut options = OpenOptions::new();
-        options.read(true);
-        let Some(file) = open_entry(&self.path_of(name), &mut options)? else {
+        let Some(file) = open_entry(&self.path_of(name), libc::O_RDONLY, 0)? else {
             return Ok(None);
         };
         let bytes = read_bounded(file, MAX_TOMBSTONE_BYTES)?;
@@ -258,16 +257,17 @@ pub(crate) struct Entry {
     pub len: u64,
 }
 
-/// Opens the graveyard entry at `path` with `options`, never following a
+/// Opens the graveyard entry at `path` for `access` (and, when created,
+/// with `mode`), never following a
 /// link, never blocking, never acquiring a terminal, and only if it is a
 /// regular file. `Ok(None)`: nothing is there.
 pub(crate) fn open_entry(
     path: &Path,
-    options: &mut OpenOptions,
+    access: libc::c_int,
+    mode: libc::mode_t,
 ) -> Result<Option<Entry>, ReadError> {
-    let file = options
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(path);
+    let flags = access | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+    let file = files::open(path, flags, mode);
     let file = match file {
         Ok(file) => file,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -305,13 +305,9 @@ pub(crate) fn open_entry(
 /// tombstone takes one read, and one more to see its end.
 pub(crate) fn read_bounded(entry: Entry, limit: u64) -> Result<Vec<u8>, ReadError> {
     let size = usize::try_from(entry.len.min(limit)).unwrap_or(0);
-    let mut bytes = Vec::with_capacity(size + 1);
-    entry
-        .file
-        .take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(ReadError::Io)?;
-    if bytes.len() as u64 > limit {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX - 1);
+    let bytes = files::read_small(&entry.file, size, limit).map_err(ReadError::Io)?;
+    if bytes.len() > limit {
         return Err(ReadError::TooLarge);
     }
     Ok(bytes)
@@ -321,9 +317,7 @@ pub(crate) fn read_bounded(entry: Entry, limit: u64) -> Result<Vec<u8>, ReadErro
 /// offset 0, then the length cut to theirs. No new file, and for a
 /// tombstone no new block, is needed.
 fn rewrite_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut options = OpenOptions::new();
-    options.write(true);
-    let file = match open_entry(path, &mut options) {
+    let file = match open_entry(path, libc::O_WRONLY, 0) {
         Ok(Some(entry)) => entry.file,
         Ok(None) => return Err(io::Error::from_raw_os_error(libc::ENOENT)),
         Err(err) => return Err(io::Error::other(err.to_string())),
@@ -342,12 +336,8 @@ fn temporary_name() -> String {
 /// Creates a new file at `path`; fails if anything, even a dangling link,
 /// is there already.
 fn create_exclusive(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+    files::open(path, flags, 0o644)
 }
 
 /// Removes the temporary file at `path` only if it is still `file`, the

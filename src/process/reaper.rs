@@ -72,6 +72,9 @@ pub struct Reaper {
     /// Helper processes of kubexit's own (exec probes), whose status is
     /// handed to whoever started them.
     watched: HashMap<Pid, oneshot::Sender<ChildStatus>>,
+    /// The last look found the child's zombie and no other child: nothing
+    /// can be left, nor appear (see [`Reaper::reap`]).
+    alone: bool,
 }
 
 impl Reaper {
@@ -86,6 +89,7 @@ impl Reaper {
             ended: None,
             inherited: table::own_children(),
             watched: HashMap::new(),
+            alone: false,
         }
     }
 
@@ -105,6 +109,7 @@ impl Reaper {
     pub fn watch(&mut self, pid: Pid) -> oneshot::Receiver<ChildStatus> {
         let (sender, receiver) = oneshot::channel();
         self.watched.insert(pid, sender);
+        self.alone = false;
         receiver
     }
 
@@ -113,6 +118,9 @@ impl Reaper {
     /// first time it is seen.
     pub fn reap(&mut self) -> Option<ChildStatus> {
         let was_seen = self.ended.is_some();
+        if self.alone {
+            return None;
+        }
         if let (Some(child), None) = (self.child, self.ended) {
             let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
             if let Ok(status) = waitid(Id::Pid(child), flags)
@@ -125,6 +133,13 @@ impl Reaper {
             None => self.reap_any(),
             Some(child) => match table::children(None) {
                 Ok(children) => {
+                    // The child has ended and is kubexit's only child: its
+                    // own children were handed to kubexit (the reaper of
+                    // orphans) before it became a zombie, and any living
+                    // descendant would be one of them or below one. None
+                    // is left, and none can appear but kubexit's own
+                    // helpers, which `watch` says.
+                    self.alone = self.ended.is_some() && children == [child];
                     for pid in children.into_iter().filter(|pid| *pid != child) {
                         if let Ok(status) = waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
                             self.collected(status);
@@ -197,7 +212,7 @@ impl Reaper {
     /// Whether anything the child left behind is still alive (zombies not
     /// yet reaped count until the next [`Reaper::reap`]).
     pub fn has_leftovers(&self) -> bool {
-        self.stoppable().iter().any(|pid| Some(*pid) != self.child)
+        !self.alone && self.stoppable().iter().any(|pid| Some(*pid) != self.child)
     }
 }
 

@@ -8,14 +8,17 @@
 //!
 //! The life of a supervision has three phases:
 //!
-//! 1. **Before the child.** The dependency view arms its watch and reads
-//!    every dependency, judging liveness too, before anything else: a dead
-//!    (or lost) death dependency or a stop signal means the child never
-//!    starts. With birth dependencies, kubexit then waits, event-driven and
-//!    bounded by the birth timeout, until each one is ready; deaths and stop
-//!    signals keep their meaning during the wait. The `Born` record is
-//!    written before the child is started: a child never runs without its
-//!    tombstone.
+//! 1. **Before the child.** The dependency view reads every dependency,
+//!    judging liveness too, before anything else: a dead (or lost) death
+//!    dependency or a stop signal means the child never starts. With birth
+//!    dependencies, kubexit then listens (arms the watch, reads again) and
+//!    waits, event-driven and bounded by the birth timeout, until each one
+//!    is ready; deaths and stop signals keep their meaning during the wait.
+//!    With death dependencies alone, it listens only once the child is
+//!    started, so that the child does not wait for the watch, and acts on
+//!    a death that came in between as the loop begins. The `Born` record
+//!    is written before the child is started: a child never runs without
+//!    its tombstone.
 //! 2. **While the child runs.** Outside signals are forwarded to the
 //!    child's process group (never the ones the kernel raised for kubexit's
 //!    own writes). The death of a death dependency (any one of them, or,
@@ -150,10 +153,12 @@ impl Supervision<'_> {
         if let Err(outcome) = self.before_child(pending) {
             return outcome;
         }
-        if Births::wanted(self.config)
-            && let Err(outcome) = self.await_births().await
-        {
-            return outcome;
+        let births = Births::wanted(self.config);
+        if births {
+            self.view.listen();
+            if let Err(outcome) = self.await_births().await {
+                return outcome;
+            }
         }
 
         let mut readiness = match Readiness::new(
@@ -183,6 +188,12 @@ impl Supervision<'_> {
         };
         self.terminal = Some(terminal);
         self.reaper.supervise(child.pid());
+        if !births {
+            // Only now: the child need not wait for the watch (see the
+            // dependencies module). A death since the first look is found
+            // by this one, and acted on as the loop begins.
+            self.view.listen();
+        }
         self.note_deaths();
 
         let status = self.until_exit(&mut readiness).await;
@@ -313,6 +324,11 @@ impl Supervision<'_> {
     /// Phase 2: until the child exits.
     async fn until_exit(&mut self, readiness: &mut Readiness) -> ChildStatus {
         let mut next_catch_up = Instant::now();
+        if let Some(dead) = self.deaths_that_stop() {
+            // Died between the first look and the watch.
+            self.stop_for(dead);
+            next_catch_up = Instant::now() + CATCH_UP_EVERY;
+        }
         loop {
             let deadline = self.stop.deadline();
             let stopping = self.stop.is_stopping();
@@ -340,19 +356,9 @@ impl Supervision<'_> {
                         self.record.restore();
                     }
                     if !stopping && let Some(dead) = self.deaths_that_stop() {
-                        // The signal first, the log lines after: the
-                        // reaction is what dependents wait for.
-                        self.stop.begin(&self.reaper);
+                        self.stop_for(dead);
                         // `begin` has just looked: the next look can wait.
                         next_catch_up = Instant::now() + CATCH_UP_EVERY;
-                        self.hold = None;
-                        self.note_deaths();
-                        tracing::info!("Terminating child process...");
-                        self.stopped_for = dead;
-                        // Nothing in the graveyard matters any more; in a
-                        // fan-out, the siblings' own deaths would otherwise
-                        // wake this kubexit again and again.
-                        self.view.quiet();
                         continue;
                     }
                     if !stopping {
@@ -388,6 +394,22 @@ impl Supervision<'_> {
                 }
             }
         }
+    }
+
+    /// A death dependency's death (or, under the policy `all`, the last of
+    /// them) stops the child.
+    fn stop_for(&mut self, dead: Vec<Name>) {
+        // The signal first, the log lines after: the reaction is what
+        // dependents wait for.
+        self.stop.begin(&self.reaper);
+        self.hold = None;
+        self.note_deaths();
+        tracing::info!("Terminating child process...");
+        self.stopped_for = dead;
+        // Nothing in the graveyard matters any more; in a fan-out, the
+        // siblings' own deaths would otherwise wake this kubexit again and
+        // again.
+        self.view.quiet();
     }
 
     /// A signal from outside: forwarded, unless it is a stop signal that

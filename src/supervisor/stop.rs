@@ -43,7 +43,7 @@ use tokio::time::Instant;
 use crate::process::child;
 use crate::process::reaper::Reaper;
 use crate::process::signals::SignalNumber;
-use crate::process::table::{self, Mark, Process};
+use crate::process::table::{self, Mark, Moments, Process};
 
 /// How often newcomers are looked for while stopping.
 pub const CATCH_UP_EVERY: Duration = Duration::from_millis(100);
@@ -67,6 +67,7 @@ pub struct Stop {
     killed: bool,
     stopped: Told,
     swept: Told,
+    moments: Moments,
 }
 
 impl Stop {
@@ -79,6 +80,7 @@ impl Stop {
             killed: false,
             stopped: Told::default(),
             swept: Told::default(),
+            moments: Moments::open(),
         }
     }
 
@@ -128,7 +130,7 @@ impl Stop {
         };
         // Marked only when this forward counts as the group told.
         let counts = signal == self.signal && !self.killed && self.stopped.group.is_none();
-        let mark = counts.then(Mark::now);
+        let mark = counts.then(|| self.moments.now());
         if let Err(err) = child::signal_group_of(group, signal) {
             tracing::error!("cannot forward {signal} to the child: {err}");
         }
@@ -156,7 +158,7 @@ impl Stop {
         if let Some(group) = group
             && told.group.is_none()
         {
-            let mark = Mark::now();
+            let mark = self.moments.now();
             if let Err(err) = child::signal_group_of(group, signal) {
                 tracing::error!("cannot send {signal} to the child: {err}");
             }

@@ -22,6 +22,7 @@ pub mod graveyard;
 #[cfg(feature = "inject")]
 pub mod inject;
 pub mod json;
+pub(crate) mod memory;
 pub(crate) mod process;
 pub(crate) mod quit;
 pub(crate) mod random;
@@ -30,11 +31,10 @@ pub(crate) mod supervisor;
 #[cfg(feature = "webhook")]
 pub mod webhook;
 
-// The webhook's thread keeps small blocks for reuse (`webhook::memory`);
-// every other thread allocates as before.
-#[cfg(feature = "webhook")]
+// The supervisor's and the webhook's threads take small blocks from an arena
+// and keep them for reuse (`memory`); other threads allocate as before.
 #[global_allocator]
-static ALLOCATOR: webhook::memory::Allocator = webhook::memory::Allocator;
+static ALLOCATOR: memory::Allocator = memory::Allocator;
 
 pub use cli::{EXIT_CONFIG, EXIT_FAILURE, run};
 

@@ -38,6 +38,8 @@ pub fn run() -> ExitCode {
     if let Some(status) = subcommand() {
         return status;
     }
+    // The supervisor's start-up draws its small blocks from the arena.
+    crate::memory::keep_on_this_thread();
     // First of all, before any thread exists: from here on no signal can
     // kill kubexit half-way; each waits in the queue for the event loop.
     if let Err(err) = signals::block_all() {

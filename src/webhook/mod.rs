@@ -33,9 +33,10 @@
 //!   `/readyz` fails, no new connection is accepted once `--shutdown-delay`
 //!   has passed, the reviews in flight are answered, and [`run`] returns.
 //!   SIGHUP reads the certificate again.
-//! - `memory`: the small blocks a review allocates and frees, kept for the
-//!   next review on the server's thread instead of going back to musl's
-//!   allocator, which maps and unmaps pages for them.
+//!
+//! The server's thread keeps the small blocks a review frees for the next
+//! one (the crate's `memory` module), instead of giving them back to musl's
+//! allocator, which maps and unmaps pages for them.
 //!
 //! Everything runs on one thread (a current-thread tokio runtime): a review
 //! is a few hundred microseconds of work at most, far from what one core
@@ -46,7 +47,6 @@
 //! build (cargo feature `webhook`), left out of the slim one.
 
 mod connection;
-pub mod memory;
 mod metrics;
 pub mod patch;
 mod requests;
@@ -131,7 +131,7 @@ impl WebhookError {
 /// Signals must have been blocked (`process::signals::block_all`) before
 /// any thread was started.
 pub fn run(settings: Settings) -> Result<(), WebhookError> {
-    memory::keep_on_this_thread();
+    crate::memory::keep_on_this_thread();
     let certificates = tls::Certificates::load(&settings.tls_cert, &settings.tls_key)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()

@@ -1,27 +1,36 @@
-//! Small blocks kept for reuse on the webhook's thread.
+//! Memory: small blocks kept for reuse, and a first supply of them that
+//! costs no system call.
 //!
-//! A review allocates a few thousand small blocks (the pod as JSON values,
-//! the patch, the answer) and frees them all before the next one. musl's
-//! allocator, which the static builds use, hands out small blocks from
-//! page-sized groups that it maps and unmaps as they fill and empty, so
-//! that pattern made the server spend a third of its time in `mmap` and
-//! `munmap` (BENCHMARKS.md, the admission webhook). [`Allocator`] keeps
-//! freed blocks of up to [`LARGEST`] bytes, on a thread that asked for it
-//! ([`keep_on_this_thread`]), in one list per power-of-two size, up to
-//! [`KEPT`] blocks or [`KEPT_BYTES`] per list, and gives them out again:
-//! the groups never empty, nothing is mapped again.
+//! musl's allocator, which the static builds use, hands out small blocks
+//! from page-sized groups that it maps and unmaps as they fill and empty.
+//! Two patterns of kubexit's pay for that. A start-up allocates a few
+//! hundred small blocks, of a dozen sizes, and musl maps a group for each
+//! size: two dozen `mmap` calls and as many page faults, each new group's
+//! pages touched sparsely, for a few tens of KiB in all. A webhook review
+//! allocates a few thousand blocks and frees them all before the next one,
+//! and musl mapped and unmapped groups at every review (a third of the
+//! server's time, BENCHMARKS.md).
 //!
-//! Everything else goes straight to the system allocator, and so does
-//! every thread that did not ask: the supervisor never keeps a block. For
-//! a block to be reusable whatever thread frees it, every small request is
-//! rounded up to its power of two on every thread, which costs the
-//! supervisor a few bytes per block and nothing else. A kept block is
-//! never given back: what one thread keeps is bounded by about 2 MiB
-//! (512 blocks of each size up to 512 bytes, 256 KiB of each larger one).
+//! [`Allocator`] serves both. On a thread that asked for it
+//! ([`keep_on_this_thread`]: the supervisor's and the webhook's), a small
+//! block (up to [`LARGEST`] bytes) comes from the blocks that thread freed
+//! before, in one list per power-of-two size, and otherwise from the
+//! [`ARENA_BYTES`] of the arena, a static area taken from the front, block
+//! after block, whose pages the kernel maps as they are first touched: a
+//! start-up's blocks lie together on a few pages. A freed block is kept,
+//! up to [`KEPT`] blocks or [`KEPT_BYTES`] per list. Everything else goes
+//! straight to the system allocator: large blocks, a thread that did not
+//! ask (its blocks freed there go back to the system, or, from the arena,
+//! are left alone), and everything once the arena is used up. For a block
+//! to be reusable whatever thread frees it, every small request is rounded
+//! up to its power of two on every thread. A kept block is never given
+//! back: what one thread keeps is bounded by about 2 MiB (512 blocks of
+//! each size up to 512 bytes, 256 KiB of each larger one).
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use std::cell::{Cell, UnsafeCell};
 use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The largest block kept, in bytes: musl maps a group of its own for
 /// blocks of a few KiB, so those churn too.
@@ -37,6 +46,49 @@ pub const KEPT: usize = 512;
 /// Bytes kept per size, per thread, at most.
 pub const KEPT_BYTES: usize = 256 * 1024;
 
+/// The arena's size. Its pages cost nothing until touched; a supervisor's
+/// start-up uses a fraction of it.
+pub const ARENA_BYTES: usize = 128 * 1024;
+
+#[repr(C, align(4096))]
+struct Arena(UnsafeCell<[u8; ARENA_BYTES]>);
+
+// SAFETY: the arena is only ever reached through `from_arena`, which hands
+// each byte range out once, to one caller, through an atomic counter.
+unsafe impl Sync for Arena {}
+
+static ARENA: Arena = Arena(UnsafeCell::new([0; ARENA_BYTES]));
+/// The arena's first byte not handed out yet (past the end: used up).
+static ARENA_USED: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh block of `size` bytes (a class's size) from the arena.
+fn from_arena(size: usize) -> Option<*mut u8> {
+    let start = ARENA_USED.fetch_add(size, Ordering::Relaxed);
+    if start + size > ARENA_BYTES {
+        return None;
+    }
+    // SAFETY: `start..start + size` lies within the arena, and the counter
+    // hands it to this caller alone. Class sizes are multiples of ALIGN
+    // and the arena starts page-aligned, so the block is aligned too.
+    Some(unsafe { ARENA.0.get().cast::<u8>().add(start) })
+}
+
+fn in_arena(block: *mut u8) -> bool {
+    let start = ARENA.0.get().cast::<u8>() as usize;
+    (start..start + ARENA_BYTES).contains(&(block as usize))
+}
+
+/// Whether this thread keeps blocks.
+fn keeps() -> bool {
+    KEPT_HERE.try_with(|kept| kept.on.get()).unwrap_or(false)
+}
+
+/// A small block of class `index`: a kept one, or, on a thread that keeps
+/// blocks, a fresh one from the arena.
+fn small(index: usize, size: usize) -> Option<*mut u8> {
+    take(index).or_else(|| if keeps() { from_arena(size) } else { None })
+}
+
 /// How many blocks of class `index` a thread keeps.
 const fn kept_at_most(index: usize) -> usize {
     let size = SMALLEST << index;
@@ -47,7 +99,7 @@ const fn kept_at_most(index: usize) -> usize {
     }
 }
 
-/// The global allocator of builds with the webhook.
+/// kubexit's global allocator.
 pub struct Allocator;
 
 struct Kept {
@@ -128,13 +180,14 @@ fn keep(index: usize, block: *mut u8) -> bool {
         .unwrap_or(false)
 }
 
-// SAFETY: every block comes from `System`; a small one is always allocated
-// with its class's size and alignment, so any block of the same class can
-// stand for it, and it is returned to `System` with that same layout.
+// SAFETY: every block comes from `System` or the arena; a small one is
+// always allocated with its class's size and alignment, so any block of the
+// same class can stand for it; one from `System` is returned to it with that
+// same layout, and one from the arena never is.
 unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match class(layout) {
-            Some((index, size)) => match take(index) {
+            Some((index, size)) => match small(index, size) {
                 Some(block) => block,
                 // SAFETY: a valid, non-zero layout.
                 None => unsafe { System.alloc(system_layout(size)) },
@@ -146,7 +199,7 @@ unsafe impl GlobalAlloc for Allocator {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         match class(layout) {
-            Some((index, size)) => match take(index) {
+            Some((index, size)) => match small(index, size) {
                 Some(block) => {
                     // SAFETY: the block holds at least `layout.size()` bytes.
                     unsafe { block.write_bytes(0, layout.size()) };
@@ -163,7 +216,7 @@ unsafe impl GlobalAlloc for Allocator {
     unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
         match class(layout) {
             Some((index, size)) => {
-                if !keep(index, block) {
+                if !keep(index, block) && !in_arena(block) {
                     // SAFETY: allocated by System with this very layout.
                     unsafe { System.dealloc(block, system_layout(size)) }
                 }
@@ -274,5 +327,36 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn a_keeping_thread_draws_from_the_arena_and_any_thread_may_free_its_blocks() {
+        let blocks: Vec<Box<[u8; 40]>> = std::thread::spawn(|| {
+            keep_on_this_thread();
+            (0..64).map(|i| Box::new([i as u8; 40])).collect()
+        })
+        .join()
+        .unwrap();
+        // Other tests of this process draw from the same arena, and may
+        // have used it up.
+        let drawn = blocks
+            .iter()
+            .filter(|b| in_arena(b.as_ptr().cast_mut()))
+            .count();
+        assert!(
+            drawn > 0 || ARENA_USED.load(Ordering::Relaxed) >= ARENA_BYTES,
+            "no block from the arena"
+        );
+        assert!(
+            blocks
+                .iter()
+                .enumerate()
+                .all(|(i, b)| b.iter().all(|x| *x == i as u8))
+        );
+        // Freed on a thread that does not keep blocks: the arena's are left
+        // alone, the others go back to the system.
+        drop(blocks);
+        let again: Vec<Box<[u8; 40]>> = (0..64).map(|i| Box::new([i as u8; 40])).collect();
+        assert!(again.iter().all(|b| !in_arena(b.as_ptr().cast_mut())));
     }
 }

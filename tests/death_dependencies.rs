@@ -237,3 +237,59 @@ fn a_death_at_any_moment_of_the_start_up_is_acted_on() {
     assert!(stopped > 0, "no round stopped a running child");
     eprintln!("{never_started} rounds never started the child, {stopped} stopped it");
 }
+
+/// While a dependency has no tombstone, the graveyard directory is watched
+/// for entries made, events of the directory itself: the kernel then has no
+/// entry of a crowded graveyard to walk when the watch is set. Read back
+/// from the kernel's own account of the watch (`/proc/PID/fdinfo`).
+#[test]
+fn the_directory_is_watched_for_its_own_events_only() {
+    use std::os::unix::fs::MetadataExt;
+    let yard = Yard::new();
+    let running = Kubexit::named("app", &yard)
+        .env("KUBEXIT_DEATH_DEPS", "db")
+        .args(["sleep", "1000"])
+        .spawn();
+    running.wait_for_log("Watching graveyard");
+    let inode = std::fs::metadata(yard.path()).unwrap().ino();
+    let pid = running.pid();
+    let mut masks = Vec::new();
+    eventually("the directory's watch listed", || {
+        masks = watch_masks(pid.as_raw(), inode);
+        !masks.is_empty()
+    });
+    // IN_ACCESS, IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE, IN_CLOSE_NOWRITE,
+    // IN_OPEN: the events of the files in a watched directory.
+    const OF_FILES: u32 = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x20;
+    for mask in &masks {
+        assert_eq!(mask & OF_FILES, 0, "mask {mask:#x} asks for files' events");
+        assert_ne!(mask & 0x100, 0, "mask {mask:#x}: no IN_CREATE");
+        assert_ne!(mask & 0x80, 0, "mask {mask:#x}: no IN_MOVED_TO");
+    }
+    yard.bury("db");
+    assert_eq!(running.finish().code(), 0);
+}
+
+/// The masks of `pid`'s inotify watches on the inode `inode`.
+fn watch_masks(pid: i32, inode: u64) -> Vec<u32> {
+    let mut masks = Vec::new();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return masks;
+    };
+    for fd in fds.flatten() {
+        let text = std::fs::read_to_string(fd.path()).unwrap_or_default();
+        for line in text.lines().filter(|l| l.starts_with("inotify ")) {
+            let field = |key: &str| {
+                line.split_whitespace()
+                    .find_map(|f| f.strip_prefix(key))
+                    .and_then(|v| u64::from_str_radix(v, 16).ok())
+            };
+            if field("ino:") == Some(inode)
+                && let Some(mask) = field("mask:")
+            {
+                masks.push(mask as u32);
+            }
+        }
+    }
+    masks
+}

@@ -9,14 +9,22 @@
 //! count, `IN_ATTRIB`, or deletes it) and its liveness lock (closed by a
 //! writer: the holder's descriptor closes when the holder dies, however it
 //! dies). The directory itself is watched only while some dependency has no
-//! tombstone yet, to see it appear, and then only for entries complete:
-//! renamed into place (kubexit's writes) or closed after writing (Go's, in
-//! place). A sibling's tombstone write then costs a kubexit still waiting
-//! for a dependency to appear one or two wake-ups (the rename and the
-//! close, often in one read) and no read: the name is matched in the
-//! event. Once every dependency has a tombstone, a sibling that is not a
-//! dependency costs nothing.
+//! tombstone yet, to see it appear, and then only for entries made: created
+//! (Go's writes, in place, and kubexit's temporary files) or renamed into
+//! place (kubexit's writes); the file watch armed on the new tombstone then
+//! sees its writes. A sibling's tombstone write costs a kubexit still
+//! waiting for a dependency to appear one or two wake-ups (the temporary
+//! file's creation and its rename, often in one read) and no read: the
+//! name is matched in the event. Once every dependency has a tombstone, a
+//! sibling that is not a dependency costs nothing.
 //!
+//! Those two events are also what keeps the directory watch cheap to set:
+//! they are events *of the directory*. Asking for an event of the files in
+//! it (a write, a close) makes the kernel mark every entry of the directory
+//! as watched when the watch is added: 1.2 ms in a graveyard of ten
+//! thousand tombstones, measured, which delayed the child's start even when
+//! the watch was set after the child was spawned.
+
 //! **No change is missed.** The caller [`arm`](Watch::arm)s a name *before*
 //! it reads the tombstone: a change after the arming fires on the file
 //! armed, a change before it is in what the caller reads. Since a
@@ -126,8 +134,10 @@ const STONE_MASK: WatchMask = WatchMask::MODIFY
     .union(WatchMask::MOVE_SELF)
     .union(WatchMask::DONT_FOLLOW);
 const LOCK_MASK: WatchMask = WatchMask::CLOSE_WRITE.union(WatchMask::DONT_FOLLOW);
+/// Events of the directory only: no event of the files in it (see the
+/// module's essay).
 const DIR_MASK: WatchMask = WatchMask::MOVED_TO
-    .union(WatchMask::CLOSE_WRITE)
+    .union(WatchMask::CREATE)
     .union(WatchMask::DELETE_SELF)
     .union(WatchMask::MOVE_SELF)
     .union(WatchMask::ONLYDIR);

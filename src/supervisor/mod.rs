@@ -64,7 +64,7 @@ use crate::quit;
 use crate::readiness::{Readiness, ReadinessEvent};
 use crate::supervisor::outcome::{Listed, NeverStarted, Outcome};
 use crate::supervisor::record::Record;
-use crate::supervisor::stop::{CATCH_UP_EVERY, Stop};
+use crate::supervisor::stop::{CATCH_UP_EVERY, FIRST_LOOK, Stop};
 
 /// How long kubexit waits for SIGKILLed leftovers to be reaped before it
 /// gives up on them (a process stuck in the kernel cannot be hurried).
@@ -327,7 +327,7 @@ impl Supervision<'_> {
         if let Some(dead) = self.deaths_that_stop() {
             // Died between the first look and the watch.
             self.stop_for(dead);
-            next_catch_up = Instant::now() + CATCH_UP_EVERY;
+            next_catch_up = Instant::now() + FIRST_LOOK;
         }
         loop {
             let deadline = self.stop.deadline();
@@ -357,8 +357,9 @@ impl Supervision<'_> {
                     }
                     if !stopping && let Some(dead) = self.deaths_that_stop() {
                         self.stop_for(dead);
-                        // `begin` has just looked: the next look can wait.
-                        next_catch_up = Instant::now() + CATCH_UP_EVERY;
+                        // The group is told; the first look at the rest
+                        // waits a moment for the child to end (see `stop`).
+                        next_catch_up = Instant::now() + FIRST_LOOK;
                         continue;
                     }
                     if !stopping {
@@ -478,6 +479,8 @@ impl Supervision<'_> {
                 tracing::info!("Stopping processes the child left behind...");
             }
             self.stop.begin(&self.reaper);
+            // Every leftover at once: the child is gone, no need to wait.
+            self.stop.catch_up(&self.reaper);
             self.await_leftovers().await;
         }
         self.reaper.release();

@@ -10,17 +10,22 @@
 //!
 //! 1. **The stop signal, once to each process.** The child's group gets it
 //!    in one `kill(-pgid)`, which the kernel delivers atomically with
-//!    respect to forks in progress; every other stoppable process gets it
-//!    by pid. The group is signalled first, before any look at /proc, with
-//!    the moment marked ([`Mark`]): at this and every later look, a member
-//!    of the group that was there at that moment counts as told, and one
-//!    that appeared since (forked by a handler of the signal) is told. Each
-//!    process is remembered by pid *and* start time, so none is told twice
-//!    and a reused pid is never taken for a process already told. The
-//!    group id is safe to signal because the reaper keeps the child's
-//!    zombie until the sequence is over. (One race stays open, narrow as a
-//!    system call: a process forked between the mark and the `kill(-pgid)`
-//!    is taken for a newcomer and gets the signal twice.)
+//!    respect to forks in progress, before any look at /proc, with the
+//!    moment marked ([`Mark`]); then kubexit yields its CPU, so that a
+//!    child woken on the same CPU handles the signal before kubexit goes on
+//!    with its own work. Every other stoppable process gets it by pid at
+//!    the first look, [`FIRST_LOOK`] later (or at the next SIGCHLD): a
+//!    child that ends promptly, with nothing left behind, spares kubexit
+//!    the walk of /proc altogether (the reaper sees that nothing is left).
+//!    At that and every later look, a member of the group that was there
+//!    at the moment counts as told, and one that appeared since (forked by
+//!    a handler of the signal) is told. Each process is remembered by pid
+//!    *and* start time, so none is told twice and a reused pid is never
+//!    taken for a process already told. The group id is safe to signal
+//!    because the reaper keeps the child's zombie until the sequence is
+//!    over. (One race stays open, narrow as a system call: a process forked
+//!    between the mark and the `kill(-pgid)` is taken for a newcomer and
+//!    gets the signal twice.)
 //! 2. **Newcomers when they appear.** A process that appears after the
 //!    stop signal (forked by a process that ignored it, or adopted when its
 //!    parent ended) gets it when kubexit next looks: at every SIGCHLD and
@@ -38,6 +43,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use nix::libc;
 use tokio::time::Instant;
 
 use crate::process::child;
@@ -47,6 +53,10 @@ use crate::process::table::{self, Mark, Moments, Process};
 
 /// How often newcomers are looked for while stopping.
 pub const CATCH_UP_EVERY: Duration = Duration::from_millis(100);
+
+/// How long after the group's stop signal the other stoppable processes
+/// are looked for, unless a SIGCHLD comes first.
+pub const FIRST_LOOK: Duration = Duration::from_millis(10);
 
 /// Who has been told what.
 #[derive(Default)]
@@ -99,13 +109,18 @@ impl Stop {
         self.deadline.filter(|_| !self.killed)
     }
 
-    /// kubexit's own decision to stop: the stop signal to every stoppable
-    /// process not told yet, and the deadline, if not running already.
+    /// kubexit's own decision to stop: the stop signal to the child's group
+    /// at once, if not told yet, and the deadline, if not running already.
+    /// The other stoppable processes are told at the next
+    /// [`Stop::catch_up`], which the caller makes within [`FIRST_LOOK`];
+    /// when there was no group to tell, they are told now.
     pub fn begin(&mut self, reaper: &Reaper) {
         self.deadline
             .get_or_insert_with(|| Instant::now() + self.grace);
         self.begun = true;
-        self.tell(reaper);
+        if !self.tell_group(reaper) {
+            self.tell_others(reaper);
+        }
     }
 
     /// Once kubexit's own sequence has begun: processes that appeared since
@@ -144,27 +159,41 @@ impl Stop {
     }
 
     fn tell(&mut self, reaper: &Reaper) {
-        let (signal, told) = if self.killed {
-            (SignalNumber::KILL, &mut self.swept)
-        } else {
-            (self.signal, &mut self.stopped)
+        self.tell_group(reaper);
+        self.tell_others(reaper);
+    }
+
+    /// The current signal to the child's group, if it has not had it: in
+    /// one call, before any look at /proc, since that is the reaction
+    /// dependents wait for. The moment is marked just before, so that later
+    /// looks tell who was in the group then (and got it) from who appeared
+    /// since (forked by a handler of this very signal, say). Then kubexit
+    /// yields the CPU: on a busy machine the child may have been woken on
+    /// this one. Whether the group was told now.
+    fn tell_group(&mut self, reaper: &Reaper) -> bool {
+        let (signal, told) = self.current();
+        let Some(group) = reaper.child() else {
+            return false;
         };
-        // The group first, in one call, before any look at /proc: that is
-        // the reaction dependents wait for. The moment is marked just
-        // before, so that the walk below tells who was in the group then
-        // (and got it) from who appeared since (forked by a handler of
-        // this very signal, say), now and at every later look.
-        let group = reaper.child();
-        if let Some(group) = group
-            && told.group.is_none()
-        {
-            let mark = self.moments.now();
-            if let Err(err) = child::signal_group_of(group, signal) {
-                tracing::error!("cannot send {signal} to the child: {err}");
-            }
-            tracing::debug!("sent {signal} to process group {group}");
-            told.group = Some(mark);
+        if told.group.is_some() {
+            return false;
         }
+        let mark = self.moments.now();
+        if let Err(err) = child::signal_group_of(group, signal) {
+            tracing::error!("cannot send {signal} to the child: {err}");
+        }
+        let (_, told) = self.current();
+        told.group = Some(mark);
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
+        tracing::debug!("sent {signal} to process group {group}");
+        true
+    }
+
+    /// The current signal to every stoppable process not told yet.
+    fn tell_others(&mut self, reaper: &Reaper) {
+        let group = reaper.child();
+        let (signal, told) = self.current();
         for (process, stat) in table::descendants(&reaper.stoppable()) {
             if !told.processes.insert(process) {
                 continue;
@@ -176,6 +205,15 @@ impl Stop {
                 let _ = child::signal_process(process.pid, signal);
                 tracing::debug!("sent {signal} to process {}", process.pid);
             }
+        }
+    }
+
+    /// The signal due now, and who has had it.
+    fn current(&mut self) -> (SignalNumber, &mut Told) {
+        if self.killed {
+            (SignalNumber::KILL, &mut self.swept)
+        } else {
+            (self.signal, &mut self.stopped)
         }
     }
 }

@@ -18,7 +18,8 @@
 //! message, so both formats come from the same events. The subscriber is
 //! deliberately tiny: kubexit has no spans, and each line is written with
 //! one `write` call, so lines never interleave mid-line, whatever thread
-//! logs. When stderr's reader goes away (a log pipe closed, `| head`), the
+//! logs; a few lines logged together ([`together`]: the configuration's
+//! summary at start-up) go out in one. When stderr's reader goes away (a log pipe closed, `| head`), the
 //! log falls silent: kubexit and its child go on.
 
 use std::fmt::{self, Write as _};
@@ -42,6 +43,36 @@ pub fn init(reporting: &Reporting, name: Option<String>) {
         timestamps: reporting.timestamps,
         name,
     });
+}
+
+/// Runs `log`, and writes the lines it logs (on this thread) in one `write`
+/// at its end, rather than one each.
+pub fn together(log: impl FnOnce()) {
+    HELD.with(|held| *held.borrow_mut() = Some(String::new()));
+    log();
+    if let Some(lines) = HELD.with(|held| held.borrow_mut().take()) {
+        write_out(&lines);
+    }
+}
+
+thread_local! {
+    /// Lines held for one write, inside [`together`].
+    static HELD: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes `lines` to stderr in one call, unless its reader is gone.
+fn write_out(lines: &str) {
+    // A closed stderr must not take the supervisor down with it, nor cost
+    // it anything more: once its reader is gone, nothing more is written
+    // (each write would only raise another SIGPIPE).
+    if STDERR_GONE.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(err) = std::io::stderr().lock().write_all(lines.as_bytes())
+        && err.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        STDERR_GONE.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Set once a write to stderr found its reader gone.
@@ -143,16 +174,15 @@ impl Subscriber for StderrLog {
             LogFormat::Text => self.text_line(level, &fields),
             LogFormat::Json => self.json_line(level, &fields),
         };
-        // A closed stderr must not take the supervisor down with it, nor
-        // cost it anything more: once its reader is gone, nothing more is
-        // written (each write would only raise another SIGPIPE).
-        if STDERR_GONE.load(Ordering::Relaxed) {
-            return;
-        }
-        if let Err(err) = std::io::stderr().lock().write_all(line.as_bytes())
-            && err.kind() == std::io::ErrorKind::BrokenPipe
-        {
-            STDERR_GONE.store(true, Ordering::Relaxed);
+        let held = HELD.with(|held| match held.borrow_mut().as_mut() {
+            Some(lines) => {
+                lines.push_str(&line);
+                true
+            }
+            None => false,
+        });
+        if !held {
+            write_out(&line);
         }
     }
 

@@ -90,7 +90,7 @@ pub fn run() -> ExitCode {
         Ok(config) => config,
         Err(err) => return refuse(&reporting, &err.to_string()),
     };
-    config.log_summary();
+    log::together(|| config.log_summary());
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()

@@ -12,11 +12,12 @@
 //! tombstone yet, to see it appear, and then only for entries made: created
 //! (Go's writes, in place, and kubexit's temporary files) or renamed into
 //! place (kubexit's writes); the file watch armed on the new tombstone then
-//! sees its writes. A sibling's tombstone write costs a kubexit still
-//! waiting for a dependency to appear one or two wake-ups (the temporary
-//! file's creation and its rename, often in one read) and no read: the
-//! name is matched in the event. Once every dependency has a tombstone, a
-//! sibling that is not a dependency costs nothing.
+//! sees its writes. A sibling's birth costs a kubexit still waiting for a
+//! dependency to appear two or three wake-ups (the creation of its lock
+//! file and of its temporary file, and the rename, some of them read
+//! together) and no read: the name is matched in the event. Once every
+//! dependency has a tombstone, a sibling that is not a dependency costs
+//! nothing.
 //!
 //! Those two events are also what keeps the directory watch cheap to set:
 //! they are events *of the directory*. Asking for an event of the files in

@@ -9,15 +9,13 @@
 FROM rust:1.95-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends musl-tools \
     && rustup target add x86_64-unknown-linux-musl
-# ring compiles C for the TLS code: with musl's wrapper, as scripts/build-static.sh does.
-ENV CC_x86_64_unknown_linux_musl=musl-gcc
-# Not position-independent, as scripts/build-static.sh builds it (fewer page
-# faults and less memory at every start; see BENCHMARKS.md).
-ENV CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C relocation-model=static"
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl \
-    && cp target/x86_64-unknown-linux-musl/release/kubexit /kubexit
+# The full build as the release builds it, and checked the same way: ring's
+# C compiled with musl-gcc, not position-independent, the code a start-up
+# runs linked together (fewer page faults and less memory at every start;
+# see BENCHMARKS.md).
+RUN scripts/build-static.sh --full-only && cp target/static/kubexit /kubexit
 
 # The OCI labels of scripts/build-images.sh, which builds the same two
 # images without a registry: pass --build-arg VERSION=... REVISION=...

@@ -19,8 +19,9 @@
 //! deliberately tiny: kubexit has no spans, and each line is written with
 //! one `write` call, so lines never interleave mid-line, whatever thread
 //! logs; a few lines logged together ([`together`]: the configuration's
-//! summary at start-up) go out in one. When stderr's reader goes away (a log pipe closed, `| head`), the
-//! log falls silent: kubexit and its child go on.
+//! summary at start-up) go out in one. When stderr's reader goes away (a
+//! log pipe closed, `| head`), the log falls silent: kubexit and its child
+//! go on.
 
 use std::fmt::{self, Write as _};
 use std::io::Write as _;

@@ -143,8 +143,6 @@ pub struct Dependencies {
     graveyard: Graveyard,
     watch: Watch,
     deps: Vec<Dependency>,
-    /// No longer listening (see [`Dependencies::quiet`]).
-    quiet: bool,
 }
 
 impl Dependencies {
@@ -176,7 +174,6 @@ impl Dependencies {
             watch: Watch::open(graveyard, &[]),
             graveyard: graveyard.clone(),
             deps,
-            quiet: false,
         };
         view.look_all();
         view
@@ -198,9 +195,6 @@ impl Dependencies {
     /// Waits for the next graveyard change that concerns a dependency and
     /// takes it in. Pends forever without dependencies, or once quiet.
     pub async fn changed(&mut self) -> Learnt {
-        if self.quiet {
-            return std::future::pending().await;
-        }
         // Deaths seen in the last round were acted on before being armed:
         // arm them now, and look again, before anything else is awaited.
         let mut moved = false;
@@ -249,7 +243,10 @@ impl Dependencies {
     /// Stops listening: once the child is stopping or has ended, no change
     /// in the graveyard matters.
     pub fn quiet(&mut self) {
-        self.quiet = true;
+        // Deaths taken in but not armed yet are not looked at again.
+        for dep in &mut self.deps {
+            dep.unarmed = false;
+        }
         self.watch.quiet();
     }
 

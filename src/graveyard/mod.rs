@@ -258,9 +258,8 @@ pub(crate) struct Entry {
 }
 
 /// Opens the graveyard entry at `path` for `access` (and, when created,
-/// with `mode`), never following a
-/// link, never blocking, never acquiring a terminal, and only if it is a
-/// regular file. `Ok(None)`: nothing is there.
+/// with `mode`), never following a link, never blocking, never acquiring a
+/// terminal, and only if it is a regular file. `Ok(None)`: nothing is there.
 pub(crate) fn open_entry(
     path: &Path,
     access: libc::c_int,
@@ -302,7 +301,7 @@ pub(crate) fn open_entry(
 }
 
 /// Reads at most `limit` bytes of an entry, sized by its length so that a
-/// tombstone takes one read, and one more to see its end.
+/// tombstone takes one read (a short read is its end).
 pub(crate) fn read_bounded(entry: Entry, limit: u64) -> Result<Vec<u8>, ReadError> {
     let size = usize::try_from(entry.len.min(limit)).unwrap_or(0);
     let limit = usize::try_from(limit).unwrap_or(usize::MAX - 1);

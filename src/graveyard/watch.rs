@@ -25,7 +25,7 @@
 //! as watched when the watch is added: 1.2 ms in a graveyard of ten
 //! thousand tombstones, measured, which delayed the child's start even when
 //! the watch was set after the child was spawned.
-
+//!
 //! **No change is missed.** The caller [`arm`](Watch::arm)s a name *before*
 //! it reads the tombstone: a change after the arming fires on the file
 //! armed, a change before it is in what the caller reads. Since a
@@ -234,6 +234,7 @@ impl Watch {
     /// Stops listening for good, cheaply: the kernel stops queueing events
     /// that nobody will read.
     pub fn quiet(&mut self) {
+        self.gone = false;
         let mode = std::mem::replace(&mut self.mode, Mode::Quiet { _fd: None });
         self.mode = match mode {
             Mode::Events(mut events) => {

@@ -478,9 +478,7 @@ impl Supervision<'_> {
             if !self.stop.is_stopping() {
                 tracing::info!("Stopping processes the child left behind...");
             }
-            self.stop.begin(&self.reaper);
-            // Every leftover at once: the child is gone, no need to wait.
-            self.stop.catch_up(&self.reaper);
+            self.stop.begin_all(&self.reaper);
             self.await_leftovers().await;
         }
         self.reaper.release();

@@ -115,12 +115,25 @@ impl Stop {
     /// [`Stop::catch_up`], which the caller makes within [`FIRST_LOOK`];
     /// when there was no group to tell, they are told now.
     pub fn begin(&mut self, reaper: &Reaper) {
-        self.deadline
-            .get_or_insert_with(|| Instant::now() + self.grace);
-        self.begun = true;
+        self.start();
         if !self.tell_group(reaper) {
             self.tell_others(reaper);
         }
+    }
+
+    /// kubexit's own decision to stop what the child left behind, once it
+    /// has exited: the stop signal to every stoppable process not told yet
+    /// at once (there is no child to wait for), and the deadline, if not
+    /// running already.
+    pub fn begin_all(&mut self, reaper: &Reaper) {
+        self.start();
+        self.tell(reaper);
+    }
+
+    fn start(&mut self) {
+        self.deadline
+            .get_or_insert_with(|| Instant::now() + self.grace);
+        self.begun = true;
     }
 
     /// Once kubexit's own sequence has begun: processes that appeared since

@@ -7,16 +7,20 @@
 //! than the kernel asks for: opening through musl's `open` adds an `fcntl`
 //! that sets close-on-exec a second time, and reading to the end asks once
 //! more after a short read, to see the end of the file. This module opens
-//! with one `openat` and reads a small file with one `read` when it fits:
+//! with one `openat` and reads a small file with one `pread` when it fits:
 //! a short read of a regular file, or of a `/proc` file the kernel fills in
 //! one go (`stat`, `children`, sysctls), is its end. A file that fills the
 //! buffer is read on, in larger steps, up to a limit the caller sets.
+//! Reads are positional, from the start of the file, so that what cannot
+//! be read at an offset (a FIFO, a socket, a terminal) fails at once
+//! (`ESPIPE`) instead of handing over a stream.
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::FromRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use nix::libc;
@@ -49,10 +53,11 @@ pub fn open(path: &Path, flags: libc::c_int, mode: libc::mode_t) -> io::Result<F
     }
 }
 
-/// Reads `file` to its end, expecting about `hint` bytes: one `read` when
-/// the file is no larger. Stops with what it has once more than `limit`
-/// bytes have been read (the caller sees the length, and refuses).
-pub fn read_small(mut file: &File, hint: usize, limit: usize) -> io::Result<Vec<u8>> {
+/// Reads `file` from its start to its end, expecting about `hint` bytes:
+/// one `pread` when the file is no larger. Stops with what it has once
+/// more than `limit` bytes have been read (the caller sees the length, and
+/// refuses).
+pub fn read_small(file: &File, hint: usize, limit: usize) -> io::Result<Vec<u8>> {
     let mut bytes: Vec<u8> = Vec::with_capacity(hint.min(limit) + 1);
     loop {
         if bytes.len() == bytes.capacity() {
@@ -63,7 +68,7 @@ pub fn read_small(mut file: &File, hint: usize, limit: usize) -> io::Result<Vec<
         let start = bytes.len();
         let room = bytes.capacity() - start;
         bytes.resize(start + room, 0);
-        let read = file.read(&mut bytes[start..]);
+        let read = file.read_at(&mut bytes[start..], start as u64);
         bytes.truncate(start + *read.as_ref().unwrap_or(&0));
         match read {
             // A short read is the end; so is a file past the limit.

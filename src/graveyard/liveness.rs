@@ -73,7 +73,7 @@ impl LifeLock {
     pub async fn hold(graveyard: &Graveyard, name: &Name, born: Timestamp) -> io::Result<LifeLock> {
         let path = graveyard.lock_path(name)?;
         let mut file = match open_entry(&path, libc::O_RDWR | libc::O_CREAT, 0o644) {
-            Ok(Some(entry)) => entry.file,
+            Ok(Some(file)) => file,
             Ok(None) => return Err(io::Error::from_raw_os_error(nix::libc::ENOENT)),
             Err(ReadError::Io(err)) => return Err(err),
             Err(err) => {
@@ -120,7 +120,7 @@ struct Released {
 /// there is no usable lock file). Never blocks.
 fn released(graveyard: &Graveyard, name: &Name) -> Option<Released> {
     let file = match open_entry(&graveyard.lock_path(name).ok()?, libc::O_RDONLY, 0) {
-        Ok(Some(entry)) => entry.file,
+        Ok(Some(file)) => file,
         Ok(None) => return None,
         Err(err) => {
             tracing::debug!(dependency = %name, "{name}'s liveness lock cannot be used: {err}");

@@ -6,9 +6,12 @@
 //!
 //! * **Opening never follows a link and never blocks.** Every entry kubexit
 //!   opens (a tombstone, a liveness lock) is opened with
-//!   `O_NOFOLLOW | O_NONBLOCK | O_NOCTTY` and must be a regular file: a
-//!   symbolic link is refused, not followed out of the directory; a FIFO
-//!   cannot hold kubexit in `open`; a directory or device is refused. Only
+//!   `O_NOFOLLOW | O_NONBLOCK | O_NOCTTY`: a symbolic link is refused, not
+//!   followed out of the directory; a FIFO cannot hold kubexit in `open`. A
+//!   lock must be a regular file. A tombstone is read from its start with
+//!   positional reads, which a FIFO, a socket, a terminal and a directory
+//!   refuse; when what was read is refused, the error names what stands
+//!   there (a device's bytes are no tombstone). Only
 //!   the first [`MAX_TOMBSTONE_BYTES`] of a tombstone are ever read. Names
 //!   are [`Name`]s, which cannot contain `/` or start with `.`, so no path
 //!   leaves the directory.
@@ -184,12 +187,27 @@ impl Graveyard {
     }
 
     /// Reads `name`'s tombstone: `Ok(None)` if there is none yet.
+    ///
+    /// This is the read a death is seen by, so it makes no system call it
+    /// can spare: an `openat` and, for a tombstone of usual size, one
+    /// `pread`. What stands at the name is asked (`fstat`) only when what
+    /// was read is refused or empty: a positional read is itself refused by
+    /// a FIFO, a socket, a terminal and a directory, and the bytes of the
+    /// devices a container may open (null, zero, random) are no tombstone.
     pub fn read(&self, name: &Name) -> Result<Option<Tombstone>, ReadError> {
-        let Some(file) = open_entry(&self.path_of(name), libc::O_RDONLY, 0)? else {
+        let Some(file) = open_any(&self.path_of(name), libc::O_RDONLY, 0)? else {
             return Ok(None);
         };
-        let bytes = read_bounded(file, MAX_TOMBSTONE_BYTES)?;
-        Ok(Some(Tombstone::parse(&bytes)?))
+        let read = read_bounded(&file, MAX_TOMBSTONE_BYTES).and_then(|bytes| {
+            if bytes.is_empty() {
+                refuse_unless_regular(&file)?;
+            }
+            Ok(Tombstone::parse(&bytes)?)
+        });
+        match read {
+            Ok(stone) => Ok(Some(stone)),
+            Err(err) => Err(refuse_unless_regular(&file).err().unwrap_or(err)),
+        }
     }
 
     /// Replaces `name`'s tombstone with `stone`: atomically when a new file
@@ -251,12 +269,6 @@ impl Graveyard {
     }
 }
 
-/// A regular file of the graveyard, opened, and its length when opened.
-pub(crate) struct Entry {
-    pub file: File,
-    pub len: u64,
-}
-
 /// Opens the graveyard entry at `path` for `access` (and, when created,
 /// with `mode`), never following a link, never blocking, never acquiring a
 /// terminal, and only if it is a regular file. `Ok(None)`: nothing is there.
@@ -264,48 +276,64 @@ pub(crate) fn open_entry(
     path: &Path,
     access: libc::c_int,
     mode: libc::mode_t,
-) -> Result<Option<Entry>, ReadError> {
+) -> Result<Option<File>, ReadError> {
+    let Some(file) = open_any(path, access, mode)? else {
+        return Ok(None);
+    };
+    refuse_unless_regular(&file)?;
+    Ok(Some(file))
+}
+
+/// [`open_entry`] without the look at what was opened: the caller asks
+/// [`refuse_unless_regular`] before it trusts anything it read.
+fn open_any(
+    path: &Path,
+    access: libc::c_int,
+    mode: libc::mode_t,
+) -> Result<Option<File>, ReadError> {
     let flags = access | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
-    let file = files::open(path, flags, mode);
-    let file = match file {
-        Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => return Err(ReadError::Symlink),
+    match files::open(path, flags, mode) {
+        Ok(file) => Ok(Some(file)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => Err(ReadError::Symlink),
         Err(err) if err.raw_os_error() == Some(libc::EISDIR) => {
-            return Err(ReadError::NotAFile("directory"));
+            Err(ReadError::NotAFile("directory"))
         }
         // A FIFO opened for writing with no reader.
         Err(err) if err.raw_os_error() == Some(libc::ENXIO) => {
-            return Err(ReadError::NotAFile("named pipe or device"));
+            Err(ReadError::NotAFile("named pipe or device"))
         }
-        Err(err) => return Err(ReadError::Io(err)),
-    };
-    let metadata = file.metadata().map_err(ReadError::Io)?;
-    let kind = metadata.file_type();
-    if kind.is_file() {
-        Ok(Some(Entry {
-            file,
-            len: metadata.len(),
-        }))
-    } else {
-        Err(ReadError::NotAFile(if kind.is_dir() {
-            "directory"
-        } else if kind.is_fifo() {
-            "named pipe"
-        } else if kind.is_socket() {
-            "socket"
-        } else {
-            "device"
-        }))
+        Err(err) => Err(ReadError::Io(err)),
     }
 }
 
-/// Reads at most `limit` bytes of an entry, sized by its length so that a
-/// tombstone takes one read (a short read is its end).
-pub(crate) fn read_bounded(entry: Entry, limit: u64) -> Result<Vec<u8>, ReadError> {
-    let size = usize::try_from(entry.len.min(limit)).unwrap_or(0);
+/// `Ok` when `file` is a regular file; otherwise the error that says what
+/// it is.
+fn refuse_unless_regular(file: &File) -> Result<(), ReadError> {
+    let kind = file.metadata().map_err(ReadError::Io)?.file_type();
+    if kind.is_file() {
+        return Ok(());
+    }
+    Err(ReadError::NotAFile(if kind.is_dir() {
+        "directory"
+    } else if kind.is_fifo() {
+        "named pipe"
+    } else if kind.is_socket() {
+        "socket"
+    } else {
+        "device"
+    }))
+}
+
+/// How much of a tombstone the first read asks for: more than any
+/// tombstone kubexit or Go writes, so that one read is its end.
+const TOMBSTONE_HINT: usize = 512;
+
+/// Reads at most `limit` bytes of an entry, from its start, positionally
+/// (a FIFO, a socket or a directory refuses), one read for a tombstone.
+fn read_bounded(file: &File, limit: u64) -> Result<Vec<u8>, ReadError> {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX - 1);
-    let bytes = files::read_small(&entry.file, size, limit).map_err(ReadError::Io)?;
+    let bytes = files::read_small(file, TOMBSTONE_HINT, limit).map_err(ReadError::Io)?;
     if bytes.len() > limit {
         return Err(ReadError::TooLarge);
     }
@@ -317,7 +345,7 @@ pub(crate) fn read_bounded(entry: Entry, limit: u64) -> Result<Vec<u8>, ReadErro
 /// tombstone no new block, is needed.
 fn rewrite_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let file = match open_entry(path, libc::O_WRONLY, 0) {
-        Ok(Some(entry)) => entry.file,
+        Ok(Some(file)) => file,
         Ok(None) => return Err(io::Error::from_raw_os_error(libc::ENOENT)),
         Err(err) => return Err(io::Error::other(err.to_string())),
     };
@@ -394,6 +422,54 @@ mod tests {
         ));
         assert!(matches!(read("dir"), Err(ReadError::NotAFile("directory"))));
         assert!(matches!(read("huge"), Err(ReadError::TooLarge)));
+    }
+
+    #[test]
+    fn a_fifo_fed_a_death_and_devices_are_refused_for_what_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let graveyard = Graveyard::open(dir.path()).unwrap();
+        let read = |n: &str| graveyard.read(&Name::new(n).unwrap());
+        // A writer holds the FIFO open with a whole tombstone in it: the
+        // positional read refuses the stream, and nothing of it is taken.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let _reader = files::open(&fifo, libc::O_RDONLY | libc::O_NONBLOCK, 0).unwrap();
+        let mut writer = files::open(&fifo, libc::O_WRONLY | libc::O_NONBLOCK, 0).unwrap();
+        writer
+            .write_all(b"Born: \"2026-01-01T00:00:00Z\"\nDied: \"2026-01-01T00:00:01Z\"\n")
+            .unwrap();
+        assert!(
+            matches!(read("fifo"), Err(ReadError::NotAFile("named pipe"))),
+            "{:?}",
+            read("fifo")
+        );
+        // Devices (root only, as mknod needs): one reads nothing, the other
+        // zeros without end.
+        use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+        let mode = Mode::from_bits_truncate(0o644);
+        let null = mknod(
+            &dir.path().join("null"),
+            SFlag::S_IFCHR,
+            mode,
+            makedev(1, 3),
+        );
+        let zero = mknod(
+            &dir.path().join("zero"),
+            SFlag::S_IFCHR,
+            mode,
+            makedev(1, 5),
+        );
+        if null.is_err() || zero.is_err() {
+            eprintln!("skipping the device cases: mknod needs CAP_MKNOD");
+            return;
+        }
+        for device in ["null", "zero"] {
+            assert!(
+                matches!(read(device), Err(ReadError::NotAFile("device"))),
+                "{device}: {:?}",
+                read(device)
+            );
+        }
     }
 
     #[test]

@@ -244,3 +244,76 @@ fn the_termination_message_says_why_kubexit_exited() {
     assert_eq!(done.code(), 0);
     assert!(!message.exists());
 }
+
+/// The configuration's summary at start-up goes out in one write, so that
+/// its lines never interleave with another writer's on a shared stderr.
+/// stderr is one end of a `SOCK_SEQPACKET` socket pair here, which keeps
+/// every write a record of its own: the summary must be one record.
+#[test]
+fn the_configuration_summary_is_one_write() {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    let yard = Yard::new();
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two descriptors into `fds`, which is two
+    // ints long; each is owned by exactly one OwnedFd below.
+    let made = unsafe {
+        nix::libc::socketpair(
+            nix::libc::AF_UNIX,
+            nix::libc::SOCK_SEQPACKET | nix::libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    assert_eq!(made, 0, "socketpair: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just made and belong to no one else.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let status = {
+        let mut command = Command::new(util::kubexit_binary());
+        command
+            .args(["--name", "app", "--graveyard"])
+            .arg(yard.path())
+            .args(["--death-deps", "db", "--", "true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(theirs));
+        command.status().unwrap()
+        // The command, and with it our copy of the writing end, is dropped
+        // here: the reads below end when kubexit's copies are closed too.
+    };
+    assert!(status.success(), "{status:?}");
+    let mut socket = fs::File::from(ours);
+    let mut records = Vec::new();
+    loop {
+        let mut record = vec![0u8; 64 * 1024];
+        let read = socket.read(&mut record).unwrap();
+        if read == 0 {
+            break;
+        }
+        record.truncate(read);
+        records.push(String::from_utf8(record).unwrap());
+    }
+    let summary: Vec<&String> = records
+        .iter()
+        .filter(|r| r.contains("Graveyard: "))
+        .collect();
+    assert_eq!(summary.len(), 1, "{records:#?}");
+    for line in [
+        "Name: app",
+        "Tombstone: ",
+        "Birth Deps: ",
+        "Death Deps: db",
+        "Grace Period: ",
+    ] {
+        assert!(
+            summary[0].contains(line),
+            "{line:?} not in {:?}",
+            summary[0]
+        );
+    }
+    assert!(
+        records.len() > 1,
+        "the other lines are writes of their own: {records:#?}"
+    );
+}

@@ -198,14 +198,13 @@ impl Graveyard {
         let Some(file) = open_any(&self.path_of(name), libc::O_RDONLY, 0)? else {
             return Ok(None);
         };
-        let read = read_bounded(&file, MAX_TOMBSTONE_BYTES).and_then(|bytes| {
-            if bytes.is_empty() {
-                refuse_unless_regular(&file)?;
-            }
-            Ok(Tombstone::parse(&bytes)?)
-        });
-        match read {
-            Ok(stone) => Ok(Some(stone)),
+        let parsed = read_bounded(&file, MAX_TOMBSTONE_BYTES)
+            .and_then(|bytes| Ok((Tombstone::parse(&bytes)?, bytes.is_empty())));
+        // What stands at the name is asked at most once: when nothing was
+        // read (a device may read as nothing), or what was read is refused.
+        match parsed {
+            Ok((stone, false)) => Ok(Some(stone)),
+            Ok((stone, true)) => refuse_unless_regular(&file).map(|()| Some(stone)),
             Err(err) => Err(refuse_unless_regular(&file).err().unwrap_or(err)),
         }
     }

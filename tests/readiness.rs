@@ -378,6 +378,28 @@ fn probing_never_makes_kubexit_miss_a_death() {
     assert!(done.stderr.contains("New death: main"));
 }
 
+/// With every dependency's tombstone in place, nothing in the graveyard
+/// wakes a kubexit: a probe still due must, or the child is never ready.
+#[test]
+fn a_probe_still_due_runs_while_a_quiet_graveyard_is_watched() {
+    let yard = Yard::new();
+    yard.write("main", "Born: \"2026-11-24T19:47:52.28610517Z\"\n");
+    let flag = yard.path().join("ready-flag");
+    let app = Kubexit::named("app", &yard)
+        .env("KUBEXIT_DEATH_DEPS", "main")
+        .env("KUBEXIT_READY_PROBE", format!("file:{}", flag.display()))
+        .env("KUBEXIT_READY_PERIOD", "20ms")
+        .sh("echo up; exec sleep 1000")
+        .spawn();
+    app.wait_for_log("Not ready yet: file:");
+    fs::write(&flag, "").unwrap();
+    yard.wait_for("app", "Ready: ");
+    yard.bury("main");
+    let done = app.finish();
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(done.stderr.contains("New death: main"), "{}", done.stderr);
+}
+
 /// The README's Hercules and Iphicles, as written: app2 starts only once
 /// app1 has started (no probe: ready when born).
 #[test]

@@ -630,6 +630,31 @@ fn a_held_stop_signal_is_passed_on_after_the_bound_or_at_a_second_one() {
     );
 }
 
+/// With main born, nothing in the graveyard wakes the proxy while it
+/// holds the signal: the stop signal and the bound must.
+#[test]
+fn a_held_stop_signal_is_passed_on_after_the_bound_in_a_quiet_graveyard() {
+    let yard = Yard::new();
+    yard.write("main", "Born: \"2026-11-24T19:47:52.28610517Z\"\n");
+    let proxy = Kubexit::named("proxy", &yard)
+        .env("KUBEXIT_STOP_AFTER", "main")
+        .env("KUBEXIT_STOP_AFTER_TIMEOUT", "300ms")
+        .sh("echo up; exec sleep 1000")
+        .spawn();
+    proxy.wait_for_output("up");
+    let held = Instant::now();
+    proxy.signal(Signal::SIGTERM);
+    let done = proxy.finish();
+    assert!(held.elapsed() >= Duration::from_millis(300));
+    assert_eq!(done.code(), 143, "{}", done.stderr);
+    assert!(
+        done.stderr
+            .contains("Stop after: main still running after 300ms; passing the stop signal on"),
+        "{}",
+        done.stderr
+    );
+}
+
 #[test]
 fn a_stop_signal_is_not_held_for_processes_already_dead() {
     let yard = Yard::new();

@@ -40,6 +40,8 @@ pub mod births;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 
+use std::os::fd::BorrowedFd;
+
 use crate::graveyard::name::Name;
 use crate::graveyard::tombstone::Tombstone;
 use crate::graveyard::watch::{Change, Watch};
@@ -195,8 +197,37 @@ impl Dependencies {
     /// Waits for the next graveyard change that concerns a dependency and
     /// takes it in. Pends forever without dependencies, or once quiet.
     pub async fn changed(&mut self) -> Learnt {
-        // Deaths seen in the last round were acted on before being armed:
-        // arm them now, and look again, before anything else is awaited.
+        if self.arm_the_unarmed() {
+            return Learnt::Changes;
+        }
+        let changes = self.watch.next().await;
+        self.take_in(changes)
+    }
+
+    /// The descriptor that becomes readable when the graveyard has news
+    /// for [`Dependencies::changed_now`]; `None` when news may come another
+    /// way (a polling tick), or is owed already.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        if self.deps.iter().any(|d| d.unarmed) {
+            return None;
+        }
+        self.watch.fd()
+    }
+
+    /// What [`Dependencies::changed`] would learn from what is queued now,
+    /// without waiting: `None` when nothing queued concerns a dependency.
+    pub fn changed_now(&mut self) -> Option<Learnt> {
+        if self.arm_the_unarmed() {
+            return Some(Learnt::Changes);
+        }
+        let changes = self.watch.now()?;
+        Some(self.take_in(changes))
+    }
+
+    /// Deaths seen in the last round were acted on before being armed: arms
+    /// them now and looks again, before anything else is awaited. Whether
+    /// that changed what is seen.
+    fn arm_the_unarmed(&mut self) -> bool {
         let mut moved = false;
         for i in 0..self.deps.len() {
             if std::mem::take(&mut self.deps[i].unarmed) {
@@ -205,10 +236,10 @@ impl Dependencies {
                 moved |= self.deps[i].seen != before;
             }
         }
-        if moved {
-            return Learnt::Changes;
-        }
-        let changes = self.watch.next().await;
+        moved
+    }
+
+    fn take_in(&mut self, changes: Vec<Change>) -> Learnt {
         let mut learnt = Learnt::Changes;
         for change in changes {
             match change {

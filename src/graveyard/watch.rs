@@ -45,11 +45,16 @@
 //!
 //! The graveyard's own removal is seen through a watch on its parent
 //! directory, and by the dependency files disappearing with it.
+//!
+//! Changes are had two ways, decoded alike: [`Watch::next`] waits for them
+//! in the runtime, and [`Watch::now`] takes what is queued, for a caller
+//! that waits on [`Watch::fd`] itself (the supervisor at rest).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -116,6 +121,11 @@ enum Target {
 struct Events {
     fd: AsyncFd<Inotify>,
     buffer: Vec<u8>,
+    marks: Marks,
+}
+
+/// What each watch descriptor of an instance stands for.
+struct Marks {
     /// The directory's watch, while some tombstone is missing.
     dir: Option<WatchDescriptor>,
     /// The parent's watch and the graveyard's name in it.
@@ -218,13 +228,43 @@ impl Watch {
         }
     }
 
+    /// The descriptor that becomes readable when [`Watch::now`] has
+    /// something to say: only while events come from inotify, and nothing
+    /// is owed already.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.mode {
+            Mode::Events(events) if !self.gone => Some(events.fd.get_ref().as_fd()),
+            _ => None,
+        }
+    }
+
+    /// The changes queued now, without waiting; `None` when nothing queued
+    /// concerns a name. Its caller waits for [`Watch::fd`] itself.
+    pub fn now(&mut self) -> Option<Vec<Change>> {
+        if std::mem::take(&mut self.gone) {
+            return Some(vec![Change::Gone]);
+        }
+        let Mode::Events(events) = &mut self.mode else {
+            return None;
+        };
+        match events.now(&self.names) {
+            Ok(changes) => (!changes.is_empty()).then_some(changes),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => None,
+            Err(err) => {
+                tracing::warn!("cannot read graveyard events: {err}");
+                self.fall_back(&err);
+                Some(vec![Change::Everything])
+            }
+        }
+    }
+
     /// After the graveyard was created again: the parent is watched anew;
     /// the caller then arms every name again.
     pub fn rewatch(&mut self) {
         self.gone = false;
         if let Mode::Events(events) = &mut self.mode {
             // The old directory's watch watches nothing that matters now.
-            if let Some(old) = events.dir.take() {
+            if let Some(old) = events.marks.dir.take() {
                 let _ = events.fd.get_mut().watches().remove(old);
             }
             events.watch_parent(&self.dir);
@@ -239,8 +279,13 @@ impl Watch {
         self.mode = match mode {
             Mode::Events(mut events) => {
                 let mut watches = events.fd.get_mut().watches();
-                let all = events.targets.keys().cloned().chain(events.dir.take());
-                for wd in all.chain(events.parent.take().map(|(wd, _)| wd)) {
+                let all = events
+                    .marks
+                    .targets
+                    .keys()
+                    .cloned()
+                    .chain(events.marks.dir.take());
+                for wd in all.chain(events.marks.parent.take().map(|(wd, _)| wd)) {
                     let _ = watches.remove(wd);
                 }
                 Mode::Quiet {
@@ -297,12 +342,14 @@ impl Events {
         let mut events = Events {
             fd,
             buffer: vec![0; 16 * 1024],
-            dir: None,
-            parent: None,
-            targets: HashMap::new(),
-            stones: vec![None; count],
-            locks: vec![None; count],
-            missing: vec![false; count],
+            marks: Marks {
+                dir: None,
+                parent: None,
+                targets: HashMap::new(),
+                stones: vec![None; count],
+                locks: vec![None; count],
+                missing: vec![false; count],
+            },
         };
         events.watch_parent(dir);
         Ok(events)
@@ -312,7 +359,7 @@ impl Events {
     /// parent may be unreadable, which only loses that.
     fn watch_parent(&mut self, dir: &std::path::Path) {
         let mut watches = self.fd.get_mut().watches();
-        if let Some((wd, _)) = self.parent.take() {
+        if let Some((wd, _)) = self.marks.parent.take() {
             let _ = watches.remove(wd);
         }
         let Ok(absolute) = fs::canonicalize(dir) else {
@@ -321,7 +368,7 @@ impl Events {
         if let (Some(parent), Some(name)) = (absolute.parent(), absolute.file_name()) {
             let mask = WatchMask::DELETE | WatchMask::MOVED_FROM | WatchMask::ONLYDIR;
             if let Ok(wd) = watches.add(parent, mask) {
-                self.parent = Some((wd, name.to_os_string()));
+                self.marks.parent = Some((wd, name.to_os_string()));
             }
         }
     }
@@ -350,9 +397,9 @@ impl Events {
         if wd.is_none() {
             // The directory first, then look again: a tombstone created in
             // between is seen by one or the other.
-            if self.dir.is_none() {
+            if self.marks.dir.is_none() {
                 match self.fd.get_mut().watches().add(dir, DIR_MASK) {
-                    Ok(dir_wd) => self.dir = Some(dir_wd),
+                    Ok(dir_wd) => self.marks.dir = Some(dir_wd),
                     Err(err) if err.kind() == io::ErrorKind::NotFound => {
                         return Ok(Armed::DirectoryGone);
                     }
@@ -365,10 +412,10 @@ impl Events {
                 Err(err) => return Err(err),
             };
         }
-        self.missing[i] = wd.is_none();
+        self.marks.missing[i] = wd.is_none();
         self.retarget(Target::Stone(i), wd);
-        if !self.missing.contains(&true)
-            && let Some(dir_wd) = self.dir.take()
+        if !self.marks.missing.contains(&true)
+            && let Some(dir_wd) = self.marks.dir.take()
         {
             let _ = self.fd.get_mut().watches().remove(dir_wd);
         }
@@ -379,24 +426,24 @@ impl Events {
     /// nothing else uses it (the file it watched was replaced).
     fn retarget(&mut self, target: Target, wd: Option<WatchDescriptor>) {
         let slot = match target {
-            Target::Stone(i) => &mut self.stones[i],
-            Target::Lock(i) => &mut self.locks[i],
+            Target::Stone(i) => &mut self.marks.stones[i],
+            Target::Lock(i) => &mut self.marks.locks[i],
         };
         let old = std::mem::replace(slot, wd.clone());
         if old == wd {
             return;
         }
         if let Some(old) = old
-            && let Some(list) = self.targets.get_mut(&old)
+            && let Some(list) = self.marks.targets.get_mut(&old)
         {
             list.retain(|t| *t != target);
             if list.is_empty() {
-                self.targets.remove(&old);
+                self.marks.targets.remove(&old);
                 let _ = self.fd.get_mut().watches().remove(old);
             }
         }
         if let Some(wd) = wd {
-            let list = self.targets.entry(wd).or_default();
+            let list = self.marks.targets.entry(wd).or_default();
             if !list.contains(&target) {
                 list.push(target);
             }
@@ -406,85 +453,100 @@ impl Events {
     async fn next(&mut self, names: &[Name]) -> io::Result<Vec<Change>> {
         loop {
             let mut guard = self.fd.readable_mut().await?;
-            let events = match guard.get_inner_mut().read_events(&mut self.buffer) {
-                Ok(events) => events,
+            let changes = match guard.get_inner_mut().read_events(&mut self.buffer) {
+                Ok(events) => self.marks.decode(events, names),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     guard.clear_ready();
                     continue;
                 }
                 Err(err) => return Err(err),
             };
-            let mut changes: Vec<Change> = Vec::new();
-            let mut ignored = Vec::new();
-            for event in events {
-                let mut push = |change: Change| {
-                    if !changes.contains(&change) {
-                        changes.push(change);
-                    }
-                };
-                if event.mask.contains(EventMask::Q_OVERFLOW) {
-                    push(Change::Everything);
-                } else if let Some((wd, own)) = &self.parent
-                    && *wd == event.wd
-                {
-                    if event.name == Some(own.as_os_str()) {
-                        push(Change::Gone);
-                    }
-                } else if self.dir.as_ref() == Some(&event.wd) {
-                    if event
-                        .mask
-                        .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
-                    {
-                        push(Change::Gone);
-                    } else if event.mask.contains(EventMask::IGNORED) {
-                        ignored.push(event.wd.clone());
-                    } else if let Some(entry) = event.name {
-                        // A dependency's tombstone, or its lock, appeared.
-                        let entry = entry.to_string_lossy();
-                        let lock = entry
-                            .strip_prefix('.')
-                            .and_then(|rest| rest.strip_suffix(".lock"));
-                        if let Some(name) = names
-                            .iter()
-                            .find(|n| n.as_str() == entry || Some(n.as_str()) == lock)
-                        {
-                            push(Change::Stone(name.clone()));
-                        }
-                    }
-                } else if let Some(targets) = self.targets.get(&event.wd) {
-                    for target in targets {
-                        match *target {
-                            Target::Stone(i) => push(Change::Stone(names[i].clone())),
-                            Target::Lock(i) if event.mask.contains(EventMask::CLOSE_WRITE) => {
-                                push(Change::Lock(names[i].clone()));
-                            }
-                            Target::Lock(_) => {}
-                        }
-                    }
-                    if event.mask.contains(EventMask::IGNORED) {
-                        ignored.push(event.wd.clone());
-                    }
-                }
-            }
-            // The kernel dropped these watches (their file is gone): forget
-            // them, so that a reused descriptor never means a stale name.
-            for wd in ignored {
-                if self.dir.as_ref() == Some(&wd) {
-                    self.dir = None;
-                }
-                if let Some(targets) = self.targets.remove(&wd) {
-                    for target in targets {
-                        match target {
-                            Target::Stone(i) => self.stones[i] = None,
-                            Target::Lock(i) => self.locks[i] = None,
-                        }
-                    }
-                }
-            }
             if !changes.is_empty() {
                 return Ok(changes);
             }
         }
+    }
+
+    /// What is queued now, without waiting: `WouldBlock` when nothing is,
+    /// and no changes when what was queued concerns no name.
+    fn now(&mut self, names: &[Name]) -> io::Result<Vec<Change>> {
+        let events = self.fd.get_mut().read_events(&mut self.buffer)?;
+        Ok(self.marks.decode(events, names))
+    }
+}
+
+impl Marks {
+    /// The changes that a batch of events means, de-duplicated; the
+    /// watches the kernel dropped are forgotten.
+    fn decode(&mut self, events: inotify::Events<'_>, names: &[Name]) -> Vec<Change> {
+        let mut changes: Vec<Change> = Vec::new();
+        let mut ignored = Vec::new();
+        for event in events {
+            let mut push = |change: Change| {
+                if !changes.contains(&change) {
+                    changes.push(change);
+                }
+            };
+            if event.mask.contains(EventMask::Q_OVERFLOW) {
+                push(Change::Everything);
+            } else if let Some((wd, own)) = &self.parent
+                && *wd == event.wd
+            {
+                if event.name == Some(own.as_os_str()) {
+                    push(Change::Gone);
+                }
+            } else if self.dir.as_ref() == Some(&event.wd) {
+                if event
+                    .mask
+                    .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
+                {
+                    push(Change::Gone);
+                } else if event.mask.contains(EventMask::IGNORED) {
+                    ignored.push(event.wd.clone());
+                } else if let Some(entry) = event.name {
+                    // A dependency's tombstone, or its lock, appeared.
+                    let entry = entry.to_string_lossy();
+                    let lock = entry
+                        .strip_prefix('.')
+                        .and_then(|rest| rest.strip_suffix(".lock"));
+                    if let Some(name) = names
+                        .iter()
+                        .find(|n| n.as_str() == entry || Some(n.as_str()) == lock)
+                    {
+                        push(Change::Stone(name.clone()));
+                    }
+                }
+            } else if let Some(targets) = self.targets.get(&event.wd) {
+                for target in targets {
+                    match *target {
+                        Target::Stone(i) => push(Change::Stone(names[i].clone())),
+                        Target::Lock(i) if event.mask.contains(EventMask::CLOSE_WRITE) => {
+                            push(Change::Lock(names[i].clone()));
+                        }
+                        Target::Lock(_) => {}
+                    }
+                }
+                if event.mask.contains(EventMask::IGNORED) {
+                    ignored.push(event.wd.clone());
+                }
+            }
+        }
+        // The kernel dropped these watches (their file is gone): forget
+        // them, so that a reused descriptor never means a stale name.
+        for wd in ignored {
+            if self.dir.as_ref() == Some(&wd) {
+                self.dir = None;
+            }
+            if let Some(targets) = self.targets.remove(&wd) {
+                for target in targets {
+                    match target {
+                        Target::Stone(i) => self.stones[i] = None,
+                        Target::Lock(i) => self.locks[i] = None,
+                    }
+                }
+            }
+        }
+        changes
     }
 }
 

@@ -34,6 +34,7 @@
 
 use std::fmt;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -198,6 +199,11 @@ impl Signals {
         // unchanged, for as long as the AsyncFd holds it.
         let fd = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
         Ok(Signals { fd })
+    }
+
+    /// The descriptor that becomes readable when a signal is pending.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.get_ref().as_fd()
     }
 
     /// Everything pending now, without waiting (possibly nothing).

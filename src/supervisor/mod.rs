@@ -4,7 +4,14 @@
 //! order: signals (including SIGCHLD, the news that a process ended),
 //! changes to the dependencies (through the one dependency view), readiness
 //! probes, and timers. Between events kubexit sleeps; nothing blocks the
-//! loop.
+//! loop. While the child runs and only the kernel can wake the loop (no
+//! timer runs, no readiness is judged, no other task is alive), the loop
+//! sleeps *at rest*: in `poll(2)` on the signal queue and the graveyard's
+//! watch themselves rather than in the runtime, and graveyard news is read
+//! and acted on as soon as `poll` returns. The reaction to a death is then
+//! the least a supervisor can do, plus that one `poll`; everything else
+//! (a signal, news of no concern) is handed to the runtime, which finds it
+//! waiting.
 //!
 //! The life of a supervision has three phases:
 //!
@@ -47,6 +54,7 @@ use std::ffi::OsString;
 use std::io;
 use std::time::Duration;
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use tokio::time::{Instant, sleep_until};
@@ -333,6 +341,16 @@ impl Supervision<'_> {
             let deadline = self.stop.deadline();
             let stopping = self.stop.is_stopping();
             let held_until = self.hold.as_ref().map(|hold| hold.until);
+            if !stopping
+                && held_until.is_none()
+                && readiness.is_ready()
+                && let Some(learnt) = self.at_rest()
+            {
+                if self.take_in(learnt, stopping) {
+                    next_catch_up = Instant::now() + FIRST_LOOK;
+                }
+                continue;
+            }
             tokio::select! {
                 received = self.signals.recv() => {
                     let received = match received {
@@ -352,25 +370,8 @@ impl Supervision<'_> {
                     }
                 }
                 learnt = self.view.changed() => {
-                    if learnt == Learnt::Recreated {
-                        self.record.restore();
-                    }
-                    if !stopping && let Some(dead) = self.deaths_that_stop() {
-                        self.stop_for(dead);
-                        // The group is told; the first look at the rest
-                        // waits a moment for the child to end (see `stop`).
+                    if self.take_in(learnt, stopping) {
                         next_catch_up = Instant::now() + FIRST_LOOK;
-                        continue;
-                    }
-                    if !stopping {
-                        self.note_deaths();
-                    }
-                    if self.hold.is_some() && self.view.alive(Role::StopAfter).is_empty() {
-                        tracing::info!(
-                            "Stop after: {} died; passing the stop signal on",
-                            Listed(&self.view.dead(Role::StopAfter))
-                        );
-                        self.release_hold();
                     }
                 }
                 event = readiness.next_event() => match event {
@@ -394,6 +395,60 @@ impl Supervision<'_> {
                     next_catch_up = Instant::now() + CATCH_UP_EVERY;
                 }
             }
+        }
+    }
+
+    /// Acts on what the view learnt. Whether that began the stop: the group
+    /// is told, and the first look at the rest waits a moment for the child
+    /// to end (see `stop`).
+    fn take_in(&mut self, learnt: Learnt, stopping: bool) -> bool {
+        if learnt == Learnt::Recreated {
+            self.record.restore();
+        }
+        if !stopping && let Some(dead) = self.deaths_that_stop() {
+            self.stop_for(dead);
+            return true;
+        }
+        if !stopping {
+            self.note_deaths();
+        }
+        if self.hold.is_some() && self.view.alive(Role::StopAfter).is_empty() {
+            tracing::info!(
+                "Stop after: {} died; passing the stop signal on",
+                Listed(&self.view.dead(Role::StopAfter))
+            );
+            self.release_hold();
+        }
+        false
+    }
+
+    /// Waits at rest (see the module's essay); the caller has checked that
+    /// no timer and no readiness is due. `None` when the loop may not wait
+    /// so (another task is alive, the view polls or owes news), or when
+    /// what woke it is the runtime's to hand over (a signal, news of no
+    /// concern): the edge-triggered registrations of both descriptors
+    /// still hold the news for it.
+    fn at_rest(&mut self) -> Option<Learnt> {
+        // No task is spawned while the child runs; this keeps it so for
+        // any that ever is (a Kubernetes watch ended with the births is
+        // aborted, and gone at the runtime's next turn).
+        if tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+            > 0
+        {
+            return None;
+        }
+        let view = self.view.fd()?;
+        let mut fds = [
+            PollFd::new(self.signals.fd(), PollFlags::POLLIN),
+            PollFd::new(view, PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) if fds[0].any() == Some(false) && fds[1].any() == Some(true) => {
+                self.view.changed_now()
+            }
+            _ => None,
         }
     }
 

@@ -378,11 +378,12 @@ fn probing_never_makes_kubexit_miss_a_death() {
     assert!(done.stderr.contains("New death: main"));
 }
 
-/// With every dependency's tombstone in place, nothing in the graveyard
-/// wakes a kubexit: a probe still due must, or the child is never ready.
+/// With every dependency's tombstone in place, in a graveyard of its own,
+/// nothing in the graveyard wakes a kubexit: a probe still due must, or
+/// the child is never ready.
 #[test]
 fn a_probe_still_due_runs_while_a_quiet_graveyard_is_watched() {
-    let yard = Yard::new();
+    let yard = Yard::private();
     yard.write("main", "Born: \"2026-11-24T19:47:52.28610517Z\"\n");
     let flag = yard.path().join("ready-flag");
     let app = Kubexit::named("app", &yard)

@@ -31,22 +31,35 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 
 /// A graveyard in a fresh temporary directory.
 pub struct Yard {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+    path: PathBuf,
 }
 
 impl Yard {
     pub fn new() -> Yard {
+        let dir = tempfile::tempdir().expect("temporary directory");
         Yard {
-            dir: tempfile::tempdir().expect("temporary directory"),
+            path: dir.path().to_path_buf(),
+            _dir: dir,
         }
     }
 
+    /// A graveyard in a directory of its own: kubexit's watch on the
+    /// graveyard's parent sees nothing of other tests' temporary
+    /// directories, so nothing but the test wakes it.
+    pub fn private() -> Yard {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("graveyard");
+        fs::create_dir(&path).expect("graveyard");
+        Yard { path, _dir: dir }
+    }
+
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        self.path.as_path()
     }
 
     pub fn stone_path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.path.as_path().join(name)
     }
 
     /// Writes a tombstone in place, as Go kubexit does (truncate, write).
@@ -56,7 +69,7 @@ impl Yard {
 
     /// Writes a tombstone atomically, as kubexit does (temp file, rename).
     pub fn rename_into_place(&self, name: &str, content: &str) {
-        let temp = self.dir.path().join(format!(".test-{name}"));
+        let temp = self.path.as_path().join(format!(".test-{name}"));
         fs::write(&temp, content).expect("write temporary tombstone");
         fs::rename(&temp, self.stone_path(name)).expect("rename tombstone");
     }

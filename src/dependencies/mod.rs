@@ -216,10 +216,9 @@ impl Dependencies {
 
     /// What [`Dependencies::changed`] would learn from what is queued now,
     /// without waiting: `None` when nothing queued concerns a dependency.
+    /// For a caller that waited on [`Dependencies::fd`], which is there
+    /// only when no look is owed.
     pub fn changed_now(&mut self) -> Option<Learnt> {
-        if self.arm_the_unarmed() {
-            return Some(Learnt::Changes);
-        }
         let changes = self.watch.now()?;
         Some(self.take_in(changes))
     }

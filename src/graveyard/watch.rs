@@ -219,11 +219,7 @@ impl Watch {
             }
             Mode::Events(events) => match events.next(&self.names).await {
                 Ok(changes) => changes,
-                Err(err) => {
-                    tracing::warn!("cannot read graveyard events: {err}");
-                    self.fall_back(&err);
-                    vec![Change::Everything]
-                }
+                Err(err) => self.unreadable(&err),
             },
         }
     }
@@ -250,11 +246,7 @@ impl Watch {
         match events.now(&self.names) {
             Ok(changes) => (!changes.is_empty()).then_some(changes),
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => None,
-            Err(err) => {
-                tracing::warn!("cannot read graveyard events: {err}");
-                self.fall_back(&err);
-                Some(vec![Change::Everything])
-            }
+            Err(err) => Some(self.unreadable(&err)),
         }
     }
 
@@ -294,6 +286,14 @@ impl Watch {
             }
             other => other,
         };
+    }
+
+    /// Reading the events failed: from now on the graveyard is polled,
+    /// and anything may have changed meanwhile.
+    fn unreadable(&mut self, err: &io::Error) -> Vec<Change> {
+        tracing::warn!("cannot read graveyard events: {err}");
+        self.fall_back(err);
+        vec![Change::Everything]
     }
 
     fn fall_back(&mut self, err: &io::Error) {

@@ -55,11 +55,11 @@ impl Yard {
     }
 
     pub fn path(&self) -> &Path {
-        self.path.as_path()
+        &self.path
     }
 
     pub fn stone_path(&self, name: &str) -> PathBuf {
-        self.path.as_path().join(name)
+        self.path.join(name)
     }
 
     /// Writes a tombstone in place, as Go kubexit does (truncate, write).
@@ -69,7 +69,7 @@ impl Yard {
 
     /// Writes a tombstone atomically, as kubexit does (temp file, rename).
     pub fn rename_into_place(&self, name: &str, content: &str) {
-        let temp = self.path.as_path().join(format!(".test-{name}"));
+        let temp = self.path.join(format!(".test-{name}"));
         fs::write(&temp, content).expect("write temporary tombstone");
         fs::rename(&temp, self.stone_path(name)).expect("rename tombstone");
     }

@@ -9,8 +9,9 @@
 //! sleeps *at rest*: in `poll(2)` on the signal queue and the graveyard's
 //! watch themselves rather than in the runtime, and graveyard news is read
 //! and acted on as soon as `poll` returns. The reaction to a death is then
-//! the least a supervisor can do, plus that one `poll`; everything else
-//! (a signal, news of no concern) is handed to the runtime, which finds it
+//! the least a supervisor can do, plus that one `poll`. News of no concern
+//! (a sibling's temporary file, say) is read and dropped, and the loop
+//! stays at rest; a signal is handed to the runtime, which finds it
 //! waiting.
 //!
 //! The life of a supervision has three phases:
@@ -424,10 +425,11 @@ impl Supervision<'_> {
 
     /// Waits at rest (see the module's essay); the caller has checked that
     /// no timer and no readiness is due. `None` when the loop may not wait
-    /// so (another task is alive, the view polls or owes news), or when
-    /// what woke it is the runtime's to hand over (a signal, news of no
-    /// concern): the edge-triggered registrations of both descriptors
-    /// still hold the news for it.
+    /// so (another task is alive, the view polls or owes news), or when a
+    /// signal woke it (or `poll` failed): that is the runtime's to hand
+    /// over, and the edge-triggered registrations of both descriptors still
+    /// hold it. Graveyard news of no concern is read, dropped, and waited
+    /// past: nothing the loop checked before waiting has changed.
     fn at_rest(&mut self) -> Option<Learnt> {
         // No task is spawned while the child runs; this keeps it so for
         // any that ever is (a Kubernetes watch ended with the births is
@@ -439,16 +441,21 @@ impl Supervision<'_> {
         {
             return None;
         }
-        let view = self.view.fd()?;
-        let mut fds = [
-            PollFd::new(self.signals.fd(), PollFlags::POLLIN),
-            PollFd::new(view, PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) if fds[0].any() == Some(false) && fds[1].any() == Some(true) => {
-                self.view.changed_now()
+        loop {
+            let view = self.view.fd()?;
+            let mut fds = [
+                PollFd::new(self.signals.fd(), PollFlags::POLLIN),
+                PollFd::new(view, PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) if fds[0].any() == Some(false) && fds[1].any() == Some(true) => {
+                    if let Some(learnt) = self.view.changed_now() {
+                        return Some(learnt);
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                _ => return None,
             }
-            _ => None,
         }
     }
 

@@ -50,7 +50,6 @@
 //! in the runtime, and [`Watch::now`] takes what is queued, for a caller
 //! that waits on [`Watch::fd`] itself (the supervisor at rest).
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
@@ -130,7 +129,10 @@ struct Marks {
     dir: Option<WatchDescriptor>,
     /// The parent's watch and the graveyard's name in it.
     parent: Option<(WatchDescriptor, OsString)>,
-    targets: HashMap<WatchDescriptor, Vec<Target>>,
+    /// Each watched file's descriptor and what it stands for: a few per
+    /// dependency, looked through in order (no hashing on the way from an
+    /// event to the stop signal).
+    targets: Vec<(WatchDescriptor, Vec<Target>)>,
     stones: Vec<Option<WatchDescriptor>>,
     locks: Vec<Option<WatchDescriptor>>,
     /// Per name: its tombstone could not be watched (not there yet, or not
@@ -274,8 +276,8 @@ impl Watch {
                 let all = events
                     .marks
                     .targets
-                    .keys()
-                    .cloned()
+                    .drain(..)
+                    .map(|(wd, _)| wd)
                     .chain(events.marks.dir.take());
                 for wd in all.chain(events.marks.parent.take().map(|(wd, _)| wd)) {
                     let _ = watches.remove(wd);
@@ -345,7 +347,7 @@ impl Events {
             marks: Marks {
                 dir: None,
                 parent: None,
-                targets: HashMap::new(),
+                targets: Vec::new(),
                 stones: vec![None; count],
                 locks: vec![None; count],
                 missing: vec![false; count],
@@ -434,18 +436,20 @@ impl Events {
             return;
         }
         if let Some(old) = old
-            && let Some(list) = self.marks.targets.get_mut(&old)
+            && let Some(at) = self.marks.target_of(&old)
         {
+            let list = &mut self.marks.targets[at].1;
             list.retain(|t| *t != target);
             if list.is_empty() {
-                self.marks.targets.remove(&old);
+                self.marks.targets.swap_remove(at);
                 let _ = self.fd.get_mut().watches().remove(old);
             }
         }
         if let Some(wd) = wd {
-            let list = self.marks.targets.entry(wd).or_default();
-            if !list.contains(&target) {
-                list.push(target);
+            match self.marks.target_of(&wd) {
+                Some(at) if self.marks.targets[at].1.contains(&target) => {}
+                Some(at) => self.marks.targets[at].1.push(target),
+                None => self.marks.targets.push((wd, vec![target])),
             }
         }
     }
@@ -476,6 +480,11 @@ impl Events {
 }
 
 impl Marks {
+    /// Where `wd`'s entry is in `targets`.
+    fn target_of(&self, wd: &WatchDescriptor) -> Option<usize> {
+        self.targets.iter().position(|(known, _)| same(known, wd))
+    }
+
     /// The changes that a batch of events means, de-duplicated; the
     /// watches the kernel dropped are forgotten.
     fn decode(&mut self, events: inotify::Events<'_>, names: &[Name]) -> Vec<Change> {
@@ -490,12 +499,12 @@ impl Marks {
             if event.mask.contains(EventMask::Q_OVERFLOW) {
                 push(Change::Everything);
             } else if let Some((wd, own)) = &self.parent
-                && *wd == event.wd
+                && same(wd, &event.wd)
             {
                 if event.name == Some(own.as_os_str()) {
                     push(Change::Gone);
                 }
-            } else if self.dir.as_ref() == Some(&event.wd) {
+            } else if self.dir.as_ref().is_some_and(|dir| same(dir, &event.wd)) {
                 if event
                     .mask
                     .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
@@ -516,8 +525,8 @@ impl Marks {
                         push(Change::Stone(name.clone()));
                     }
                 }
-            } else if let Some(targets) = self.targets.get(&event.wd) {
-                for target in targets {
+            } else if let Some(at) = self.target_of(&event.wd) {
+                for target in &self.targets[at].1 {
                     match *target {
                         Target::Stone(i) => push(Change::Stone(names[i].clone())),
                         Target::Lock(i) if event.mask.contains(EventMask::CLOSE_WRITE) => {
@@ -534,11 +543,11 @@ impl Marks {
         // The kernel dropped these watches (their file is gone): forget
         // them, so that a reused descriptor never means a stale name.
         for wd in ignored {
-            if self.dir.as_ref() == Some(&wd) {
+            if self.dir.as_ref().is_some_and(|dir| same(dir, &wd)) {
                 self.dir = None;
             }
-            if let Some(targets) = self.targets.remove(&wd) {
-                for target in targets {
+            if let Some(at) = self.target_of(&wd) {
+                for target in self.targets.swap_remove(at).1 {
                     match target {
                         Target::Stone(i) => self.stones[i] = None,
                         Target::Lock(i) => self.locks[i] = None,
@@ -548,6 +557,13 @@ impl Marks {
         }
         changes
     }
+}
+
+/// Whether two descriptors of this one instance are the same watch: by
+/// number (the crate's own comparison also asks, through a weak pointer,
+/// whether the instance is the same, which here it always is).
+fn same(a: &WatchDescriptor, b: &WatchDescriptor) -> bool {
+    a.get_watch_descriptor_id() == b.get_watch_descriptor_id()
 }
 
 /// Errors that mean "this file cannot be watched (now)", not "inotify is

@@ -53,23 +53,28 @@ pub struct Mark {
 }
 
 /// Where moments are read: the boot clock (no system call: the vDSO) and
-/// `ns_last_pid`, opened once, before any moment is wanted, so that
-/// marking one costs a single `pread` on the way to a signal.
+/// `ns_last_pid`, opened once, before any moment is wanted, with the clock's
+/// ticks per second, so that marking one costs a single `pread` on the way
+/// to a signal.
 pub struct Moments {
     last_pid: Option<File>,
+    ticks_per_second: u64,
 }
 
 impl Moments {
     pub fn open() -> Moments {
         let path = Path::new("/proc/sys/kernel/ns_last_pid");
+        // SAFETY: sysconf only reads a constant.
+        let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         Moments {
             last_pid: files::open(path, libc::O_RDONLY, 0).ok(),
+            ticks_per_second: u64::try_from(ticks_per_second).unwrap_or(0),
         }
     }
 
     /// This moment.
     pub fn now(&self) -> Mark {
-        let tick = boot_ticks();
+        let tick = boot_ticks(self.ticks_per_second);
         let last_pid = self.last_pid.as_ref().and_then(|file| {
             let mut text = [0u8; 16];
             let read = file.read_at(&mut text, 0).ok()?;
@@ -95,23 +100,16 @@ impl Mark {
 /// Now, in the unit and from the origin of `/proc/PID/stat`'s start times:
 /// clock ticks since boot (`CLOCK_BOOTTIME`, which a time namespace shifts
 /// as it shifts those start times).
-fn boot_ticks() -> u64 {
+fn boot_ticks(per_second: u64) -> u64 {
     let mut now = nix::libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: clock_gettime writes one timespec, which `now` is; sysconf
-    // only reads a constant.
-    let (read, per_second) = unsafe {
-        (
-            nix::libc::clock_gettime(nix::libc::CLOCK_BOOTTIME, &mut now),
-            nix::libc::sysconf(nix::libc::_SC_CLK_TCK),
-        )
-    };
-    if read != 0 || per_second <= 0 {
+    // SAFETY: clock_gettime writes one timespec, which `now` is.
+    let read = unsafe { nix::libc::clock_gettime(nix::libc::CLOCK_BOOTTIME, &mut now) };
+    if read != 0 || per_second == 0 {
         return 0;
     }
-    let per_second = per_second as u64;
     now.tv_sec as u64 * per_second + now.tv_nsec as u64 * per_second / 1_000_000_000
 }
 

@@ -12,10 +12,13 @@
 //! * **What anyone writes, we survive.** [`Tombstone::parse`] accepts the
 //!   YAML and JSON forms, any key case, quoted or unquoted times, and treats
 //!   an empty document as "alive". The form kubexit and Go kubexit write is
-//!   read first by a small reader of its own, for speed; anything else goes
-//!   to the YAML reader, which gives the same result on what both read. Anything else is a [`ParseError`], never a
-//!   panic: the deserializer is panic-free and budgeted, and the caller
-//!   (the graveyard) has already bounded the size of the input.
+//!   read first by a small reader of its own, byte by byte, for speed (it
+//!   is on the way from a death to the stop signal), and so are its times
+//!   when they have the one RFC 3339 shape both write; a time of any other
+//!   shape goes to jiff, and any other form to the YAML reader, each giving
+//!   the same result on what both read. Anything else is a [`ParseError`],
+//!   never a panic: the deserializer is panic-free and budgeted, and the
+//!   caller (the graveyard) has already bounded the size of the input.
 //!
 //! Whether a record means "dead" is decided here ([`Tombstone::is_dead`]),
 //! so every reader in the program agrees. Where files live and how they are

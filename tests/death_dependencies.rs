@@ -294,6 +294,81 @@ fn the_directory_is_watched_for_its_own_events_only() {
     assert_eq!(running.finish().code(), 0);
 }
 
+/// While a dependency has no tombstone the graveyard itself is watched, and
+/// every sibling's write wakes the sidecar with news that does not concern
+/// it. The loop reads that news and goes back to rest in `poll(2)`, not to
+/// the runtime's `epoll_wait` (where the next event, a death, would take the
+/// slower way), and the death that follows is still acted on.
+#[test]
+fn siblings_writes_leave_the_loop_at_rest_and_a_death_after_them_is_acted_on() {
+    let yard = Yard::private();
+    let running = Kubexit::named("app", &yard)
+        .env("KUBEXIT_DEATH_DEPS", "db")
+        .args(["sleep", "1000"])
+        .spawn();
+    running.wait_for_log("Watching graveyard");
+    let pid = running.pid().as_raw();
+    if wait_channel(pid).is_none() {
+        eprintln!("skipped: this kernel does not name the wait channel in /proc/PID/wchan");
+        return;
+    }
+    eventually("app at rest in poll(2)", || at_rest(pid));
+    let before = voluntary_switches(pid);
+    let mut siblings = 0;
+    eventually("a sibling's write to wake app", || {
+        siblings += 1;
+        yard.rename_into_place(
+            &format!("sibling{siblings}"),
+            "Born: \"2026-11-24T19:47:52Z\"\n",
+        );
+        voluntary_switches(pid) > before
+    });
+    for more in 0..20 {
+        yard.rename_into_place(&format!("more{more}"), "Born: \"2026-11-24T19:47:52Z\"\n");
+    }
+    eventually(
+        "app back at rest in poll(2) after its siblings' writes",
+        || at_rest(pid),
+    );
+    yard.rename_into_place(
+        "db",
+        "Born: \"2026-11-24T19:47:52Z\"\nDied: \"2026-11-24T19:47:53Z\"\nExitCode: 0\n",
+    );
+    let done = running.finish();
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(done.stderr.contains("db"), "{}", done.stderr);
+}
+
+/// Where the kernel says `pid` sleeps; `None` when it does not say.
+fn wait_channel(pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/wchan")).ok()?;
+    (!text.is_empty() && text != "0").then_some(text)
+}
+
+/// Whether `pid` sleeps in `poll(2)` (the supervisor at rest), not in an
+/// `epoll_wait` (the runtime) and not running.
+fn at_rest(pid: i32) -> bool {
+    let sleeping = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('S'))
+    });
+    let channel = wait_channel(pid).unwrap_or_default();
+    sleeping
+        && channel.contains("poll")
+        && !channel.contains("epoll")
+        && !channel.contains("ep_poll")
+}
+
+/// How many times `pid`'s main thread has gone to sleep.
+fn voluntary_switches(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// The masks of `pid`'s inotify watches on the inode `inode`.
 fn watch_masks(pid: i32, inode: u64) -> Vec<u32> {
     let mut masks = Vec::new();

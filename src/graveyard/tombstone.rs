@@ -130,8 +130,15 @@ fn parse_yaml(text: &str) -> Result<Tombstone, ParseError> {
 /// over each line, so that the few cache lines of code it needs are all a
 /// reaction touches (the reaction's code is cold: it runs once).
 fn parse_canonical(text: &str) -> Option<Tombstone> {
+    /// Fills `slot` once: a key given twice is not the canonical form.
+    fn once<T>(slot: &mut Option<T>, value: Option<T>) -> Option<()> {
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(value?);
+        Some(())
+    }
     let mut stone = Tombstone::default();
-    let mut seen = 0u8;
     let mut rest = text;
     while !rest.is_empty() {
         let (line, next) = match rest.find('\n') {
@@ -143,32 +150,20 @@ fn parse_canonical(text: &str) -> Option<Tombstone> {
         // of ours, so the first colon must be that one.
         let colon = line.find(':')?;
         let (key, value) = (&line[..colon], line[colon + 1..].strip_prefix(' ')?);
-        let bit = match key {
-            "Born" => 1,
-            "Ready" => 2,
-            "Died" => 4,
-            "ExitCode" => 8,
-            "Reason" => 16,
-            "Awaiting" => 32,
-            _ => return None,
-        };
-        if seen & bit != 0 {
-            return None;
-        }
-        seen |= bit;
-        match bit {
-            1 => stone.born = Some(time(value)?),
-            2 => stone.ready = Some(time(value)?),
-            4 => stone.died = Some(time(value)?),
-            8 => {
+        match key {
+            "Born" => once(&mut stone.born, time(value))?,
+            "Ready" => once(&mut stone.ready, time(value))?,
+            "Died" => once(&mut stone.died, time(value))?,
+            "ExitCode" => {
                 let digits = value.strip_prefix('-').unwrap_or(value);
                 if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                     return None;
                 }
-                stone.exit_code = Some(value.parse().ok()?);
+                once(&mut stone.exit_code, value.parse().ok())?
             }
-            16 => stone.reason = Some(quoted(value)?.to_owned()),
-            _ => stone.awaiting = Some(quoted(value)?.to_owned()),
+            "Reason" => once(&mut stone.reason, quoted(value).map(str::to_owned))?,
+            "Awaiting" => once(&mut stone.awaiting, quoted(value).map(str::to_owned))?,
+            _ => return None,
         }
     }
     Some(stone)

@@ -105,7 +105,8 @@ struct Args {
     #[arg(long, value_name = "N,...", value_delimiter = ',')]
     fanouts: Option<Vec<usize>>,
 
-    /// Runs of each fan-out [default: 30; smoke 2].
+    /// Runs of each fan-out [default: 15,000 reactions' worth, at least 30:
+    /// 300 runs of a fan-out of 50, 75 of 200; smoke 2].
     #[arg(long, value_name = "N")]
     fanout_runs: Option<usize>,
 
@@ -178,7 +179,10 @@ enum Measurement {
 struct Sizes {
     runs: usize,
     fanouts: Vec<usize>,
-    fanout_runs: usize,
+    /// Runs of every fan-out when given; otherwise [`Sizes::runs_of`] picks
+    /// them by size.
+    fanout_runs: Option<usize>,
+    smoke: bool,
     overhead_runs: usize,
     memory_runs: usize,
     idle: Duration,
@@ -199,7 +203,8 @@ impl Sizes {
             } else {
                 vec![50, 200]
             }),
-            fanout_runs: pick(args.fanout_runs, 30, 2),
+            fanout_runs: args.fanout_runs,
+            smoke: args.smoke,
             overhead_runs: pick(args.overhead_runs, 300, 5),
             memory_runs: pick(args.memory_runs, 5, 1),
             idle: Duration::from_secs(args.idle_seconds.unwrap_or(if args.smoke { 1 } else { 10 })),
@@ -209,7 +214,7 @@ impl Sizes {
         };
         let counts = [
             ("--runs", sizes.runs),
-            ("--fanout-runs", sizes.fanout_runs),
+            ("--fanout-runs", sizes.fanout_runs.unwrap_or(1)),
             ("--overhead-runs", sizes.overhead_runs),
             ("--memory-runs", sizes.memory_runs),
             ("--startup-runs", sizes.startup_runs),
@@ -222,6 +227,23 @@ impl Sizes {
             return Err("--fanouts must be at least 1 each".to_owned());
         }
         Ok(sizes)
+    }
+
+    /// Runs of a fan-out of `dependents`. Its figure is the median over
+    /// runs of each run's worst dependent, a sample that spreads over a
+    /// decade on two cores (whichever reactions the scheduler runs before
+    /// the others' exits), for the floor as for kubexit: with 30 runs two
+    /// identical subjects differ by more than 1.3x one time in three. A
+    /// fixed number of reactions per fan-out (300 runs of 50, 75 of 200)
+    /// narrows the median where it is widest at a cost of about three
+    /// minutes each (one time in twenty at 300 runs).
+    fn runs_of(&self, dependents: usize) -> usize {
+        const REACTIONS: usize = 15_000;
+        match (self.fanout_runs, self.smoke) {
+            (Some(runs), _) => runs,
+            (None, true) => 2,
+            (None, false) => (REACTIONS / dependents.max(1)).max(30),
+        }
     }
 }
 
@@ -425,17 +447,9 @@ fn run(args: &Args, words: &[OsString]) -> Result<(), String> {
     }
     if wanted(Measurement::Fanout) {
         for &dependents in &sizes.fanouts {
-            eprintln!(
-                "latency: fan-out {dependents}, {} runs each",
-                sizes.fanout_runs
-            );
-            let fanout = latency::measure(
-                &bench,
-                &side_by_side,
-                dependents,
-                sizes.fanout_runs,
-                options,
-            )?;
+            let runs = sizes.runs_of(dependents);
+            eprintln!("latency: fan-out {dependents}, {runs} runs each");
+            let fanout = latency::measure(&bench, &side_by_side, dependents, runs, options)?;
             results.notes.extend(fanout.notes.iter().cloned());
             for series in &fanout.series {
                 if series.polling > 0 {

@@ -196,3 +196,71 @@ fn a_sigpipe_raised_by_kubexits_own_write_is_never_forwarded() {
     assert_eq!(done.code(), 143, "{}", done.stdout);
     assert!(!pipes.exists(), "the child got kubexit's SIGPIPE");
 }
+
+/// The nice level of a process (`/proc/PID/stat`, field 19), or of the test
+/// itself for `self`.
+fn nice_of(pid: &str) -> i32 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .collect();
+    fields[16].parse().unwrap()
+}
+
+#[test]
+fn after_the_stop_signal_kubexit_lowers_its_own_priority_and_never_its_childs() {
+    let yard = Yard::new();
+    let dir = tempfile::tempdir().unwrap();
+    let child_pid = dir.path().join("child.pid");
+    let release = dir.path().join("release");
+    let running = Kubexit::named("app", &yard)
+        .env("KUBEXIT_DEATH_DEPS", "db")
+        .sh(&format!(
+            "trap 'echo got TERM' TERM; echo $$ > {}; echo up; \
+             while [ ! -e {} ]; do sleep 0.05; done",
+            child_pid.display(),
+            release.display()
+        ))
+        .spawn();
+    running.wait_for_output("up");
+    let own = nice_of("self");
+    let kubexit = running.pid().to_string();
+    let child = read_pid(&child_pid).to_string();
+    assert_eq!(nice_of(&kubexit), own, "kubexit's priority before the stop");
+    yard.bury("db");
+    running.wait_for_output("got TERM");
+    let lowered = (own + 10).min(19);
+    eventually("kubexit to lower its priority", || {
+        nice_of(&kubexit) == lowered
+    });
+    assert_eq!(nice_of(&child), own, "the child keeps its priority");
+    fs::write(&release, "").unwrap();
+    let done = running.finish();
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+}
+
+#[test]
+fn with_its_priority_lowered_kubexit_still_kills_on_time_a_child_that_keeps_the_cpus_busy() {
+    let yard = Yard::new();
+    let dir = tempfile::tempdir().unwrap();
+    let spinning = dir.path().join("spinning");
+    // Two processes that ignore the stop signal and never sleep: on a
+    // two-core machine, every CPU is busy at the default priority while
+    // kubexit, at its lowered one, waits for the deadline.
+    let (done, took) = stop_for_death(
+        &yard,
+        &format!(
+            "trap '' TERM; (touch {}; while :; do :; done) & echo up; while :; do :; done",
+            spinning.display()
+        ),
+        &spinning,
+    );
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(yard.read("app").unwrap().contains("ExitCode: 137\n"));
+    assert!(took >= GRACE, "stopped in {took:?}: {}", done.stderr);
+    assert!(
+        took < GRACE + SLACK,
+        "the SIGKILL came {took:?} after the death, more than the grace period: {}",
+        done.stderr
+    );
+}

@@ -11,9 +11,11 @@
 //! 1. **The stop signal, once to each process.** The child's group gets it
 //!    in one `kill(-pgid)`, which the kernel delivers atomically with
 //!    respect to forks in progress, before any look at /proc, with the
-//!    moment marked ([`Mark`]); then kubexit yields its CPU, so that a
-//!    child woken on the same CPU handles the signal before kubexit goes on
-//!    with its own work. Every other stoppable process gets it by pid at
+//!    moment marked ([`Mark`]); then kubexit gives way: it lowers its own
+//!    priority by [`GIVE_WAY_BY`] nice levels (never its child's) and
+//!    yields its CPU, so that a child woken on the same CPU handles the
+//!    signal, and other supervisors sharing the CPU make their own
+//!    reactions, before kubexit goes on with its bookkeeping. Every other stoppable process gets it by pid at
 //!    the first look, [`FIRST_LOOK`] later (or at the next SIGCHLD): a
 //!    child that ends promptly, with nothing left behind, spares kubexit
 //!    the walk of /proc altogether (the reaper sees that nothing is left).
@@ -50,6 +52,17 @@ use crate::process::child;
 use crate::process::reaper::Reaper;
 use crate::process::signals::SignalNumber;
 use crate::process::table::{self, Mark, Moments, Process};
+
+/// How many nice levels kubexit lowers its own priority by once it has
+/// sent the stop signal: what is left for it to do (log, record `Died`,
+/// reap, exit) is bookkeeping, and on a CPU it shares with other
+/// supervisors, a fan-out where one death stops many, their reactions
+/// should come first. Ten levels leave it a tenth of the CPU against one
+/// busy process of default priority, enough for the deadline's SIGKILL to
+/// be on time within milliseconds; a priority is only ever lowered, so no
+/// privilege is needed, and a kubexit started at a lower priority still
+/// lowers its own from there.
+pub const GIVE_WAY_BY: i32 = 10;
 
 /// How often newcomers are looked for while stopping.
 pub const CATCH_UP_EVERY: Duration = Duration::from_millis(100);
@@ -180,9 +193,9 @@ impl Stop {
     /// one call, before any look at /proc, since that is the reaction
     /// dependents wait for. The moment is marked just before, so that later
     /// looks tell who was in the group then (and got it) from who appeared
-    /// since (forked by a handler of this very signal, say). Then kubexit
-    /// yields the CPU: on a busy machine the child may have been woken on
-    /// this one. Whether the group was told now.
+    /// since (forked by a handler of this very signal, say). Then, the first
+    /// time, kubexit gives way ([`give_way`]). Whether the group was told
+    /// now.
     fn tell_group(&mut self, reaper: &Reaper) -> bool {
         let (signal, told) = self.current();
         let Some(group) = reaper.child() else {
@@ -197,8 +210,9 @@ impl Stop {
         }
         let (_, told) = self.current();
         told.group = Some(mark);
-        // SAFETY: sched_yield has no preconditions.
-        unsafe { libc::sched_yield() };
+        if !self.killed {
+            give_way();
+        }
         tracing::debug!("sent {signal} to process group {group}");
         true
     }
@@ -228,5 +242,20 @@ impl Stop {
         } else {
             (self.signal, &mut self.stopped)
         }
+    }
+}
+
+/// Lowers kubexit's priority by [`GIVE_WAY_BY`] and yields the CPU, right
+/// after the stop signal: on a busy machine the child may have been woken
+/// on this CPU, and other supervisors may be waiting for it to make their
+/// own reactions. Only kubexit's thread is lowered (Linux keeps a nice
+/// level per thread); the child and its group keep theirs. A failure
+/// leaves the priority as it was, which is only slower.
+fn give_way() {
+    // SAFETY: nice and sched_yield take no pointers; nice changes only the
+    // calling thread's priority.
+    unsafe {
+        libc::nice(GIVE_WAY_BY);
+        libc::sched_yield();
     }
 }

@@ -11,11 +11,11 @@
 //! 1. **The stop signal, once to each process.** The child's group gets it
 //!    in one `kill(-pgid)`, which the kernel delivers atomically with
 //!    respect to forks in progress, before any look at /proc, with the
-//!    moment marked ([`Mark`]); then kubexit gives way: it lowers its own
-//!    priority by [`GIVE_WAY_BY`] nice levels (never its child's) and
-//!    yields its CPU, so that a child woken on the same CPU handles the
-//!    signal, and other supervisors sharing the CPU make their own
-//!    reactions, before kubexit goes on with its bookkeeping. Every other stoppable process gets it by pid at
+//!    moment marked ([`Mark`]); then kubexit gives way: it yields its CPU,
+//!    so that a child woken on the same CPU handles the signal first, and
+//!    lowers its own priority by [`GIVE_WAY_BY`] nice levels (never its
+//!    child's), so that other supervisors sharing the CPU make their own
+//!    reactions before kubexit goes on with its bookkeeping. Every other stoppable process gets it by pid at
 //!    the first look, [`FIRST_LOOK`] later (or at the next SIGCHLD): a
 //!    child that ends promptly, with nothing left behind, spares kubexit
 //!    the walk of /proc altogether (the reaper sees that nothing is left).
@@ -245,17 +245,19 @@ impl Stop {
     }
 }
 
-/// Lowers kubexit's priority by [`GIVE_WAY_BY`] and yields the CPU, right
+/// Yields the CPU, then lowers kubexit's priority by [`GIVE_WAY_BY`], right
 /// after the stop signal: on a busy machine the child may have been woken
-/// on this CPU, and other supervisors may be waiting for it to make their
-/// own reactions. Only kubexit's thread is lowered (Linux keeps a nice
-/// level per thread); the child and its group keep theirs. A failure
-/// leaves the priority as it was, which is only slower.
+/// on this CPU, and it goes first (the yield comes before the two calls
+/// that change the priority, so that they do not delay it); other
+/// supervisors may be waiting for the CPU to make their own reactions.
+/// Only kubexit's thread is lowered (Linux keeps a nice level per thread);
+/// the child and its group keep theirs. A failure leaves the priority as
+/// it was, which is only slower.
 fn give_way() {
-    // SAFETY: nice and sched_yield take no pointers; nice changes only the
+    // SAFETY: sched_yield and nice take no pointers; nice changes only the
     // calling thread's priority.
     unsafe {
-        libc::nice(GIVE_WAY_BY);
         libc::sched_yield();
+        libc::nice(GIVE_WAY_BY);
     }
 }

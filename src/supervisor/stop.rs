@@ -15,10 +15,11 @@
 //!    so that a child woken on the same CPU handles the signal first, and
 //!    lowers its own priority by [`GIVE_WAY_BY`] nice levels (never its
 //!    child's), so that other supervisors sharing the CPU make their own
-//!    reactions before kubexit goes on with its bookkeeping. Every other stoppable process gets it by pid at
-//!    the first look, [`FIRST_LOOK`] later (or at the next SIGCHLD): a
-//!    child that ends promptly, with nothing left behind, spares kubexit
-//!    the walk of /proc altogether (the reaper sees that nothing is left).
+//!    reactions before kubexit goes on with its bookkeeping. Every other
+//!    stoppable process gets it by pid at the first look, [`FIRST_LOOK`]
+//!    later (or at the next SIGCHLD): a child that ends promptly, with
+//!    nothing left behind, spares kubexit the walk of /proc altogether (the
+//!    reaper sees that nothing is left).
 //!    At that and every later look, a member of the group that was there
 //!    at the moment counts as told, and one that appeared since (forked by
 //!    a handler of the signal) is told. Each process is remembered by pid
@@ -57,11 +58,11 @@ use crate::process::table::{self, Mark, Moments, Process};
 /// sent the stop signal: what is left for it to do (log, record `Died`,
 /// reap, exit) is bookkeeping, and on a CPU it shares with other
 /// supervisors, a fan-out where one death stops many, their reactions
-/// should come first. Ten levels leave it a tenth of the CPU against one
-/// busy process of default priority, enough for the deadline's SIGKILL to
-/// be on time within milliseconds; a priority is only ever lowered, so no
-/// privilege is needed, and a kubexit started at a lower priority still
-/// lowers its own from there.
+/// should come first. Ten levels leave it about a tenth of a CPU against
+/// one busy process of default priority, and the deadline's SIGKILL stays
+/// on time when the child keeps every CPU busy (`tests/stopping.rs`). A
+/// priority is only ever lowered, so no privilege is needed, and a kubexit
+/// started at a lower priority still lowers its own from there.
 pub const GIVE_WAY_BY: i32 = 10;
 
 /// How often newcomers are looked for while stopping.

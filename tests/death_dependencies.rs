@@ -6,7 +6,7 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use util::{Kubexit, Yard, alive, eventually, read_pid};
+use util::{Kubexit, Yard, alive, eventually, read_pid, stat_field};
 
 #[test]
 fn death_dependency_already_dead_at_start_stops_nothing_and_exits_zero() {
@@ -348,10 +348,7 @@ fn wait_channel(pid: i32) -> Option<String> {
 /// Whether `pid` sleeps in `poll(2)` (the supervisor at rest), not in an
 /// `epoll_wait` (the runtime) and not running.
 fn at_rest(pid: i32) -> bool {
-    let sleeping = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('S'))
-    });
+    let sleeping = stat_field(&pid.to_string(), 3).is_some_and(|state| state == "S");
     let channel = wait_channel(pid).unwrap_or_default();
     sleeping
         && channel.contains("poll")

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use util::{Finished, Kubexit, Yard, alive, eventually, read_pid};
+use util::{Finished, Kubexit, Yard, alive, eventually, read_pid, stat_field};
 
 /// The grace period of these tests, and how much longer than it a stop may
 /// take on a loaded machine (reaping, scheduling). Restarting the grace
@@ -197,14 +197,9 @@ fn a_sigpipe_raised_by_kubexits_own_write_is_never_forwarded() {
     assert!(!pipes.exists(), "the child got kubexit's SIGPIPE");
 }
 
-/// The nice level of a process (`/proc/PID/stat`, field 19), or of the test
-/// itself for `self`.
+/// The nice level of a process, or of the test itself for `self`.
 fn nice_of(pid: &str) -> i32 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
-        .split_whitespace()
-        .collect();
-    fields[16].parse().unwrap()
+    stat_field(pid, 19).unwrap().parse().unwrap()
 }
 
 #[test]

@@ -489,6 +489,18 @@ pub fn alive(pid: Pid) -> bool {
     kill(pid, None).is_ok()
 }
 
+/// Field `number` of `/proc/PID/stat`, numbered as proc(5) numbers them
+/// (3 is the state, 19 the nice level); `pid` may be `self`. `None` when
+/// the process is gone. Fields are counted from the last `)`, since the
+/// command name before it may hold spaces and parentheses.
+pub fn stat_field(pid: &str, number: usize) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace()
+        .nth(number.checked_sub(3)?)
+        .map(str::to_owned)
+}
+
 /// Reads a pid that a test child wrote to a file.
 pub fn read_pid(path: &Path) -> Pid {
     let mut text = String::new();

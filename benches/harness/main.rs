@@ -178,11 +178,8 @@ enum Measurement {
 /// The sizes of one invocation, resolved from the flags and the mode.
 struct Sizes {
     runs: usize,
-    fanouts: Vec<usize>,
-    /// Runs of every fan-out when given; otherwise [`Sizes::runs_of`] picks
-    /// them by size.
-    fanout_runs: Option<usize>,
-    smoke: bool,
+    /// Each fan-out measured, with its runs ([`fanout_runs`]).
+    fanouts: Vec<(usize, usize)>,
     overhead_runs: usize,
     memory_runs: usize,
     idle: Duration,
@@ -198,13 +195,20 @@ impl Sizes {
         };
         let sizes = Sizes {
             runs: pick(args.runs, 500, 5),
-            fanouts: args.fanouts.clone().unwrap_or(if args.smoke {
-                vec![2, 3]
-            } else {
-                vec![50, 200]
-            }),
-            fanout_runs: args.fanout_runs,
-            smoke: args.smoke,
+            fanouts: args
+                .fanouts
+                .clone()
+                .unwrap_or(if args.smoke {
+                    vec![2, 3]
+                } else {
+                    vec![50, 200]
+                })
+                .into_iter()
+                .map(|dependents| {
+                    let runs = pick(args.fanout_runs, fanout_runs(dependents), 2);
+                    (dependents, runs)
+                })
+                .collect(),
             overhead_runs: pick(args.overhead_runs, 300, 5),
             memory_runs: pick(args.memory_runs, 5, 1),
             idle: Duration::from_secs(args.idle_seconds.unwrap_or(if args.smoke { 1 } else { 10 })),
@@ -214,7 +218,6 @@ impl Sizes {
         };
         let counts = [
             ("--runs", sizes.runs),
-            ("--fanout-runs", sizes.fanout_runs.unwrap_or(1)),
             ("--overhead-runs", sizes.overhead_runs),
             ("--memory-runs", sizes.memory_runs),
             ("--startup-runs", sizes.startup_runs),
@@ -223,28 +226,26 @@ impl Sizes {
         if let Some((flag, _)) = counts.iter().find(|(_, n)| *n == 0) {
             return Err(format!("{flag} must be at least 1"));
         }
-        if sizes.fanouts.contains(&0) {
+        if sizes.fanouts.iter().any(|&(_, runs)| runs == 0) {
+            return Err("--fanout-runs must be at least 1".to_owned());
+        }
+        if sizes.fanouts.iter().any(|&(dependents, _)| dependents == 0) {
             return Err("--fanouts must be at least 1 each".to_owned());
         }
         Ok(sizes)
     }
+}
 
-    /// Runs of a fan-out of `dependents`. Its figure is the median over
-    /// runs of each run's worst dependent, a sample that spreads over a
-    /// decade on two cores (whichever reactions the scheduler runs before
-    /// the others' exits), for the floor as for kubexit: with 30 runs two
-    /// identical subjects differ by more than 1.3x one time in three. A
-    /// fixed number of reactions per fan-out (300 runs of 50, 75 of 200)
-    /// narrows the median where it is widest at a cost of about three
-    /// minutes each (one time in twenty at 300 runs).
-    fn runs_of(&self, dependents: usize) -> usize {
-        const REACTIONS: usize = 15_000;
-        match (self.fanout_runs, self.smoke) {
-            (Some(runs), _) => runs,
-            (None, true) => 2,
-            (None, false) => (REACTIONS / dependents.max(1)).max(30),
-        }
-    }
+/// Runs of a fan-out of `dependents` unless `--fanout-runs` says: 15,000
+/// reactions' worth, at least 30 (300 runs of 50, 75 of 200). The figure is
+/// the median over runs of each run's worst dependent, a sample that spreads
+/// over a decade on two cores (whichever reactions the scheduler runs before
+/// the others' exits), for the floor as for kubexit: two identical subjects
+/// differ by more than 1.3x one time in three at 30 runs, one time in twenty
+/// at 300, which costs about three minutes per fan-out.
+fn fanout_runs(dependents: usize) -> usize {
+    const REACTIONS: usize = 15_000;
+    (REACTIONS / dependents.max(1)).max(30)
 }
 
 /// What every measurement needs: the harness (the victim), a scratch
@@ -446,8 +447,7 @@ fn run(args: &Args, words: &[OsString]) -> Result<(), String> {
         )?);
     }
     if wanted(Measurement::Fanout) {
-        for &dependents in &sizes.fanouts {
-            let runs = sizes.runs_of(dependents);
+        for &(dependents, runs) in &sizes.fanouts {
             eprintln!("latency: fan-out {dependents}, {runs} runs each");
             let fanout = latency::measure(&bench, &side_by_side, dependents, runs, options)?;
             results.notes.extend(fanout.notes.iter().cloned());

@@ -45,40 +45,56 @@ fn runtime(test: &str) -> Option<&'static Podman> {
     }
 }
 
-/// A pod with a fresh graveyard volume; removed with it at the end.
+/// A pod with a fresh graveyard volume, and a second volume, /ready, where
+/// the test's own children say they are ready (a shell has set its traps,
+/// say): a fact about the test's scripts, not kubexit's, so it stays out
+/// of the graveyard. Removed with both at the end.
 struct Pod<'a> {
     podman: &'a Podman,
     name: String,
     volume: String,
+    ready: String,
     _cleanup: Cleanup<'a>,
+}
+
+/// The shell line with which a child in a [`Pod`] says it is ready as
+/// `name`; [`Pod::wait_ready`] waits for it from the host, and another
+/// container of the pod can wait for `/ready/NAME`.
+fn say_ready(name: &str) -> String {
+    format!(": > /ready/{name}")
 }
 
 impl<'a> Pod<'a> {
     fn new(podman: &'a Podman, what: &str) -> Pod<'a> {
         let name = unique(what);
         let volume = format!("{name}-graveyard");
+        let ready = format!("{name}-ready");
         let mut cleanup = Cleanup::new(podman);
-        cleanup.pod(&name).volume(&volume);
+        cleanup.pod(&name).volume(&volume).volume(&ready);
         // Loopback only: the containers talk to each other through the
         // pod's own network namespace, and no bridge is needed.
         podman.run(&["pod", "create", "--name", &name, "--network", "none"]);
         podman.run(&["volume", "create", &volume]);
+        podman.run(&["volume", "create", &ready]);
         Pod {
             podman,
             name,
             volume,
+            ready,
             _cleanup: cleanup,
         }
     }
 
     /// Creates (without starting) a container of kubexit's image in the
-    /// pod, the graveyard mounted at /graveyard; `env` are KUBEXIT_*
-    /// settings, `command` what kubexit supervises.
+    /// pod, the graveyard mounted at /graveyard and the ready volume at
+    /// /ready; `env` are KUBEXIT_* settings, `command` what kubexit
+    /// supervises.
     fn create(&self, container: &str, env: &[(&str, &str)], command: &[&str]) -> String {
         let name = format!("{}-{container}", self.name);
         let mount = format!("{}:/graveyard", self.volume);
+        let ready = format!("{}:/ready", self.ready);
         let mut args = vec![
-            "create", "--pod", &self.name, "--name", &name, "--volume", &mount,
+            "create", "--pod", &self.name, "--name", &name, "--volume", &mount, "--volume", &ready,
         ];
         let settings: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         for setting in &settings {
@@ -100,6 +116,25 @@ impl<'a> Pod<'a> {
 
     fn tombstone(&self, name: &str) -> String {
         fs::read_to_string(self.graveyard().join(name)).unwrap_or_default()
+    }
+
+    /// The host's path of the ready volume.
+    fn ready_dir(&self) -> std::path::PathBuf {
+        self.podman.volume_path(&self.ready)
+    }
+
+    /// Waits until a child has said it is ready as `name` ([`say_ready`]).
+    fn wait_ready(&self, name: &str) {
+        let path = self.ready_dir().join(name);
+        let start = Instant::now();
+        while !path.exists() {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{name} never said it was ready ({})",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits until `name`'s tombstone contains `needle`.
@@ -253,7 +288,11 @@ fn romeo_and_juliet_across_the_containers_of_a_pod() {
         &[
             "sh",
             "-c",
-            "trap 'echo juliet: stopped; exit 0' TERM; echo juliet: parent $PPID; sleep 1000 & wait",
+            &format!(
+                "trap 'echo juliet: stopped; exit 0' TERM; {}; echo juliet: parent $PPID; \
+                 sleep 1000 & wait",
+                say_ready("juliet")
+            ),
         ],
     );
     let romeo = pod.create(
@@ -262,7 +301,9 @@ fn romeo_and_juliet_across_the_containers_of_a_pod() {
         &["sh", "-c", "echo romeo: parent $PPID; exit 3"],
     );
     pod.start(&juliet);
-    pod.wait_for_tombstone("juliet", "Born:");
+    // Born alone is too early: romeo's death could reach juliet's shell
+    // before it has set its trap.
+    pod.wait_ready("juliet");
     pod.start(&romeo);
     podman.wait_exited(&[&romeo, &juliet], DEADLINE);
 
@@ -327,13 +368,20 @@ fn podman_stop_reaches_the_child_through_kubexit_as_pid_1() {
         &[
             "sh",
             "-c",
-            "trap 'echo polite: stopping; exit 7' TERM; sleep 1000 & wait",
+            &format!(
+                "trap 'echo polite: stopping; exit 7' TERM; {}; sleep 1000 & wait",
+                say_ready("polite")
+            ),
         ],
     );
     let stubborn = pod.create(
         "stubborn",
         &[("KUBEXIT_NAME", "stubborn"), ("KUBEXIT_GRACE_PERIOD", "1s")],
-        &["sh", "-c", "trap '' TERM; sleep 1000 & wait"],
+        &[
+            "sh",
+            "-c",
+            &format!("trap '' TERM; {}; sleep 1000 & wait", say_ready("stubborn")),
+        ],
     );
     let dependent = pod.create(
         "dependent",
@@ -347,9 +395,10 @@ fn podman_stop_reaches_the_child_through_kubexit_as_pid_1() {
     for c in [&polite, &stubborn, &dependent] {
         pod.start(c);
     }
-    for name in ["polite", "stubborn", "dependent"] {
-        pod.wait_for_tombstone(name, "Born:");
-    }
+    // The stop must find both shells with their traps set.
+    pod.wait_ready("polite");
+    pod.wait_ready("stubborn");
+    pod.wait_for_tombstone("dependent", "Born:");
     podman.run(&["stop", "--time", "60", &polite, &stubborn]);
     podman.wait_exited(&[&polite, &stubborn, &dependent], DEADLINE);
 
@@ -387,21 +436,25 @@ fn dependents_in_separate_pid_namespaces_start_and_stop_together_round_after_rou
     // Every follower waits for the leader's birth, so all start their
     // children at once, and stops when it dies, so all write Died at once;
     // each child leaves with a status of its own, and kubexit passes it on.
-    // The leader dies once every follower is born (podman starts the
-    // containers one after the other).
-    let followers_born: String = (0..FOLLOWERS)
-        .map(|i| format!("until grep -qs Born: /graveyard/follower{i}; do sleep 0.05; done; "))
+    // The leader dies once every follower's child has set its trap (podman
+    // starts the containers one after the other; a follower's Born alone
+    // is too early, its shell could still meet SIGTERM untrapped).
+    let followers_ready: String = (0..FOLLOWERS)
+        .map(|i| format!("until [ -e /ready/follower{i} ]; do sleep 0.05; done; "))
         .collect();
     let leader = pod.create(
         "leader",
         &[("KUBEXIT_NAME", "leader")],
-        &["sh", "-c", &format!("{followers_born}exit 0")],
+        &["sh", "-c", &format!("{followers_ready}exit 0")],
     );
     let mut followers = Vec::new();
     for i in 0..FOLLOWERS {
         let name = format!("follower{i}");
         let code = (10 + i).to_string();
-        let script = format!("trap 'exit {code}' TERM; sleep 1000 & wait");
+        let script = format!(
+            "trap 'exit {code}' TERM; {}; sleep 1000 & wait",
+            say_ready(&name)
+        );
         followers.push(pod.create(
             &name,
             &[
@@ -418,9 +471,12 @@ fn dependents_in_separate_pid_namespaces_start_and_stop_together_round_after_rou
         .chain(followers.iter().map(String::as_str))
         .collect();
     let graveyard = pod.graveyard();
+    let ready = pod.ready_dir();
     for round in 0..ROUNDS {
-        for entry in fs::read_dir(&graveyard).unwrap() {
-            fs::remove_file(entry.unwrap().path()).unwrap();
+        for dir in [&graveyard, &ready] {
+            for entry in fs::read_dir(dir).unwrap() {
+                fs::remove_file(entry.unwrap().path()).unwrap();
+            }
         }
         let mut start = vec!["start"];
         start.extend(&all);

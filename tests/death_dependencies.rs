@@ -6,7 +6,10 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use util::{Kubexit, Yard, alive, eventually, read_pid, stat_field};
+use util::{
+    Kubexit, Yard, alive, at_rest, eventually, read_pid, voluntary_switches, wait_channel,
+    watch_masks,
+};
 
 #[test]
 fn death_dependency_already_dead_at_start_stops_nothing_and_exits_zero() {
@@ -337,55 +340,4 @@ fn siblings_writes_leave_the_loop_at_rest_and_a_death_after_them_is_acted_on() {
     let done = running.finish();
     assert_eq!(done.code(), 0, "{}", done.stderr);
     assert!(done.stderr.contains("db"), "{}", done.stderr);
-}
-
-/// Where the kernel says `pid` sleeps; `None` when it does not say.
-fn wait_channel(pid: i32) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/wchan")).ok()?;
-    (!text.is_empty() && text != "0").then_some(text)
-}
-
-/// Whether `pid` sleeps in `poll(2)` (the supervisor at rest), not in an
-/// `epoll_wait` (the runtime) and not running.
-fn at_rest(pid: i32) -> bool {
-    let sleeping = stat_field(&pid.to_string(), 3).is_some_and(|state| state == "S");
-    let channel = wait_channel(pid).unwrap_or_default();
-    sleeping
-        && channel.contains("poll")
-        && !channel.contains("epoll")
-        && !channel.contains("ep_poll")
-}
-
-/// How many times `pid`'s main thread has gone to sleep.
-fn voluntary_switches(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
-        .and_then(|count| count.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// The masks of `pid`'s inotify watches on the inode `inode`.
-fn watch_masks(pid: i32, inode: u64) -> Vec<u32> {
-    let mut masks = Vec::new();
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return masks;
-    };
-    for fd in fds.flatten() {
-        let text = std::fs::read_to_string(fd.path()).unwrap_or_default();
-        for line in text.lines().filter(|l| l.starts_with("inotify ")) {
-            let field = |key: &str| {
-                line.split_whitespace()
-                    .find_map(|f| f.strip_prefix(key))
-                    .and_then(|v| u64::from_str_radix(v, 16).ok())
-            };
-            if field("ino:") == Some(inode)
-                && let Some(mask) = field("mask:")
-            {
-                masks.push(mask as u32);
-            }
-        }
-    }
-    masks
 }

@@ -3,11 +3,17 @@
 
 mod util;
 
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
-use util::{Kubexit, Yard, read_pid};
+use util::{
+    Finished, Kubexit, Yard, at_rest, eventually, read_pid, stat_field, voluntary_switches,
+    watch_masks,
+};
 
 /// Kills `db`'s kubexit with SIGKILL while `app` depends on it, in a
 /// graveyard at `graveyard`; returns how long `app` took to notice.
@@ -145,4 +151,92 @@ fn a_dependency_lost_before_start_keeps_the_child_from_starting() {
         done.stderr
     );
     assert!(yard.read("app").unwrap().contains("ExitCode: -1\n"));
+}
+
+/// The `Born` the tests' stand-in holder writes in its tombstone and lock.
+const HOLDER_BORN: &str = "2026-12-02T07:00:00.123456789Z";
+
+/// Plays `db`'s kubexit in `yard`, as far as its dependents can tell: a
+/// tombstone that shows a birth and the exclusive lock carrying the same
+/// `Born`, held on a read-only descriptor (closing it says nothing to a
+/// watch). Closing a writable descriptor of the lock file while it is
+/// held then shows what the kernel shows of a dying holder for a moment:
+/// the close reported, the lock not yet released.
+fn stand_in_holder(yard: &Yard) -> (Flock<File>, std::path::PathBuf) {
+    let lock_path = yard.path().join(".db.lock");
+    fs::write(&lock_path, HOLDER_BORN).unwrap();
+    yard.write("db", &format!("Born: \"{HOLDER_BORN}\"\n"));
+    let file = File::open(&lock_path).unwrap();
+    let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, errno)| errno)
+        .unwrap();
+    (lock, lock_path)
+}
+
+/// The close of a writable descriptor, reported while the lock stays held.
+fn report_a_close(lock_path: &Path) {
+    drop(OpenOptions::new().write(true).open(lock_path).unwrap());
+}
+
+/// Whether `pid` sleeps, and so has done what it was woken for.
+fn asleep(pid: i32) -> bool {
+    stat_field(&pid.to_string(), 3).is_some_and(|state| state == "S")
+}
+
+fn assert_lost(done: &Finished, yard: &Yard) {
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(
+        done.stderr
+            .contains("Lost: db's kubexit ended without recording a death"),
+        "{}",
+        done.stderr
+    );
+    let stone = yard.read("db").unwrap();
+    assert!(stone.contains("ExitCode: -1\n"), "{stone}");
+}
+
+/// The kernel reports the close of a dying holder's lock file a moment
+/// before it releases the lock (up to milliseconds later). A dependent
+/// woken by the close finds the lock still held: it must try again, not
+/// take the holder for alive until the next event, which never comes.
+#[test]
+fn a_lock_released_just_after_its_close_was_reported_is_still_noticed() {
+    let yard = Yard::private();
+    let (holder, lock_path) = stand_in_holder(&yard);
+    let app = Kubexit::named("app", &yard)
+        .env("KUBEXIT_DEATH_DEPS", "db")
+        .sh("echo up; exec sleep 1000")
+        .spawn();
+    let pid = app.pid().as_raw();
+    // At rest in poll(2): watching, and no earlier try of the lock pending.
+    eventually("app at rest, watching db", || at_rest(pid));
+    let before = voluntary_switches(pid);
+    report_a_close(&lock_path);
+    eventually("app woken by the close and asleep again", || {
+        voluntary_switches(pid) > before && asleep(pid)
+    });
+    drop(holder);
+    let done = app.finish();
+    assert_lost(&done, &yard);
+}
+
+/// The same moment at the other end: the close came before the dependent
+/// watched the lock, and the lock was still held when it first tried it.
+#[test]
+fn a_lock_released_just_after_the_watch_was_armed_is_still_noticed() {
+    let yard = Yard::private();
+    let (holder, lock_path) = stand_in_holder(&yard);
+    report_a_close(&lock_path);
+    let inode = fs::metadata(&lock_path).unwrap().ino();
+    let app = Kubexit::named("app", &yard)
+        .env("KUBEXIT_DEATH_DEPS", "db")
+        .sh("echo up; exec sleep 1000")
+        .spawn();
+    let pid = app.pid().as_raw();
+    eventually("app watching db's lock, and asleep", || {
+        !watch_masks(pid, inode).is_empty() && asleep(pid)
+    });
+    drop(holder);
+    let done = app.finish();
+    assert_lost(&done, &yard);
 }

@@ -25,7 +25,12 @@
 //!   the holder behind it is gone ([`liveness::lost`]): a non-blocking lock
 //!   attempt, at the first scan (a dependency SIGKILLed before this kubexit
 //!   started is found before the child starts) and whenever the watch says
-//!   the holder's lock was closed. A lost dependency is dead at once, even
+//!   the holder's lock was closed. The kernel says the lock was closed a
+//!   moment before it releases it, so a lock found still held when the
+//!   watch was just armed on it, or just reported its close, or lost
+//!   events, is tried again 1, 2, 4 ms... later, for two seconds in all
+//!   (while such a recheck is pending, [`Dependencies::fd`] is `None`: the
+//!   news may come from the timer). A lost dependency is dead at once, even
 //!   when the record of its loss cannot be written.
 //! * **The untidiness of a shared directory stays here.** A tombstone that
 //!   is missing says nothing yet; one that cannot be read (garbage, a link,
@@ -41,11 +46,15 @@ pub mod births;
 pub mod kubernetes;
 
 use std::os::fd::BorrowedFd;
+use std::time::Duration;
 
+use tokio::time::{Instant, sleep_until};
+
+use crate::graveyard::Graveyard;
+use crate::graveyard::liveness::{self, Judged};
 use crate::graveyard::name::Name;
 use crate::graveyard::tombstone::Tombstone;
 use crate::graveyard::watch::{Change, Watch};
-use crate::graveyard::{Graveyard, liveness};
 
 /// Where a wait for birth dependencies stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +127,40 @@ struct Dependency {
     complaint: Option<String>,
     /// Seen dead after an event, and not armed since (see `look_after`).
     unarmed: bool,
+    /// Its lock was found held just after it may have been released: when
+    /// to try it again.
+    recheck: Option<Recheck>,
+}
+
+/// The first wait before a held lock is tried again; each next one is twice
+/// as long, up to [`RECHECK_LAST`].
+const RECHECK_FIRST: Duration = Duration::from_millis(1);
+/// The last wait: the tries then span about two seconds.
+const RECHECK_LAST: Duration = Duration::from_millis(1024);
+
+/// When a held lock is tried again, and how long the wait before was.
+#[derive(Debug, Clone, Copy)]
+struct Recheck {
+    at: Instant,
+    wait: Duration,
+}
+
+impl Recheck {
+    fn first() -> Recheck {
+        Recheck {
+            at: Instant::now() + RECHECK_FIRST,
+            wait: RECHECK_FIRST,
+        }
+    }
+
+    /// The try after this one, if any is left.
+    fn next(self) -> Option<Recheck> {
+        let wait = self.wait * 2;
+        (wait <= RECHECK_LAST).then(|| Recheck {
+            at: Instant::now() + wait,
+            wait,
+        })
+    }
 }
 
 impl Dependency {
@@ -167,6 +210,7 @@ impl Dependencies {
                             lost: None,
                             complaint: None,
                             unarmed: false,
+                            recheck: None,
                         });
                     }
                 }
@@ -200,15 +244,51 @@ impl Dependencies {
         if self.arm_the_unarmed() {
             return Learnt::Changes;
         }
-        let changes = self.watch.next().await;
-        self.take_in(changes)
+        loop {
+            let Some(at) = self
+                .deps
+                .iter()
+                .filter_map(|d| d.recheck)
+                .map(|r| r.at)
+                .min()
+            else {
+                let changes = self.watch.next().await;
+                return self.take_in(changes);
+            };
+            tokio::select! {
+                changes = self.watch.next() => return self.take_in(changes),
+                // Back to the caller when a holder was lost, or when no try
+                // is left: a caller at rest may wait on `fd` again.
+                () = sleep_until(at) => {
+                    if self.recheck_due() || self.deps.iter().all(|d| d.recheck.is_none()) {
+                        return Learnt::Changes;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tries again the held locks that are due; whether one was lost.
+    fn recheck_due(&mut self) -> bool {
+        let now = Instant::now();
+        let mut lost = false;
+        for i in 0..self.deps.len() {
+            if let Some(recheck) = self.deps[i].recheck
+                && recheck.at <= now
+            {
+                self.deps[i].recheck = recheck.next();
+                self.judge(i, false);
+                lost |= self.deps[i].lost.is_some();
+            }
+        }
+        lost
     }
 
     /// The descriptor that becomes readable when the graveyard has news
     /// for [`Dependencies::changed_now`]; `None` when news may come another
-    /// way (a polling tick), or is owed already.
+    /// way (a polling tick, a lock to try again), or is owed already.
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
-        if self.deps.iter().any(|d| d.unarmed) {
+        if self.deps.iter().any(|d| d.unarmed || d.recheck.is_some()) {
             return None;
         }
         self.watch.fd()
@@ -231,7 +311,7 @@ impl Dependencies {
         for i in 0..self.deps.len() {
             if std::mem::take(&mut self.deps[i].unarmed) {
                 let before = self.deps[i].seen.clone();
-                self.look(i);
+                self.look(i, false);
                 moved |= self.deps[i].seen != before;
             }
         }
@@ -249,10 +329,17 @@ impl Dependencies {
                 }
                 Change::Lock(name) => {
                     if let Some(i) = self.index(&name) {
-                        self.judge(i);
+                        self.judge(i, true);
                     }
                 }
-                Change::Everything => self.look_all(),
+                Change::Everything => {
+                    // Events were lost, a lock's close among them maybe;
+                    // a polling tick comes again soon anyway.
+                    let lost_events = self.watch.fd().is_some();
+                    for i in 0..self.deps.len() {
+                        self.look(i, lost_events);
+                    }
+                }
                 Change::Gone => {
                     let dir = self.graveyard.dir().display();
                     tracing::warn!(
@@ -273,9 +360,11 @@ impl Dependencies {
     /// Stops listening: once the child is stopping or has ended, no change
     /// in the graveyard matters.
     pub fn quiet(&mut self) {
-        // Deaths taken in but not armed yet are not looked at again.
+        // Deaths taken in but not armed yet are not looked at again, nor
+        // held locks tried again.
         for dep in &mut self.deps {
             dep.unarmed = false;
+            dep.recheck = None;
         }
         self.watch.quiet();
     }
@@ -350,7 +439,7 @@ impl Dependencies {
 
     fn look_all(&mut self) {
         for i in 0..self.deps.len() {
-            self.look(i);
+            self.look(i, false);
         }
     }
 
@@ -366,14 +455,15 @@ impl Dependencies {
             dep.seen = seen;
             dep.unarmed = true;
         } else {
-            self.look(i);
+            self.look(i, false);
         }
     }
 
     /// Arms the watch on a dependency, reads its tombstone, and judges its
-    /// liveness when it shows a birth and no death.
-    fn look(&mut self, i: usize) {
-        self.watch.arm(&self.deps[i].name.clone());
+    /// liveness when it shows a birth and no death; `doubt` says the lock
+    /// may have been closed unseen (events were lost).
+    fn look(&mut self, i: usize, doubt: bool) {
+        let fresh = self.watch.arm(&self.deps[i].name.clone());
         let seen = self.read(i);
         let dep = &mut self.deps[i];
         if !matches!(seen, Seen::Unreadable) {
@@ -386,7 +476,7 @@ impl Dependencies {
             dep.lost = None;
         }
         dep.seen = seen;
-        self.judge(i);
+        self.judge(i, doubt || fresh);
     }
 
     /// Reads a dependency's tombstone; a problem is reported once.
@@ -411,15 +501,23 @@ impl Dependencies {
     }
 
     /// Asks whether a dependency that shows a birth and no death has lost
-    /// its holder.
-    fn judge(&mut self, i: usize) {
-        let dep = &self.deps[i];
+    /// its holder. `woken` says its lock may have been closed a moment ago
+    /// (see the module's essay): a lock found held is then tried again.
+    fn judge(&mut self, i: usize, woken: bool) {
+        let dep = &mut self.deps[i];
         let alive = matches!(&dep.seen, Seen::Stone(s) if s.born.is_some() && !s.is_dead());
-        if dep.lost.is_none()
-            && alive
-            && let Some(lost) = liveness::lost(&self.graveyard, &dep.name)
-        {
-            self.deps[i].lost = Some(lost);
+        if dep.lost.is_some() || !alive {
+            dep.recheck = None;
+            return;
+        }
+        match liveness::lost(&self.graveyard, &dep.name) {
+            Judged::Lost(stone) => {
+                dep.lost = Some(stone);
+                dep.recheck = None;
+            }
+            Judged::Held if woken => dep.recheck = Some(Recheck::first()),
+            Judged::Held => {}
+            Judged::Nothing => dep.recheck = None,
         }
     }
 }

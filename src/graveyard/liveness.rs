@@ -17,8 +17,14 @@
 //!   reports when the lock file is closed by a writer (the holder's
 //!   descriptor closing, at its death), and the dependency view then asks
 //!   [`lost`]: a non-blocking shared lock succeeds only if no holder is
-//!   left. If the tombstone then shows no `Died` and the same `Born` as the
-//!   lock file, the holder died silently: the dependent records the death
+//!   left. The kernel reports the close *before* it releases the lock (in
+//!   `__fput`, the close notification comes first and the lock goes with
+//!   the file a moment later: up to 2 ms apart on an idle machine,
+//!   measured, more under load), so a lock found held just after its close
+//!   was reported may be on its way out: [`lost`] says `Held`, not merely
+//!   "not lost", and the dependency view asks again a few times over the
+//!   next two seconds. If the tombstone then shows no `Died` and the same
+//!   `Born` as the lock file, the holder died silently: the dependent records the death
 //!   in the dependency's tombstone itself (`ExitCode: -1`, a `Reason`
 //!   starting with `lost`), while holding its shared lock, so a restarting
 //!   holder, which must take the exclusive lock before it writes a new
@@ -116,21 +122,40 @@ struct Released {
     holder_born: Option<Timestamp>,
 }
 
-/// `name`'s lock if no kubexit holds it: `None` while a holder lives (or
-/// there is no usable lock file). Never blocks.
-fn released(graveyard: &Graveyard, name: &Name) -> Option<Released> {
-    let file = match open_entry(&graveyard.lock_path(name).ok()?, libc::O_RDONLY, 0) {
+/// What `name`'s lock file says of its holder.
+enum Lock {
+    /// A kubexit holds it.
+    Held,
+    /// Nobody holds it.
+    Free(Released),
+    /// There is no usable lock file.
+    Absent,
+}
+
+/// Tries `name`'s lock without blocking.
+fn try_lock(graveyard: &Graveyard, name: &Name) -> Lock {
+    let Ok(path) = graveyard.lock_path(name) else {
+        return Lock::Absent;
+    };
+    let file = match open_entry(&path, libc::O_RDONLY, 0) {
         Ok(Some(file)) => file,
-        Ok(None) => return None,
+        Ok(None) => return Lock::Absent,
         Err(err) => {
             tracing::debug!(dependency = %name, "{name}'s liveness lock cannot be used: {err}");
-            return None;
+            return Lock::Absent;
         }
     };
-    let mut lock = Flock::lock(file, FlockArg::LockSharedNonblock).ok()?;
+    let mut lock = match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(lock) => lock,
+        Err((_, Errno::EWOULDBLOCK)) => return Lock::Held,
+        Err((_, errno)) => {
+            tracing::debug!(dependency = %name, "{name}'s liveness lock cannot be taken: {errno}");
+            return Lock::Absent;
+        }
+    };
     let mut text = String::new();
     let _ = (&mut *lock).take(64).read_to_string(&mut text);
-    Some(Released {
+    Lock::Free(Released {
         holder_born: text.trim().parse().ok(),
         _lock: lock,
     })
@@ -141,19 +166,39 @@ fn released(graveyard: &Graveyard, name: &Name) -> Option<Released> {
 pub fn holder_gone(graveyard: &Graveyard, name: &Name, stone: &Tombstone) -> bool {
     !stone.is_dead()
         && stone.born.is_some()
-        && released(graveyard, name).is_some_and(|r| r.holder_born == stone.born)
+        && matches!(try_lock(graveyard, name), Lock::Free(r) if r.holder_born == stone.born)
+}
+
+/// What [`lost`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judged {
+    /// A kubexit holds the lock: alive, or dying with its lock not yet
+    /// released (see the module's essay).
+    Held,
+    /// The holder is gone without recording a death: this is the record
+    /// of the loss.
+    Lost(Tombstone),
+    /// Nothing to judge by: no lock file (a Go peer), a free lock of
+    /// another `Born`, or a death already recorded.
+    Nothing,
 }
 
 /// Judges `name` after its lock was closed (or at a scan): if its holder is
 /// gone without recording a death, records one (`lost`) in its tombstone and
 /// returns that tombstone, whether or not the record could be written.
-pub fn lost(graveyard: &Graveyard, name: &Name) -> Option<Tombstone> {
-    let released = released(graveyard, name)?;
+pub fn lost(graveyard: &Graveyard, name: &Name) -> Judged {
+    let released = match try_lock(graveyard, name) {
+        Lock::Free(released) => released,
+        Lock::Held => return Judged::Held,
+        Lock::Absent => return Judged::Nothing,
+    };
     // Read again under the shared lock: a restarting holder cannot write
     // a new Born until it is released.
-    let stone = graveyard.read(name).ok()??;
+    let Ok(Some(stone)) = graveyard.read(name) else {
+        return Judged::Nothing;
+    };
     if stone.is_dead() || stone.born.is_none() || stone.born != released.holder_born {
-        return None;
+        return Judged::Nothing;
     }
     tracing::warn!(
         dependency = %name,
@@ -169,7 +214,7 @@ pub fn lost(graveyard: &Graveyard, name: &Name) -> Option<Tombstone> {
     if let Err(err) = graveyard.write(name, &lost) {
         tracing::error!("{err}; acting on the loss all the same");
     }
-    Some(lost)
+    Judged::Lost(lost)
 }
 
 #[cfg(test)]
@@ -200,11 +245,17 @@ mod tests {
             .block_on(LifeLock::hold(&graveyard, &name, born))
             .unwrap();
         let stone = born_at(&graveyard, &name, born);
-        assert!(lost(&graveyard, &name).is_none(), "judged lost while held");
+        assert_eq!(
+            lost(&graveyard, &name),
+            Judged::Held,
+            "judged lost while held"
+        );
         assert!(!holder_gone(&graveyard, &name, &stone));
         drop(life);
         assert!(holder_gone(&graveyard, &name, &stone));
-        let recorded = lost(&graveyard, &name).unwrap();
+        let Judged::Lost(recorded) = lost(&graveyard, &name) else {
+            panic!("a released lock was not judged lost");
+        };
         let stone = graveyard.read(&name).unwrap().unwrap();
         assert_eq!(stone, recorded);
         assert_eq!(stone.born, Some(born));
@@ -222,7 +273,7 @@ mod tests {
                 .unwrap(),
         );
         born_at(&graveyard, &name, Timestamp::now());
-        assert!(lost(&graveyard, &name).is_none());
+        assert_eq!(lost(&graveyard, &name), Judged::Nothing);
         assert!(!graveyard.read(&name).unwrap().unwrap().is_dead());
     }
 
@@ -242,7 +293,7 @@ mod tests {
             ..Tombstone::default()
         };
         graveyard.write(&name, &stone).unwrap();
-        assert!(lost(&graveyard, &name).is_none());
+        assert_eq!(lost(&graveyard, &name), Judged::Nothing);
         assert_eq!(graveyard.read(&name).unwrap(), Some(stone));
     }
 
@@ -281,7 +332,7 @@ mod tests {
                 rt.block_on(LifeLock::hold(&graveyard, &name, Timestamp::now()))
                     .is_err()
             );
-            assert!(lost(&graveyard, &name).is_none());
+            assert_eq!(lost(&graveyard, &name), Judged::Nothing);
             assert!(!holder_gone(&graveyard, &name, &stone));
         }
         assert_eq!(std::fs::read_to_string(&outside).unwrap(), "untouched");

@@ -185,21 +185,31 @@ impl Watch {
     }
 
     /// Makes sure that any change to `name`'s tombstone or lock from now on
-    /// is reported. Call it before reading the tombstone.
-    pub fn arm(&mut self, name: &Name) {
+    /// is reported. Call it before reading the tombstone. Whether the lock
+    /// is watched afresh (first armed, or a new file): a close just before
+    /// was not seen.
+    pub fn arm(&mut self, name: &Name) -> bool {
         let Some(i) = self.names.iter().position(|n| n == name) else {
-            return;
+            return false;
         };
         let Mode::Events(events) = &mut self.mode else {
-            return;
+            return false;
         };
-        let armed = events
-            .arm_lock(i, self.locks[i].as_ref())
-            .and_then(|()| events.arm_stone(i, &self.stones[i], &self.dir));
+        let mut fresh = false;
+        let armed = events.arm_lock(i, self.locks[i].as_ref()).and_then(|new| {
+            fresh = new;
+            events.arm_stone(i, &self.stones[i], &self.dir)
+        });
         match armed {
-            Ok(Armed::Done) => {}
-            Ok(Armed::DirectoryGone) => self.gone = true,
-            Err(err) => self.fall_back(&err),
+            Ok(Armed::Done) => fresh,
+            Ok(Armed::DirectoryGone) => {
+                self.gone = true;
+                fresh
+            }
+            Err(err) => {
+                self.fall_back(&err);
+                false
+            }
         }
     }
 
@@ -376,8 +386,8 @@ impl Events {
     }
 
     /// Watches the lock file, if there is one: a kubexit creates it before
-    /// it writes `Born`, and Go peers hold none.
-    fn arm_lock(&mut self, i: usize, path: Option<&PathBuf>) -> io::Result<()> {
+    /// it writes `Born`, and Go peers hold none. Whether the watch is new.
+    fn arm_lock(&mut self, i: usize, path: Option<&PathBuf>) -> io::Result<bool> {
         let wd = match path {
             None => None,
             Some(path) => match self.fd.get_mut().watches().add(path, LOCK_MASK) {
@@ -386,8 +396,9 @@ impl Events {
                 Err(err) => return Err(err),
             },
         };
+        let fresh = wd.is_some() && self.marks.locks[i] != wd;
         self.retarget(Target::Lock(i), wd);
-        Ok(())
+        Ok(fresh)
     }
 
     fn arm_stone(&mut self, i: usize, path: &PathBuf, dir: &std::path::Path) -> io::Result<Armed> {

@@ -312,7 +312,10 @@ fn siblings_writes_leave_the_loop_at_rest_and_a_death_after_them_is_acted_on() {
     running.wait_for_log("Watching graveyard");
     let pid = running.pid().as_raw();
     if wait_channel(pid).is_none() {
-        eprintln!("skipped: this kernel does not name the wait channel in /proc/PID/wchan");
+        util::skip(
+            "siblings_writes_leave_the_loop_at_rest_and_a_death_after_them_is_acted_on",
+            "this kernel does not name the wait channel in /proc/PID/wchan",
+        );
         return;
     }
     eventually("app at rest in poll(2)", || at_rest(pid));

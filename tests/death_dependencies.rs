@@ -6,10 +6,7 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use util::{
-    Kubexit, Yard, alive, at_rest, eventually, read_pid, voluntary_switches, wait_channel,
-    watch_masks,
-};
+use util::{Kubexit, Yard, alive, at_rest, eventually, read_pid, voluntary_switches, watch_masks};
 
 #[test]
 fn death_dependency_already_dead_at_start_stops_nothing_and_exits_zero() {
@@ -311,11 +308,10 @@ fn siblings_writes_leave_the_loop_at_rest_and_a_death_after_them_is_acted_on() {
         .spawn();
     running.wait_for_log("Watching graveyard");
     let pid = running.pid().as_raw();
-    if wait_channel(pid).is_none() {
-        util::skip(
-            "siblings_writes_leave_the_loop_at_rest_and_a_death_after_them_is_acted_on",
-            "this kernel does not name the wait channel in /proc/PID/wchan",
-        );
+    if !util::rest_is_seen(
+        "siblings_writes_leave_the_loop_at_rest_and_a_death_after_them_is_acted_on",
+        pid,
+    ) {
         return;
     }
     eventually("app at rest in poll(2)", || at_rest(pid));

@@ -12,7 +12,7 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
 use util::{
     Finished, Kubexit, Yard, at_rest, eventually, read_pid, stat_field, voluntary_switches,
-    wait_channel, watch_masks,
+    watch_masks,
 };
 
 /// Kills `db`'s kubexit with SIGKILL while `app` depends on it, in a
@@ -203,11 +203,10 @@ fn a_lock_released_just_after_its_close_was_reported_is_still_noticed() {
         .spawn();
     let pid = app.pid().as_raw();
     app.wait_for_log("Watching graveyard");
-    if wait_channel(pid).is_none() {
-        util::skip(
-            "a_lock_released_just_after_its_close_was_reported_is_still_noticed",
-            "this kernel does not name the wait channel in /proc/PID/wchan",
-        );
+    if !util::rest_is_seen(
+        "a_lock_released_just_after_its_close_was_reported_is_still_noticed",
+        pid,
+    ) {
         return;
     }
     // At rest in poll(2): watching, and no earlier try of the lock pending.

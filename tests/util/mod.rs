@@ -648,3 +648,16 @@ pub fn voluntary_switches(pid: i32) -> u64 {
         .and_then(|count| count.trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// Whether the kernel names `pid`'s wait channel, by which [`at_rest`]
+/// sees the loop's rest; if not, `test` is skipped, and says so.
+pub fn rest_is_seen(test: &str, pid: i32) -> bool {
+    let seen = wait_channel(pid).is_some();
+    if !seen {
+        skip(
+            test,
+            "this kernel does not name the wait channel in /proc/PID/wchan",
+        );
+    }
+    seen
+}

@@ -650,8 +650,12 @@ pub fn voluntary_switches(pid: i32) -> u64 {
 }
 
 /// Whether the kernel names `pid`'s wait channel, by which [`at_rest`]
-/// sees the loop's rest; if not, `test` is skipped, and says so.
+/// sees the loop's rest; if not, `test` is skipped, and says so. Asked
+/// once `pid` sleeps: a running process has no wait channel to name.
 pub fn rest_is_seen(test: &str, pid: i32) -> bool {
+    eventually("kubexit asleep", || {
+        stat_field(&pid.to_string(), 3).is_some_and(|state| state == "S")
+    });
     let seen = wait_channel(pid).is_some();
     if !seen {
         skip(

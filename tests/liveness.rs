@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
 use util::{
-    Finished, Kubexit, Yard, at_rest, eventually, read_pid, stat_field, voluntary_switches,
-    watch_masks,
+    Finished, Kubexit, Yard, asleep, at_rest, eventually, read_pid, voluntary_switches, watch_masks,
 };
 
 /// Kills `db`'s kubexit with SIGKILL while `app` depends on it, in a
@@ -162,11 +161,6 @@ fn stand_in_holder(yard: &Yard) -> (Flock<File>, std::path::PathBuf) {
 /// The close of a writable descriptor, reported while the lock stays held.
 fn report_a_close(lock_path: &Path) {
     drop(OpenOptions::new().write(true).open(lock_path).unwrap());
-}
-
-/// Whether `pid` sleeps, and so has done what it was woken for.
-fn asleep(pid: i32) -> bool {
-    stat_field(&pid.to_string(), 3).is_some_and(|state| state == "S")
 }
 
 /// `app` ended (exit status 0) because `db`'s holder was judged lost,

@@ -628,12 +628,17 @@ pub fn wait_channel(pid: i32) -> Option<String> {
     (!text.is_empty() && text != "0").then_some(text)
 }
 
+/// Whether `pid` sleeps (interruptibly): it has done what it was woken
+/// for, and waits for more.
+pub fn asleep(pid: i32) -> bool {
+    stat_field(&pid.to_string(), 3).is_some_and(|state| state == "S")
+}
+
 /// Whether `pid` sleeps in `poll(2)` (the supervisor at rest), not in an
 /// `epoll_wait` (the runtime) and not running.
 pub fn at_rest(pid: i32) -> bool {
-    let sleeping = stat_field(&pid.to_string(), 3).is_some_and(|state| state == "S");
     let channel = wait_channel(pid).unwrap_or_default();
-    sleeping
+    asleep(pid)
         && channel.contains("poll")
         && !channel.contains("epoll")
         && !channel.contains("ep_poll")
@@ -653,9 +658,7 @@ pub fn voluntary_switches(pid: i32) -> u64 {
 /// sees the loop's rest; if not, `test` is skipped, and says so. Asked
 /// once `pid` sleeps: a running process has no wait channel to name.
 pub fn rest_is_seen(test: &str, pid: i32) -> bool {
-    eventually("kubexit asleep", || {
-        stat_field(&pid.to_string(), 3).is_some_and(|state| state == "S")
-    });
+    eventually("kubexit asleep", || asleep(pid));
     let seen = wait_channel(pid).is_some();
     if !seen {
         skip(

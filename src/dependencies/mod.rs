@@ -221,7 +221,7 @@ impl Dependencies {
             graveyard: graveyard.clone(),
             deps,
         };
-        view.look_all();
+        view.look_all(false);
         view
     }
 
@@ -235,7 +235,7 @@ impl Dependencies {
         }
         tracing::info!("Watching graveyard...");
         self.watch = Watch::open(&self.graveyard, &names);
-        self.look_all();
+        self.look_all(false);
     }
 
     /// Waits for the next graveyard change that concerns a dependency and
@@ -332,14 +332,9 @@ impl Dependencies {
                         self.judge(i, true);
                     }
                 }
-                Change::Everything => {
-                    // Events were lost, a lock's close among them maybe;
-                    // a polling tick comes again soon anyway.
-                    let lost_events = self.watch.fd().is_some();
-                    for i in 0..self.deps.len() {
-                        self.look(i, lost_events);
-                    }
-                }
+                // Events were lost, a lock's close among them maybe; a
+                // polling tick comes again soon anyway.
+                Change::Everything => self.look_all(self.watch.fd().is_some()),
                 Change::Gone => {
                     let dir = self.graveyard.dir().display();
                     tracing::warn!(
@@ -349,7 +344,7 @@ impl Dependencies {
                         tracing::error!("{err}");
                     }
                     self.watch.rewatch();
-                    self.look_all();
+                    self.look_all(false);
                     learnt = Learnt::Recreated;
                 }
             }
@@ -437,9 +432,10 @@ impl Dependencies {
         self.deps.iter().position(|d| d.name == *name)
     }
 
-    fn look_all(&mut self) {
+    /// Looks at every dependency; `doubt` as for [`Dependencies::look`].
+    fn look_all(&mut self, doubt: bool) {
         for i in 0..self.deps.len() {
-            self.look(i, false);
+            self.look(i, doubt);
         }
     }
 

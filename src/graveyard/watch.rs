@@ -195,14 +195,15 @@ impl Watch {
         let Mode::Events(events) = &mut self.mode else {
             return false;
         };
-        let mut fresh = false;
-        let armed = events.arm_lock(i, self.locks[i].as_ref()).and_then(|new| {
-            fresh = new;
-            events.arm_stone(i, &self.stones[i], &self.dir)
-        });
+        let armed = events
+            .arm_lock(i, self.locks[i].as_ref())
+            .and_then(|fresh| {
+                let stone = events.arm_stone(i, &self.stones[i], &self.dir)?;
+                Ok((fresh, stone))
+            });
         match armed {
-            Ok(Armed::Done) => fresh,
-            Ok(Armed::DirectoryGone) => {
+            Ok((fresh, Armed::Done)) => fresh,
+            Ok((fresh, Armed::DirectoryGone)) => {
                 self.gone = true;
                 fresh
             }

@@ -1,0 +1,763 @@
+//! `kubexit inject` and `kubexit uninject`, through the built binary: the
+//! golden files of every kind, the examples, idempotence, exact undoing,
+//! every kind of bad input, and the typed round trip through k8s-openapi.
+//! The real API server's verdict is in `inject_kubernetes.rs`.
+
+use crate::util;
+use crate::util::files::{fixtures, golden_inputs, injected_path, root};
+use crate::util::{assert_contains, assert_lacks};
+
+use std::fs;
+use std::path::Path;
+
+use crate::util::{Finished, kubexit};
+use kubexit::inject::{self, Options, manifest};
+use serde_json::{Value, json};
+
+const TEST_IMAGE: &str = "registry.example/kubexit:test";
+
+/// `kubexit ARGS...` with `input` on standard input.
+fn run(args: &[&str], input: Option<&str>) -> Finished {
+    let dir = tempfile::tempdir().unwrap();
+    let mut k = kubexit();
+    if let Some(input) = input {
+        let path = dir.path().join("input");
+        fs::write(&path, input).unwrap();
+        k.stdin_file(&path);
+    }
+    k.args(args).run()
+}
+
+/// Runs and expects success; returns standard output.
+fn ok(args: &[&str], input: Option<&str>) -> String {
+    let done = run(args, input);
+    assert_eq!(done.code(), 0, "kubexit {args:?} failed:\n{}", done.stderr);
+    done.stdout
+}
+
+/// Runs and expects a refusal: exit 2, nothing on standard output; returns
+/// standard error.
+fn refused(args: &[&str], input: &str) -> String {
+    let done = run(args, Some(input));
+    assert_eq!(
+        done.code(),
+        2,
+        "expected exit 2 from {args:?}:\n{}",
+        done.stderr
+    );
+    assert_eq!(done.stdout, "", "nothing may be written on a refusal");
+    done.stderr
+}
+
+fn documents(text: &str) -> Vec<Value> {
+    manifest::parse(text, "test").unwrap()
+}
+
+#[test]
+fn injecting_each_golden_manifest_gives_its_golden_output() {
+    let inputs = golden_inputs("inject");
+    assert_eq!(inputs.len(), 3, "{inputs:?}");
+    for input in inputs {
+        let out = ok(
+            &["inject", "--image", TEST_IMAGE, input.to_str().unwrap()],
+            None,
+        );
+        let golden = injected_path(&input);
+        if std::env::var_os("KUBEXIT_UPDATE_GOLDEN").is_some() {
+            fs::write(&golden, &out).unwrap();
+        }
+        let expected = fs::read_to_string(&golden).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (KUBEXIT_UPDATE_GOLDEN=1 writes it)",
+                golden.display()
+            )
+        });
+        assert_eq!(out, expected, "{} changed", golden.display());
+    }
+}
+
+#[test]
+fn injecting_an_injected_manifest_changes_nothing() {
+    for input in golden_inputs("inject") {
+        let golden = injected_path(&input);
+        let once = fs::read_to_string(&golden).unwrap();
+        let twice = ok(
+            &["inject", "--image", TEST_IMAGE, golden.to_str().unwrap()],
+            None,
+        );
+        assert_eq!(twice, once, "{}", golden.display());
+        // Without the flag that was given the first time, too: the record
+        // keeps what the flags set.
+        let again = ok(&["inject", "-"], Some(&once));
+        assert_eq!(
+            again,
+            once,
+            "{} re-injected without --image",
+            golden.display()
+        );
+    }
+}
+
+#[test]
+fn uninject_gives_back_the_original_objects_exactly() {
+    for input in golden_inputs("inject") {
+        let original = documents(&fs::read_to_string(&input).unwrap());
+        let golden = injected_path(&input);
+        for command in [vec!["uninject"], vec!["inject", "--uninject"]] {
+            let mut args = command.clone();
+            args.push(golden.to_str().unwrap());
+            let back = ok(&args, None);
+            // The same text as the original's objects written by kubexit:
+            // field order included, not only equal objects.
+            assert_eq!(back, manifest::to_yaml(&original).unwrap(), "{args:?}");
+        }
+    }
+}
+
+#[test]
+fn the_sidecar_of_the_issue_is_stopped_by_all_mains_which_wait_for_its_readiness() {
+    let out = ok(
+        &[
+            "inject",
+            fixtures("inject")
+                .join("sidecar-job.yaml")
+                .to_str()
+                .unwrap(),
+        ],
+        None,
+    );
+    let job = &documents(&out)[0];
+    let containers = job["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    let env = |name: &str| -> Vec<(String, String)> {
+        let c = containers.iter().find(|c| c["name"] == name).unwrap();
+        c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"].as_str().unwrap().starts_with("KUBEXIT_"))
+            .map(|e| {
+                (
+                    e["name"].as_str().unwrap().into(),
+                    e["value"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, b)| ((*a).into(), (*b).into()))
+            .collect()
+    };
+    assert_eq!(
+        env("proxy"),
+        pairs(&[
+            ("KUBEXIT_NAME", "proxy"),
+            ("KUBEXIT_GRAVEYARD", "/graveyard"),
+            ("KUBEXIT_DEATH_DEPS", "extract,load"),
+            ("KUBEXIT_DEATH_POLICY", "all"),
+            ("KUBEXIT_READY_PROBE", "http://127.0.0.1:9090/readiness"),
+        ])
+    );
+    for main in ["extract", "load"] {
+        assert_eq!(
+            env(main),
+            pairs(&[
+                ("KUBEXIT_NAME", main),
+                ("KUBEXIT_GRAVEYARD", "/graveyard"),
+                ("KUBEXIT_BIRTH_DEPS", "proxy"),
+            ])
+        );
+    }
+    // The user's own fields are untouched.
+    let proxy = containers.iter().find(|c| c["name"] == "proxy").unwrap();
+    assert_eq!(
+        proxy["command"],
+        json!(["/kubexit/kubexit", "/cloud-sql-proxy"])
+    );
+    assert_eq!(proxy["readinessProbe"]["httpGet"]["port"], "health");
+    assert_eq!(proxy["securityContext"], json!({"runAsNonRoot": true}));
+    let load = containers.iter().find(|c| c["name"] == "load").unwrap();
+    assert_eq!(load["args"], json!(["psql -h 127.0.0.1 -c \"select 2\""]));
+    assert_eq!(load["env"][0], json!({"name": "PGUSER", "value": "report"}));
+}
+
+#[test]
+fn without_a_readiness_probe_the_mains_do_not_wait() {
+    let plain = fs::read_to_string(fixtures("inject").join("sidecar-job.yaml")).unwrap();
+    let mut job = documents(&plain).remove(0);
+    let proxy = &mut job["spec"]["template"]["spec"]["containers"][2];
+    proxy
+        .as_object_mut()
+        .unwrap()
+        .shift_remove("readinessProbe");
+    let out = ok(&["inject", "-o", "json"], Some(&job.to_string()));
+    assert_lacks(&out, "KUBEXIT_BIRTH_DEPS");
+    assert_lacks(&out, "KUBEXIT_READY_PROBE");
+    assert_contains(&out, "KUBEXIT_DEATH_POLICY");
+}
+
+/// Injecting `examples/plain/NAME` gives `examples/NAME`, the hand-written
+/// manifest, once the `kubexit.io/` annotations (which the hand-written
+/// one does without) are set aside.
+#[test]
+fn injecting_the_plain_examples_gives_the_hand_written_ones() {
+    let mut checked = Vec::new();
+    for entry in fs::read_dir(root().join("examples/plain")).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        let out = ok(
+            &[
+                "inject",
+                "--image",
+                "ghcr.io/kubexit/kubexit:latest",
+                path.to_str().unwrap(),
+            ],
+            None,
+        );
+        let mut injected = documents(&out);
+        for document in &mut injected {
+            drop_kubexit_annotations(document.pointer_mut("/spec/template").unwrap());
+        }
+        let hand_written =
+            documents(&fs::read_to_string(root().join("examples").join(&file)).unwrap());
+        assert_eq!(
+            manifest::to_yaml(&injected).unwrap(),
+            manifest::to_yaml(&hand_written).unwrap(),
+            "examples/plain/{file} does not inject into examples/{file}"
+        );
+        checked.push(file);
+    }
+    checked.sort();
+    assert_eq!(
+        checked,
+        [
+            "client-server-job-graveyard.yaml",
+            "cloudsql-proxy-job.yaml"
+        ]
+    );
+}
+
+fn drop_kubexit_annotations(template: &mut Value) {
+    let metadata = template["metadata"].as_object_mut().unwrap();
+    if let Some(annotations) = metadata
+        .get_mut("annotations")
+        .and_then(Value::as_object_mut)
+    {
+        annotations.retain(|k, _| !k.starts_with("kubexit.io/"));
+        if annotations.is_empty() {
+            metadata.shift_remove("annotations");
+        }
+    }
+    if metadata.is_empty() {
+        template.as_object_mut().unwrap().shift_remove("metadata");
+    }
+}
+
+#[test]
+fn every_injected_object_round_trips_through_the_k8s_openapi_types() {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+    use k8s_openapi::api::batch::v1::{CronJob, Job};
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod, ReplicationController, Service};
+    fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(origin: &str, doc: &Value) {
+        let object: T = serde_json::from_value(doc.clone())
+            .unwrap_or_else(|e| panic!("{origin}: not a valid {}: {e}", doc["kind"]));
+        let back = serde_json::to_value(&object).unwrap();
+        assert_eq!(
+            &back, doc,
+            "{origin}: fields were lost parsing {}",
+            doc["kind"]
+        );
+    }
+    let mut kinds = std::collections::BTreeSet::new();
+    for input in golden_inputs("inject") {
+        let golden = injected_path(&input);
+        let origin = golden.display().to_string();
+        let mut queue = documents(&fs::read_to_string(&golden).unwrap());
+        while let Some(doc) = queue.pop() {
+            let kind = doc["kind"].as_str().unwrap().to_owned();
+            match kind.as_str() {
+                "Pod" => typed::<Pod>(&origin, &doc),
+                "Job" => typed::<Job>(&origin, &doc),
+                "CronJob" => typed::<CronJob>(&origin, &doc),
+                "Deployment" => typed::<Deployment>(&origin, &doc),
+                "StatefulSet" => typed::<StatefulSet>(&origin, &doc),
+                "DaemonSet" => typed::<DaemonSet>(&origin, &doc),
+                "ReplicaSet" => typed::<ReplicaSet>(&origin, &doc),
+                "ReplicationController" => typed::<ReplicationController>(&origin, &doc),
+                "ConfigMap" => typed::<ConfigMap>(&origin, &doc),
+                "Service" => typed::<Service>(&origin, &doc),
+                "List" => queue.extend(doc["items"].as_array().unwrap().iter().cloned()),
+                other => panic!("{origin}: no typed check for {other}"),
+            }
+            kinds.insert(kind);
+        }
+    }
+    for kind in [
+        "Pod",
+        "Job",
+        "CronJob",
+        "Deployment",
+        "StatefulSet",
+        "DaemonSet",
+        "ReplicaSet",
+        "ReplicationController",
+        "List",
+    ] {
+        assert!(kinds.contains(kind), "no golden file has a {kind}");
+    }
+}
+
+#[test]
+fn fields_kubexit_does_not_know_are_kept() {
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "x-future": {"a": 1}},
+        "spec": {
+            "someFutureField": [1, 2],
+            "containers": [{"name": "app", "image": "i", "command": ["x"], "futureKnob": true}]
+        },
+        "status": {"phase": "Pending"}
+    });
+    let injected = inject::inject(&pod, &Options::default()).unwrap();
+    let t = &injected.template;
+    assert_eq!(t["spec"]["someFutureField"], json!([1, 2]));
+    assert_eq!(t["spec"]["containers"][0]["futureKnob"], json!(true));
+    assert_eq!(t["metadata"]["x-future"], json!({"a": 1}));
+    assert_eq!(t["status"], json!({"phase": "Pending"}));
+    assert_eq!(inject::uninject(t).unwrap(), pod);
+}
+
+#[test]
+fn flags_set_annotations_that_uninject_takes_back() {
+    let plain = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    kubexit.io/sidecars: app\nspec:\n  containers:\n  - name: app\n    image: i\n    command: [a]\n  - name: proxy\n    image: i\n";
+    // The flag overrides the pod's own annotation; the entrypoint flag
+    // gives the container without command its command.
+    let out = ok(
+        &[
+            "inject",
+            "--sidecars",
+            "proxy",
+            "--entrypoint",
+            "proxy=/envoy -l info",
+            "-a",
+            "grace-period=5s",
+        ],
+        Some(plain),
+    );
+    let pod = &documents(&out)[0];
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(annotations["kubexit.io/sidecars"], "proxy");
+    assert_eq!(annotations["kubexit.io/entrypoint.proxy"], "/envoy -l info");
+    assert_eq!(annotations["kubexit.io/grace-period"], "5s");
+    assert_eq!(
+        pod["spec"]["containers"][1]["command"],
+        json!(["/kubexit/kubexit", "/envoy", "-l", "info"])
+    );
+    let back = ok(&["uninject"], Some(&out));
+    assert_eq!(back, manifest::to_yaml(&documents(plain)).unwrap());
+}
+
+#[test]
+fn json_in_json_out_and_standard_input() {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "app", "image": "i", "command": ["a"]}]}});
+    let out = ok(&["inject", "-o", "json", "-"], Some(&pod.to_string()));
+    let back: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        back["spec"]["containers"][0]["command"],
+        json!(["/kubexit/kubexit", "a"])
+    );
+    assert_eq!(back["spec"]["initContainers"][0]["name"], "kubexit");
+}
+
+#[test]
+fn each_object_is_reported_on_standard_error() {
+    let done = run(
+        &[
+            "inject",
+            fixtures("inject").join("kinds.yaml").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    for line in [
+        "Job job: injected into app, proxy",
+        "ConfigMap passes-through: passed through (no pod template)",
+        "Deployment opted-out: not injected",
+        "Pod pod-in-a-list: injected into app",
+    ] {
+        assert!(
+            done.stderr.contains(line),
+            "{line:?} not in:\n{}",
+            done.stderr
+        );
+    }
+}
+
+const POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  annotations: ANNOTATIONS
+spec:
+  initContainers:
+  - name: setup
+    image: i
+    command: [true]
+  containers:
+  - name: app
+    image: i
+    command: [serve]
+  - name: proxy
+    image: i
+    command: [proxy]
+  - name: mesh
+    image: i
+";
+
+fn pod_with(annotations: &str) -> String {
+    POD.replace("ANNOTATIONS", annotations)
+}
+
+#[test]
+fn a_container_without_command_is_refused_naming_it_and_the_fix() {
+    let err = refused(&["inject"], &pod_with("{kubexit.io/sidecars: proxy}"));
+    assert_contains(&err, "Pod web: container mesh has no command");
+    assert_contains(&err, "--entrypoint mesh=CMD");
+    assert_contains(&err, "add `command`");
+    // With the fix, it works; or leave it alone.
+    ok(
+        &["inject", "--entrypoint", "mesh=/mesh"],
+        Some(&pod_with("{}")),
+    );
+    ok(&["inject", "--skip", "mesh"], Some(&pod_with("{}")));
+}
+
+#[test]
+fn bad_input_is_refused_with_the_object_and_what_to_change() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "{kubexit.io/sidecar: proxy, kubexit.io/skip: mesh}",
+            "unknown annotation kubexit.io/sidecar; did you mean kubexit.io/sidecars?",
+        ),
+        (
+            "{kubexit.io/sidecars: proxx, kubexit.io/skip: mesh}",
+            "kubexit.io/sidecars names proxx, which is not a container of this pod; did you mean proxy?",
+        ),
+        (
+            "{kubexit.io/sidecars: nope, kubexit.io/skip: mesh}",
+            "(its containers: app, proxy, mesh)",
+        ),
+        (
+            "{kubexit.io/sidecars: setup, kubexit.io/skip: mesh}",
+            "names setup, an init container",
+        ),
+        (
+            "{kubexit.io/birth-deps.app: proxy, kubexit.io/birth-deps.proxy: app, kubexit.io/skip: mesh}",
+            "birth dependencies form a cycle, so none of these containers would ever start: app -> proxy -> app",
+        ),
+        (
+            "{kubexit.io/death-deps.app: app, kubexit.io/skip: mesh}",
+            "container app cannot depend on itself",
+        ),
+        (
+            "{kubexit.io/grace-period: '30', kubexit.io/skip: mesh}",
+            "annotation kubexit.io/grace-period: \"30\" is not a duration",
+        ),
+        (
+            "{kubexit.io/ready-probe.proxy: 'tcp://x', kubexit.io/skip: mesh}",
+            "is not a probe",
+        ),
+        (
+            "{kubexit.io/sidecars: 'app,proxy', kubexit.io/skip: mesh}",
+            "kubexit.io/sidecars names every coordinated container",
+        ),
+        (
+            "{kubexit.io/sidecars: mesh, kubexit.io/skip: mesh}",
+            "which kubexit.io/skip leaves alone",
+        ),
+        (
+            "{kubexit.io/grace-period.mesh: 1s, kubexit.io/skip: mesh}",
+            "which kubexit.io/skip leaves alone",
+        ),
+    ];
+    for (annotations, message) in cases {
+        let err = refused(&["inject"], &pod_with(annotations));
+        assert!(
+            err.contains("Pod web: "),
+            "{annotations}: the object is not named: {err}"
+        );
+        assert!(
+            err.contains(message),
+            "{annotations}: expected {message:?} in:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn a_sidecar_whose_readiness_probe_kubexit_cannot_run_is_refused() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: g, annotations: {kubexit.io/sidecars: proxy}}\nspec:\n  containers:\n  - {name: app, image: i, command: [a]}\n  - name: proxy\n    image: i\n    command: [p]\n    readinessProbe: {grpc: {port: 9000}}\n";
+    let err = refused(&["inject"], pod);
+    assert_contains(&err, "container proxy is waited for");
+    assert_contains(&err, "set kubexit.io/ready-probe.proxy");
+    ok(
+        &["inject", "-a", "ready-probe.proxy=tcp://127.0.0.1:9000"],
+        Some(pod),
+    );
+}
+
+#[test]
+fn invalid_yaml_and_json_are_refused_naming_the_input() {
+    let err = refused(&["inject"], "apiVersion: v1\nkind: [Pod\n");
+    assert_contains(&err, "standard input: not valid YAML");
+    let err = refused(&["inject"], "{\"apiVersion\": \"v1\", \"kind\": ");
+    assert_contains(&err, "standard input: not valid JSON");
+    let err = refused(&["inject"], "just a string\n");
+    assert_contains(&err, "document 1: not a Kubernetes object");
+    let done = kubexit().args(["inject", "/nonexistent/job.yaml"]).run();
+    assert_eq!(done.code(), 2);
+    assert_contains(&done.stderr, "/nonexistent/job.yaml: cannot read");
+}
+
+#[test]
+fn one_bad_object_means_nothing_is_written_and_every_error_is_said() {
+    let good = pod_with("{kubexit.io/skip: mesh}");
+    let bad = pod_with("{kubexit.io/sidecars: nope}").replace("name: web", "name: bad");
+    let err = refused(
+        &["inject"],
+        &format!(
+            "{good}---\n{bad}---\n{}",
+            bad.replace("name: bad", "name: worse")
+        ),
+    );
+    assert_contains(&err, "Pod bad: ");
+    assert_contains(&err, "Pod worse: ");
+}
+
+#[test]
+fn annotations_on_a_workloads_own_metadata_are_refused_with_where_they_go() {
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: j\n  annotations: {kubexit.io/sidecars: proxy}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: app, image: i, command: [a]}]\n";
+    let err = refused(&["inject"], job);
+    assert_contains(&err, "move it to spec.template.metadata.annotations");
+}
+
+#[test]
+fn a_hand_coordinated_container_is_not_wrapped_twice() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: h}\nspec:\n  containers:\n  - {name: app, image: i, command: [/kubexit/kubexit, a], env: [{name: KUBEXIT_NAME, value: app}]}\n";
+    let err = refused(&["inject"], pod);
+    assert_contains(&err, "container app already runs kubexit");
+}
+
+#[test]
+fn a_variable_the_container_sets_itself_is_a_conflict() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: v, annotations: {kubexit.io/grace-period: 5s}}\nspec:\n  containers:\n  - {name: app, image: i, command: [a], env: [{name: KUBEXIT_GRACE_PERIOD, value: 9s}]}\n";
+    let err = refused(&["inject"], pod);
+    assert_contains(&err, "container app sets KUBEXIT_GRACE_PERIOD itself");
+    // A variable inject does not set is the user's to keep.
+    let pod = pod.replace("KUBEXIT_GRACE_PERIOD", "KUBEXIT_LOG_FORMAT");
+    let out = ok(&["inject"], Some(&pod));
+    assert_contains(&out, "KUBEXIT_LOG_FORMAT");
+}
+
+#[test]
+fn a_supervising_kubexit_still_runs_a_command_named_inject() {
+    // With KUBEXIT_NAME set, `inject` is the child, as upstream: here it
+    // does not exist, so kubexit says so with status 127.
+    let yard = util::Yard::new();
+    let done = util::Kubexit::named("app", &yard)
+        .args(["inject", "x.yaml"])
+        .run();
+    assert_eq!(done.code(), 127, "{}", done.stderr);
+    assert_eq!(done.stdout, "");
+}
+
+#[test]
+fn inject_help_describes_the_subcommand() {
+    let help = ok(&["inject", "--help"], None);
+    for needle in [
+        "kubexit inject [OPTIONS] [FILE]...",
+        "--uninject",
+        "--entrypoint",
+        "kubectl apply -f -",
+    ] {
+        assert!(help.contains(needle), "{needle:?} not in:\n{help}");
+    }
+}
+
+/// The fenced block after `<!-- inject-example: WHICH -->` in docs/inject.md.
+fn doc_example(doc: &str, which: &str) -> String {
+    let marker = format!("<!-- inject-example: {which} -->\n```yaml\n");
+    let start = doc
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {which} example"))
+        + marker.len();
+    doc[start..].split("```").next().unwrap().to_owned()
+}
+
+#[test]
+fn the_docs_example_injects_as_shown() {
+    let doc = fs::read_to_string(root().join("docs/inject.md")).unwrap();
+    let out = ok(&["inject"], Some(&doc_example(&doc, "before")));
+    let out = out.replace(env!("CARGO_PKG_VERSION"), "VERSION");
+    assert_eq!(
+        out,
+        doc_example(&doc, "after"),
+        "docs/inject.md's example is stale"
+    );
+}
+
+/// Every `kubexit` command in the shell blocks of docs/inject.md and of the
+/// README runs, in order, in a directory where `job.yaml` is the docs'
+/// example; `kubectl` is not run, only the kubexit part of a pipeline
+/// (fed the injected example when it reads a pipe).
+#[test]
+fn the_commands_in_the_docs_run() {
+    let doc = fs::read_to_string(root().join("docs/inject.md")).unwrap();
+    let readme = fs::read_to_string(root().join("README.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("job.yaml"), doc_example(&doc, "before")).unwrap();
+    let injected = doc_example(&doc, "after");
+    let bin = Path::new(env!("CARGO_BIN_EXE_kubexit"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut ran = 0;
+    for text in [&doc, &readme] {
+        for block in text.split("```sh\n").skip(1) {
+            let block = block.split("```").next().unwrap();
+            for line in block.lines() {
+                let segments: Vec<&str> = line.split('|').map(str::trim).collect();
+                for (i, segment) in segments.iter().enumerate() {
+                    if !(segment.starts_with("kubexit inject")
+                        || segment.starts_with("kubexit uninject"))
+                    {
+                        continue;
+                    }
+                    let mut command = std::process::Command::new("sh");
+                    command
+                        .args(["-c", segment])
+                        .current_dir(dir.path())
+                        .env("PATH", &path)
+                        .env_remove("KUBEXIT_NAME")
+                        .stdin(std::process::Stdio::piped())
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::piped());
+                    let mut child = command.spawn().unwrap();
+                    let mut stdin = child.stdin.take().unwrap();
+                    if i > 0 {
+                        std::io::Write::write_all(&mut stdin, injected.as_bytes()).unwrap();
+                    }
+                    drop(stdin);
+                    let out = child.wait_with_output().unwrap();
+                    assert!(
+                        out.status.success(),
+                        "{line:?} failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    ran += 1;
+                }
+            }
+        }
+    }
+    assert!(ran >= 5, "only {ran} commands found in the docs");
+}
+
+#[test]
+fn opting_out_of_an_injected_pod_takes_kubexit_out() {
+    let plain = pod_with("{kubexit.io/skip: mesh}");
+    let injected = ok(&["inject"], Some(&plain));
+    let disabled = injected.replace("kubexit.io/skip: mesh", "kubexit.io/inject: disabled");
+    let out = ok(&["inject"], Some(&disabled));
+    assert_lacks(&out, "/kubexit/kubexit");
+    assert_lacks(&out, "kubexit.io/injected");
+}
+
+#[test]
+fn empty_annotations_are_read_as_none() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: n\n  annotations:\nspec:\n  containers: [{name: app, image: i, command: [a]}]\n";
+    let out = ok(&["inject"], Some(pod));
+    assert_contains(&out, "kubexit.io/injected");
+}
+
+/// Every container of every golden output runs with a configuration that
+/// kubexit accepts: the variables inject writes are parsed by kubexit's own
+/// configuration, as it would at start.
+#[test]
+fn kubexit_accepts_the_configuration_inject_writes() {
+    use clap::{CommandFactory, Parser};
+    use kubexit::config::{Args, Config, Environment};
+    struct NoAliases;
+    impl Environment for NoAliases {
+        fn get(&self, _: &str) -> Option<std::ffi::OsString> {
+            None
+        }
+    }
+    let flag = |variable: &str| {
+        variable
+            .strip_prefix("KUBEXIT_")
+            .unwrap()
+            .to_ascii_lowercase()
+            .replace('_', "-")
+    };
+    let known = |variable: &str| {
+        let long = flag(variable);
+        Args::command()
+            .get_arguments()
+            .any(|a| a.get_long() == Some(long.as_str()))
+    };
+    let mut checked = 0;
+    for input in golden_inputs("inject") {
+        let golden = injected_path(&input);
+        let mut queue = documents(&fs::read_to_string(&golden).unwrap());
+        while let Some(doc) = queue.pop() {
+            if doc["kind"] == "List" {
+                queue.extend(doc["items"].as_array().unwrap().iter().cloned());
+                continue;
+            }
+            let spec = match doc["kind"].as_str().unwrap() {
+                "Pod" => &doc["spec"],
+                "CronJob" => &doc["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+                _ => &doc["spec"]["template"]["spec"],
+            };
+            for container in spec["containers"].as_array().into_iter().flatten() {
+                let mut words = vec!["kubexit".to_owned()];
+                for var in container["env"].as_array().into_iter().flatten() {
+                    let name = var["name"].as_str().unwrap();
+                    if !name.starts_with("KUBEXIT_") {
+                        continue;
+                    }
+                    assert!(
+                        known(name),
+                        "inject writes {name}, which kubexit does not know"
+                    );
+                    words.push(format!("--{}", flag(name)));
+                    words.push(var["value"].as_str().unwrap_or("from-elsewhere").to_owned());
+                }
+                if words.len() == 1 {
+                    continue;
+                }
+                words.push("true".into());
+                let origin = format!(
+                    "{} {} container {}",
+                    golden.display(),
+                    doc["metadata"]["name"],
+                    container["name"]
+                );
+                let args = Args::try_parse_from(&words)
+                    .unwrap_or_else(|e| panic!("{origin}: {words:?}: {e}"));
+                Config::from_args(args, &NoAliases)
+                    .unwrap_or_else(|e| panic!("{origin}: kubexit refuses {words:?}: {e}"));
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} containers checked");
+}

@@ -1,0 +1,194 @@
+//! The child as a process: its stdio, its exit status, what it leaves
+//! behind, and kubexit as PID 1.
+
+use crate::util::{assert_contains, assert_lacks};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use crate::util::{Kubexit, Yard, alive, read_pid};
+
+#[test]
+fn stdout_carries_exactly_the_childs_output() {
+    let yard = Yard::new();
+    let done = Kubexit::named("app", &yard)
+        .sh("echo one; echo two >&2; printf three")
+        .run();
+    assert_eq!(done.code(), 0);
+    assert_eq!(done.stdout, "one\nthree");
+    assert!(done.stderr.contains("two\n"));
+    assert!(done.stderr.contains("Starting: "), "kubexit logs to stderr");
+}
+
+#[test]
+fn the_child_inherits_the_environment_and_stdin() {
+    let yard = Yard::new();
+    let input = yard.path().join("input");
+    fs::write(&input, "from stdin\n").unwrap();
+    let mut k = Kubexit::named("app", &yard);
+    k.env("GREETING", "hello")
+        .sh("echo \"$GREETING $KUBEXIT_NAME\"; cat");
+    let done = k.stdin_file(&input).run();
+    assert_eq!(done.stdout, "hello app\nfrom stdin\n");
+}
+
+#[test]
+fn exit_codes_pass_through() {
+    for code in [0, 1, 3, 42, 255] {
+        let yard = Yard::new();
+        let done = Kubexit::named("app", &yard)
+            .sh(&format!("exit {code}"))
+            .run();
+        assert_eq!(done.code(), code);
+        assert!(
+            yard.read("app")
+                .unwrap()
+                .contains(&format!("ExitCode: {code}\n"))
+        );
+    }
+}
+
+#[test]
+fn a_child_killed_by_a_signal_exits_128_plus_n() {
+    let yard = Yard::new();
+    let done = Kubexit::named("app", &yard).sh("kill -KILL $$").run();
+    assert_eq!(done.code(), 137);
+    assert!(yard.read("app").unwrap().contains("ExitCode: 137\n"));
+}
+
+#[test]
+fn command_not_found_exits_127_and_not_executable_126() {
+    let yard = Yard::new();
+    let done = Kubexit::named("app", &yard)
+        .args(["no-such-command-kubexit"])
+        .run();
+    assert_eq!(done.code(), 127, "{}", done.stderr);
+    assert_contains(&done.stderr, "command not found");
+    let stone = yard.read("app").unwrap();
+    assert!(
+        !stone.contains("Born") && stone.contains("ExitCode: -1\n"),
+        "{stone}"
+    );
+
+    let script = yard.path().join("not-executable");
+    fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o644)).unwrap();
+    let done = Kubexit::named("app2", &yard).arg_path(&script).run();
+    assert_eq!(done.code(), 126, "{}", done.stderr);
+    assert_contains(&done.stderr, "permission denied");
+}
+
+#[test]
+fn stopping_sh_with_a_background_job_leaves_no_process_behind() {
+    let yard = Yard::new();
+    let pids = yard.path().join("pids");
+    let running = Kubexit::named("app", &yard)
+        .env("KUBEXIT_DEATH_DEPS", "db")
+        .sh(&format!("sleep 1000 & echo $! > {}; wait", pids.display()))
+        .spawn();
+    let sleeper = read_pid(&pids);
+    yard.bury("db");
+    let done = running.finish();
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(!alive(sleeper), "sleep 1000 survived");
+}
+
+#[test]
+fn what_the_child_leaves_behind_is_stopped_when_it_exits() {
+    let yard = Yard::new();
+    let pids = yard.path().join("pids");
+    // The shell exits at once; its background job stays in the group, and
+    // a double-forked daemon escapes the group into a session of its own.
+    let script = format!(
+        "sleep 1000 & echo $! > {0}.group; setsid sh -c 'echo $$ > {0}.daemon; exec sleep 1000' & \
+         while [ ! -s {0}.daemon ]; do sleep 0.01; done; exit 4",
+        pids.display()
+    );
+    let done = Kubexit::named("app", &yard).sh(&script).run();
+    assert_eq!(done.code(), 4, "{}", done.stderr);
+    let in_group = read_pid(&pids.with_extension("group"));
+    let daemon = read_pid(&pids.with_extension("daemon"));
+    assert!(!alive(in_group), "the background job survived");
+    assert!(!alive(daemon), "the daemon survived");
+    assert_contains(&done.stderr, "Stopping processes the child left behind");
+}
+
+#[test]
+fn leftovers_that_ignore_the_stop_signal_are_killed_after_the_grace_period() {
+    let yard = Yard::new();
+    let pids = yard.path().join("pids");
+    let script = format!(
+        "sh -c 'trap \"\" TERM; echo $$ > {0}; while :; do sleep 0.05; done' & \
+         while [ ! -s {0} ]; do sleep 0.01; done",
+        pids.display()
+    );
+    let done = Kubexit::named("app", &yard)
+        .env("KUBEXIT_GRACE_PERIOD", "200ms")
+        .sh(&script)
+        .run();
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(!alive(read_pid(&pids)));
+    assert_contains(&done.stderr, "Killing processes the child left behind");
+}
+
+/// Under `unshare --pid`, kubexit is PID 1 of a new pid namespace and
+/// inherits every orphan; it must reap them all. The child orphans a
+/// process that exits later, then counts zombies in the namespace.
+#[test]
+fn as_pid_1_kubexit_reaps_orphans() {
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        // CI runs as root, where this works; say so loudly elsewhere.
+        assert!(
+            // SAFETY: geteuid has no preconditions.
+            unsafe { nix::libc::geteuid() } != 0,
+            "unshare --pid failed although running as root"
+        );
+        eprintln!("skipping: unshare --pid needs root");
+        return;
+    }
+    let yard = Yard::new();
+    let script = "sh -c 'sleep 0.2 & exit 0'; sleep 1; \
+                  echo pid $$; \
+                  echo zombies $(grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l)";
+    let done = Kubexit::named("app", &yard)
+        .args(["unshare", "--pid", "--fork", "--mount-proc"])
+        .arg_path(&crate::util::kubexit_binary())
+        .sh(script)
+        .run();
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(
+        done.stdout.contains("pid 2\n"),
+        "kubexit was not PID 1: {}",
+        done.stdout
+    );
+    assert_contains(&done.stdout, "zombies 0\n");
+}
+
+/// A process started before kubexit was exec'd into is kubexit's child
+/// too, but not something the supervised child left behind: it survives.
+#[test]
+fn children_kubexit_inherited_are_not_stopped_as_leftovers() {
+    let yard = Yard::new();
+    let pids = yard.path().join("pids");
+    let script = format!(
+        "sleep 1000 >/dev/null 2>&1 & echo $! > {}; exec \"$0\" true",
+        pids.display()
+    );
+    let output = Command::new("sh")
+        .args(["-c", &script])
+        .arg(crate::util::kubexit_binary())
+        .env("KUBEXIT_NAME", "app")
+        .env("KUBEXIT_GRAVEYARD", yard.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let inherited = read_pid(&pids);
+    let survived = alive(inherited);
+    let _ = nix::sys::signal::kill(inherited, nix::sys::signal::Signal::SIGKILL);
+    assert!(survived, "kubexit stopped a process it inherited");
+    assert_lacks(&stderr, "left behind");
+}

@@ -21,11 +21,13 @@
 //! up to [`KEPT`] blocks or [`KEPT_BYTES`] per list. Everything else goes
 //! straight to the system allocator: large blocks, a thread that did not
 //! ask (its blocks freed there go back to the system, or, from the arena,
-//! are left alone), and everything once the arena is used up. For a block
+//! are left alone), and every new small block once the arena is used up
+//! (kept blocks are still reused first). For a block
 //! to be reusable whatever thread frees it, every small request is rounded
 //! up to its power of two on every thread. A kept block is never given
-//! back: what one thread keeps is bounded by about 2 MiB (512 blocks of
-//! each size up to 512 bytes, 256 KiB of each larger one).
+//! back, not even when its thread ends: what one thread keeps is bounded
+//! by 1.75 MiB (512 blocks of each size up to 512 bytes, 504 KiB in all,
+//! and 256 KiB of each of the five larger ones).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, UnsafeCell};
@@ -266,6 +268,17 @@ mod tests {
         assert_eq!(at(16384, 8), Some((10, 16384)));
         assert_eq!(at(16385, 8), None);
         assert_eq!(at(64, 32), None);
+    }
+
+    /// The bound the module essay gives: what one thread may keep.
+    #[test]
+    fn what_one_thread_keeps_is_at_most_1_75_mib() {
+        let bytes = |classes: std::ops::Range<usize>| -> usize {
+            classes.map(|i| kept_at_most(i) * (SMALLEST << i)).sum()
+        };
+        assert_eq!(bytes(0..6), 504 * 1024, "16 to 512 bytes");
+        assert_eq!(bytes(6..CLASSES), 5 * KEPT_BYTES, "1 KiB to 16 KiB");
+        assert!(bytes(0..CLASSES) <= 1792 * 1024);
     }
 
     #[test]

@@ -19,7 +19,10 @@
 //!   (`metadata.name=POD`), then watched from the list's resource version.
 //!   A watch the server ends is resumed where it stopped; `410 Gone` (the
 //!   version is too old) means list again. Only failures wait, with a
-//!   backoff capped at a few seconds, until the birth timeout ends the wait.
+//!   backoff capped at a few seconds, until the birth timeout ends the wait;
+//!   so do a watch that ends within a second without news and a `410 Gone`
+//!   within a second of its watch, so that a server that closes every watch
+//!   cannot make kubexit spin.
 //! - **Errors said at once.** 403 Forbidden is explained once with the Role
 //!   to add; a missing pod, a token the server refuses and an unreachable
 //!   server are each said clearly when they first happen, then retried.

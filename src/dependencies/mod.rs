@@ -1,10 +1,14 @@
 //! Dependencies: one view of every process kubexit depends on.
 //!
 //! A name may be a death dependency, a birth dependency, or both; whatever
-//! its roles, it is watched once and read once per change, and the view
-//! answers every question asked of it: is it dead (its tombstone records
-//! `Died`, or its holder was judged lost), is it ready. The supervisor asks
-//! the view; nothing else in kubexit reads a dependency's tombstone.
+//! its roles, it is watched once and read once per change (a death is read
+//! once more when it is armed again, below, and a tombstone whose holder
+//! may be lost once more under the holder's lock, by [`liveness::lost`]),
+//! and the view answers every question asked of it: is it dead (its
+//! tombstone records `Died`, or its holder was judged lost), is it ready.
+//! The supervisor asks the view; nothing else in a supervising kubexit
+//! reads a dependency's tombstone (`kubexit status` reads every tombstone,
+//! to show them, and decides nothing).
 //!
 //! The view keeps its promises this way:
 //!
@@ -18,8 +22,9 @@
 //!   re-arms and re-reads the names it concerns (see the watch module),
 //!   with one exception for speed: a tombstone that an event shows dead is
 //!   taken in at once, for the supervisor to act on, and armed and read
-//!   again only when the view is next asked to wait (a stopping kubexit
-//!   never asks).
+//!   again only when the view is next asked to wait, or never, once the
+//!   view is quiet ([`Dependencies::quiet`], when the child is stopped for a
+//!   death).
 //! * **Liveness is judged at every look.** After reading a tombstone that
 //!   shows a birth and no death, the view asks the liveness module whether
 //!   the holder behind it is gone ([`liveness::lost`]): a non-blocking lock
@@ -35,7 +40,8 @@
 //! * **The untidiness of a shared directory stays here.** A tombstone that
 //!   is missing says nothing yet; one that cannot be read (garbage, a link,
 //!   a FIFO, a huge file) is reported once per distinct problem, not on
-//!   every event, and never counts as a death: only a `Died` time does.
+//!   every event, and never counts as a death: only a `Died` time does, or
+//!   a lost holder of a readable one (above).
 //!
 //! Birth dependencies judged by the Kubernetes API (`KUBEXIT_POD_NAME`) are
 //! not in the graveyard; [`births`] combines both kinds of wait, and

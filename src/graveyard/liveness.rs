@@ -29,15 +29,20 @@
 //!   file, the holder died silently: the dependent records the death in
 //!   the dependency's tombstone itself (`ExitCode: -1`, a `Reason`
 //!   starting with `lost`), while holding its shared lock, so a restarting
-//!   holder, which must take the exclusive lock before it writes a new
-//!   `Born`, cannot interleave. The view also counts the dependency as dead
+//!   holder, which takes the exclusive lock before it writes a new `Born`,
+//!   cannot interleave. A holder that cannot take its lock at all (the
+//!   file cannot be opened for writing by it, say so in its log) writes
+//!   `Born` without it, and a dependent that judged the earlier life lost
+//!   at that moment may write the loss over the new `Born`, until the new
+//!   holder's next write. The view also counts the dependency as dead
 //!   at once, even if that record cannot be written (a full filesystem):
 //!   the dependents act on what they saw, and every other reader, Go peers
 //!   included, sees the record where it could be written.
 //!
 //! Lock files are opened as every graveyard entry is: never through a link,
 //! never blocking on a FIFO, only if they are regular files. Anything else
-//! planted at a lock's name costs only this guarantee, with a warning.
+//! planted at a lock's name costs only this guarantee, with a warning from
+//! the holder (`cannot hold the liveness lock`).
 //!
 //! What this does not cover: Go kubexit holds no lock, so a Go peer that is
 //! SIGKILLed is still only seen through `Died`. A stale lock file whose

@@ -4,31 +4,52 @@
 //! PID namespace, so the graveyard treats the directory as shared with
 //! strangers, and nothing it does depends on a pid being unique:
 //!
-//! * **Opening never follows a link and never blocks.** Every entry kubexit
-//!   opens (a tombstone, a liveness lock) is opened with
+//! * **Opening never follows a link nor waits for a writer.** Every entry
+//!   kubexit opens (a tombstone, a liveness lock) is opened with
 //!   `O_NOFOLLOW | O_NONBLOCK | O_NOCTTY`: a symbolic link is refused, not
 //!   followed out of the directory; a FIFO cannot hold kubexit in `open`. A
 //!   lock must be a regular file. A tombstone is read from its start with
 //!   positional reads, which a FIFO, a socket, a terminal and a directory
 //!   refuse; when what was read is refused, the error names what stands
-//!   there (a device's bytes are no tombstone). Only
-//!   the first [`MAX_TOMBSTONE_BYTES`] of a tombstone are ever read. Names
+//!   there (a device's bytes are no tombstone). Of an entry at most
+//!   [`MAX_TOMBSTONE_BYTES`] and one byte more are read (the byte that
+//!   shows it is too large), and nothing of a larger one is parsed. Names
 //!   are [`Name`]s, which cannot contain `/` or start with `.`, so no path
-//!   leaves the directory.
+//!   leaves the directory. These calls are made on the caller's thread, the
+//!   event loop's: on a graveyard whose filesystem stops answering (a hung
+//!   NFS or FUSE mount) they wait with it, as any file system call does.
+//!   The graveyard `kubexit inject` makes is an `emptyDir` in memory.
 //! * **Writes are atomic and cannot collide.** A tombstone is written to a
 //!   fresh dot-file with a random name, created with `O_EXCL | O_NOFOLLOW`
 //!   (a name already taken, by a sibling's write in progress or by anything
 //!   planted there, is simply passed over for another random one), then
 //!   renamed over the old record: readers see the old record or the new
 //!   one, never half of one, and Go peers see the rename as a create event.
-//!   kubexit only ever removes a temporary file it created itself, and only
-//!   while the name still refers to the file it created.
+//! * **What kubexit removes is its own.** The rename removes the record it
+//!   replaces at the writer's own name. A temporary file whose write failed
+//!   is unlinked only if its name still refers to the file kubexit created
+//!   when kubexit looks; Linux has no unlink that checks what it removes,
+//!   so a file renamed onto that name between the look and the unlink is
+//!   removed in its place (the test
+//!   `a_file_renamed_onto_a_temporary_name_between_look_and_unlink_is_removed`
+//!   makes that rename). Only a process that may rename entries of the
+//!   graveyard can put it there, and such a process may remove them as
+//!   well (in a sticky directory, only the temporary file's owner, the
+//!   directory's or root may replace it), so the race lets nobody do what
+//!   they could not do themselves. No dependent sees it: they read
+//!   tombstones at [`Name`]s and locks at `.NAME.lock`, never at a
+//!   temporary name (`.kubexit-*.tmp`).
 //! * **A full filesystem still records a death.** When no new file can be
 //!   made (`ENOSPC`, `EDQUOT`), the existing tombstone is rewritten in place,
-//!   as Go kubexit writes: its blocks are already allocated, so a record of
-//!   a few hundred bytes still fits. Readers may then see a torn record for a
-//!   moment; they treat it as unreadable, never as a death, and read it
-//!   again on the next event. The log says the filesystem is full.
+//!   as Go kubexit writes: cut to its first byte, whose block stays
+//!   allocated, then written, so a record of a few hundred bytes still
+//!   fits. Readers may then see a torn record for a moment: that byte, or a
+//!   part of the new record. Either is unreadable or says less than the new
+//!   record, never a death it does not hold (the old record's `Died` under
+//!   a new `Born` was seen before the first cut:
+//!   `a_rewrite_in_place_never_shows_the_new_birth_with_the_old_death`),
+//!   and readers read it again on the next event. The log says the
+//!   filesystem is full.
 //!
 //! How the directory is watched is the [`watch`] module's business; what a
 //! tombstone means is [`tombstone`]'s; the liveness locks are [`liveness`]'s.
@@ -339,15 +360,24 @@ fn read_bounded(file: &File, limit: u64) -> Result<Vec<u8>, ReadError> {
     Ok(bytes)
 }
 
-/// Rewrites the existing regular file at `path` in place: the bytes at
-/// offset 0, then the length cut to theirs. No new file, and for a
-/// tombstone no new block, is needed.
+/// Rewrites the existing regular file at `path` in place: first cut to
+/// its first byte, then the bytes at offset 0, then the length cut to
+/// theirs. No new file, and for a tombstone no new block, is needed: the
+/// block that holds the first byte stays.
+///
+/// The first cut is what keeps a reader from seeing the new record's start
+/// with the old one's end (a new `Born` with the `Died` of an earlier
+/// life): while the bytes go in, what is there is at most one old byte and
+/// the new bytes.
 fn rewrite_in_place(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let file = match open_entry(path, libc::O_WRONLY, 0) {
         Ok(Some(file)) => file,
         Ok(None) => return Err(io::Error::from_raw_os_error(libc::ENOENT)),
         Err(err) => return Err(io::Error::other(err.to_string())),
     };
+    if file.metadata()?.len() > 1 {
+        file.set_len(1)?;
+    }
     file.write_all_at(bytes, 0)?;
     file.set_len(bytes.len() as u64)
 }
@@ -366,15 +396,29 @@ fn create_exclusive(path: &Path) -> io::Result<File> {
     files::open(path, flags, 0o644)
 }
 
-/// Removes the temporary file at `path` only if it is still `file`, the
-/// one kubexit created: never a file someone else put at that name since.
-fn remove_own(path: &Path, file: &File) {
+/// Removes the temporary file at `path` if it is still `file`, the one
+/// kubexit created; `true` when it unlinked the name. A file that stands
+/// at that name when kubexit looks is left.
+///
+/// Linux has no unlink that checks what it removes, so the look and the
+/// unlink are two steps: a file renamed onto the name between them is
+/// removed in place of kubexit's (the module essay says why that gives
+/// nobody anything).
+fn remove_own(path: &Path, file: &File) -> bool {
+    remove_own_looked(path, file, || ())
+}
+
+/// [`remove_own`], with `between` run after the look and before the
+/// unlink, where the race is, for the test that shows it.
+fn remove_own_looked(path: &Path, file: &File, between: impl FnOnce()) -> bool {
     let (Ok(ours), Ok(there)) = (file.metadata(), fs::symlink_metadata(path)) else {
-        return;
+        return false;
     };
-    if ours.dev() == there.dev() && ours.ino() == there.ino() {
-        let _ = fs::remove_file(path);
+    if ours.dev() != there.dev() || ours.ino() != there.ino() {
+        return false;
     }
+    between();
+    fs::remove_file(path).is_ok()
 }
 
 #[cfg(test)]
@@ -494,13 +538,85 @@ mod tests {
         let other = dir.path().join(".kubexit-ours.tmp");
         let ours = create_exclusive(&other).unwrap();
         fs::rename(&planted, &other).unwrap();
-        remove_own(&other, &ours);
+        assert!(!remove_own(&other, &ours));
         assert_eq!(fs::read_to_string(&other).unwrap(), "someone else's");
         drop(file);
         graveyard
             .write(&Name::new("app").unwrap(), &stone())
             .unwrap();
         assert!(other.exists());
+    }
+
+    #[test]
+    fn a_temporary_file_of_kubexits_own_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".kubexit-ours.tmp");
+        let ours = create_exclusive(&path).unwrap();
+        assert!(remove_own(&path, &ours));
+        assert!(!path.exists());
+    }
+
+    /// The exception the module essay names: a file renamed onto the
+    /// temporary name after kubexit looked and before it unlinks is
+    /// removed in place of kubexit's.
+    #[test]
+    fn a_file_renamed_onto_a_temporary_name_between_look_and_unlink_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".kubexit-ours.tmp");
+        let ours = create_exclusive(&path).unwrap();
+        let planted = dir.path().join(".planted");
+        fs::write(&planted, "someone else's").unwrap();
+        let rename_onto_it = || fs::rename(&planted, &path).unwrap();
+        assert!(remove_own_looked(&path, &ours, rename_onto_it));
+        assert!(
+            !path.exists() && !planted.exists(),
+            "the planted file is gone"
+        );
+    }
+
+    /// On a full filesystem a restarted process's `Born` is written over
+    /// its earlier life's record, `Died` included. A reader in the middle
+    /// of that rewrite may see a torn record, but never the new `Born`
+    /// with the old `Died`: a death that the new record does not hold.
+    #[test]
+    fn a_rewrite_in_place_never_shows_the_new_birth_with_the_old_death() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let graveyard = Graveyard::open(dir.path()).unwrap();
+        let name = Name::new("app").unwrap();
+        let path = graveyard.path_of(&name);
+        let earlier =
+            "Born: \"2026-01-01T00:00:00Z\"\nDied: \"2026-01-01T00:00:01Z\"\nExitCode: 0\n";
+        let reborn = jiff::Timestamp::from_second(1_767_225_602).unwrap();
+        let again = format!("Born: \"{reborn}\"\n");
+        assert_eq!(
+            again.find('\n'),
+            earlier.find('\n'),
+            "the first lines line up"
+        );
+        let done = AtomicBool::new(false);
+        let torn = std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut torn = 0;
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(Some(stone)) = graveyard.read(&name)
+                        && stone.born == Some(reborn)
+                        && stone.is_dead()
+                    {
+                        torn += 1;
+                    }
+                }
+                torn
+            });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+            while std::time::Instant::now() < deadline {
+                fs::write(&path, earlier).unwrap();
+                rewrite_in_place(&path, again.as_bytes()).unwrap();
+            }
+            done.store(true, Ordering::Relaxed);
+            reader.join().unwrap()
+        });
+        assert_eq!(torn, 0, "reads that saw the new Born with the old Died");
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //!
 //! The rules are the smallest set that makes a name a single, ordinary entry
 //! of one directory: not empty, no `/`, no NUL, and not starting with `.`
-//! (which rules out `.` and `..` and reserves dot-files for kubexit's
-//! temporary files). Anything else, Kubernetes container names and beyond, is
+//! (which rules out `.` and `..` and reserves dot-files for kubexit's own:
+//! temporary files and liveness locks). Anything else, Kubernetes container names and beyond, is
 //! accepted, as upstream accepts it.
 
 use std::ffi::OsStr;

@@ -1,7 +1,9 @@
 //! The tombstone: the record of one supervised process's life.
 //!
-//! Tombstones are the only thing kubexit instances say to each other, and
-//! they are read by Go kubexit too, so this module keeps two promises:
+//! Tombstones are what kubexit instances say to each other (the liveness
+//! lock beside each, see `liveness`, is the one other sign, and only
+//! kubexit's), and they are read by Go kubexit too, so this module keeps
+//! two promises:
 //!
 //! * **What we write, Go reads.** [`Tombstone::render`] produces upstream's
 //!   bytes exactly: `Born`, `Died`, `ExitCode`, in that order, one per line,

@@ -1,5 +1,5 @@
-//! Watching the graveyard: woken by what concerns this kubexit, and only by
-//! that.
+//! Watching the graveyard: woken by what concerns this kubexit, and, once
+//! every dependency has a tombstone, only by that.
 //!
 //! A graveyard may hold hundreds of tombstones, and every kubexit of a pod
 //! writes its own twice or more. Watching the directory would wake every
@@ -9,7 +9,8 @@
 //! count, `IN_ATTRIB`, or deletes it) and its liveness lock (closed by a
 //! writer: the holder's descriptor closes when the holder dies, however it
 //! dies). The directory itself is watched only while some dependency has no
-//! tombstone yet, to see it appear, and then only for entries made: created
+//! tombstone yet (or one this kubexit may not watch), to see it appear, and
+//! then only for entries made: created
 //! (Go's writes, in place, and kubexit's temporary files) or renamed into
 //! place (kubexit's writes); the file watch armed on the new tombstone then
 //! sees its writes. A sibling's birth costs a kubexit still waiting for a

@@ -9,10 +9,12 @@
 //!   slowly do not move that deadline, so a client trickling a request
 //!   (slow loris) is cut off like one that sends nothing;
 //! - **idle**, from an answer to the next request's first byte: a keep-alive
-//!   connection is closed after `idle_timeout`, longer than the API
-//!   server's own idle timeout (90 s), so that the API server, not this
-//!   server, is the one that closes idle connections, and never races a
-//!   request against a close.
+//!   connection is closed after `idle_timeout`, by default (120 s) longer
+//!   than the API server's own idle timeout (90 s), so that the API server,
+//!   not this server, is the one that closes idle connections, and never
+//!   races a request against a close. An `--idle-timeout` below 90 s brings
+//!   that race back: a request the API server sends as this server closes
+//!   meets a closed connection.
 //!
 //! hyper's own header timeout is off: it runs from the end of one answer,
 //! which would make the idle and the request deadline one. The read buffer

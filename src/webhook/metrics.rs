@@ -1,7 +1,8 @@
 //! Counters for `GET /metrics`, in Prometheus' text format, so that a
 //! platform team can alert on what the log says line by line: reviews by
 //! outcome, requests refused before review, certificate reloads, open
-//! connections. Counters only (atomics, no histograms): latency belongs to
+//! connections. Counters and that one gauge, open connections (atomics, no
+//! histograms): latency belongs to
 //! the API server's own `apiserver_admission_webhook_admission_duration_seconds`,
 //! which measures it where it matters, round trip included.
 

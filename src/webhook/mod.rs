@@ -10,17 +10,23 @@
 //! ([`crate::inject::inject`]) with the same options, so the same
 //! annotations give the same pod and the same errors, word for word.
 //!
-//! A cluster-wide service must stay up, answer fast, and never break pod
-//! creation. What this module promises for that, and where it is kept:
+//! A cluster-wide service must stay up and answer fast: under the failure
+//! policy deploy/webhook registers it with (`Fail`), a labelled namespace
+//! creates no pod while no replica answers. And a fault of its own must
+//! not decide whether a pod runs. What this module promises for that, and
+//! where it is kept:
 //!
 //! - `review`: the decision for one review, a pure function from the bytes
 //!   posted to the bytes answered. Pods without `kubexit.io/` annotations,
 //!   pods already injected and anything but a Pod's creation are allowed
 //!   unchanged; invalid annotations are denied with `inject`'s message;
 //!   any fault of the webhook's own allows the pod unchanged and is
-//!   logged.
-//! - `patch`: the JSON Patch from the pod sent to the pod injected,
-//!   saying only what was added.
+//!   logged. A body that is no review at all has no `uid` to answer: it
+//!   gets 400, and the failure policy decides.
+//! - `patch`: the JSON Patch from the pod sent to the pod injected, which
+//!   for an injection says only what was added: `add` operations, none
+//!   rewriting what the user wrote (tests/webhook.rs,
+//!   `the_patch_adds_and_never_rewrites_what_the_user_wrote`).
 //! - `tls`: the certificate and key, read again whenever their files change
 //!   (cert-manager renews them), without a connection dropped.
 //! - `connection`: one client connection, with deadlines on everything it

@@ -6,7 +6,9 @@
 //! listening socket is closed, every connection is told to close once its
 //! request in flight is answered, and [`serve`] returns when all have
 //! closed, or when the longest a request may take has passed. SIGHUP reads
-//! the certificate files again. Other signals are ignored.
+//! the certificate files again. Every other signal kubexit receives is
+//! ignored (all but SIGKILL, SIGSTOP and the faults such as SIGSEGV, which
+//! keep the kernel's action).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

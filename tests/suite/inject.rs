@@ -587,25 +587,128 @@ fn inject_help_describes_the_subcommand() {
     }
 }
 
-/// The fenced block after `<!-- inject-example: WHICH -->` in docs/inject.md.
-fn doc_example(doc: &str, which: &str) -> String {
-    let marker = format!("<!-- inject-example: {which} -->\n```yaml\n");
-    let start = doc
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {which} example"))
-        + marker.len();
-    doc[start..].split("```").next().unwrap().to_owned()
+/// Where the text of the docs' example WHICH stands in `doc`: between the
+/// ```` ```yaml ```` line right after `<!-- inject-example: WHICH -->` and
+/// the next ```` ``` ```` line. The marker must stand once, on a line of
+/// its own; otherwise there is no one block to read or rewrite.
+fn example_block(doc: &str, which: &str) -> Result<std::ops::Range<usize>, String> {
+    let marker = format!("<!-- inject-example: {which} -->");
+    let at: Vec<usize> = doc.match_indices(&marker).map(|(i, _)| i).collect();
+    let &[at] = at.as_slice() else {
+        return Err(format!(
+            "{marker} stands {} times in the page, not once",
+            at.len()
+        ));
+    };
+    let line_start = at == 0 || doc[..at].ends_with('\n');
+    let opening = format!("{marker}\n```yaml\n");
+    if !line_start || !doc[at..].starts_with(&opening) {
+        return Err(format!(
+            "{marker} must be a line of its own, followed by a ```yaml line"
+        ));
+    }
+    let start = at + opening.len();
+    let end = doc[start..]
+        .match_indices("```")
+        .map(|(i, _)| start + i)
+        .find(|&i| doc[..i].ends_with('\n') && doc[i..].starts_with("```\n"))
+        .ok_or_else(|| format!("the block after {marker} is never closed by a ``` line"))?;
+    Ok(start..end)
 }
 
+/// The docs' example WHICH.
+fn doc_example(doc: &str, which: &str) -> String {
+    let block = example_block(doc, which).unwrap_or_else(|e| panic!("docs/inject.md: {e}"));
+    doc[block].to_owned()
+}
+
+/// `doc` with the text of its example WHICH replaced by `text`, and every
+/// byte outside that block as it was.
+fn with_doc_example(doc: &str, which: &str, text: &str) -> Result<String, String> {
+    if !text.ends_with('\n') || text.lines().any(|l| l.trim_start().starts_with("```")) {
+        return Err("the new example must end with a newline and hold no fence".into());
+    }
+    let block = example_block(doc, which)?;
+    Ok(format!(
+        "{}{text}{}",
+        &doc[..block.start],
+        &doc[block.end..]
+    ))
+}
+
+/// With `KUBEXIT_UPDATE_GOLDEN=1`, the injected example is written into its
+/// block of docs/inject.md, and nothing else of the page is touched.
 #[test]
 fn the_docs_example_injects_as_shown() {
-    let doc = fs::read_to_string(root().join("docs/inject.md")).unwrap();
+    let path = root().join("docs/inject.md");
+    let doc = fs::read_to_string(&path).unwrap();
     let out = ok(&["inject"], Some(&doc_example(&doc, "before")));
     let out = out.replace(env!("CARGO_PKG_VERSION"), "VERSION");
+    if std::env::var_os("KUBEXIT_UPDATE_GOLDEN").is_some() {
+        let updated = with_doc_example(&doc, "after", &out)
+            .unwrap_or_else(|e| panic!("docs/inject.md is not rewritten: {e}"));
+        if updated != doc {
+            fs::write(&path, &updated).unwrap();
+        }
+        assert_eq!(doc_example(&updated, "after"), out);
+        return;
+    }
     assert_eq!(
         out,
         doc_example(&doc, "after"),
-        "docs/inject.md's example is stale"
+        "docs/inject.md's example is stale (KUBEXIT_UPDATE_GOLDEN=1 rewrites it)"
+    );
+}
+
+#[test]
+fn rewriting_the_docs_example_changes_its_block_and_no_byte_besides() {
+    let doc = fs::read_to_string(root().join("docs/inject.md")).unwrap();
+    let block = example_block(&doc, "after").unwrap();
+    // Words of the page (AFTER stood in a table the old rewrite broke) in
+    // the new text must change nothing outside the block.
+    let text = "kind: AFTER\nmetadata: {name: KUBEXIT_STOP_AFTER}\n";
+    let rewritten = with_doc_example(&doc, "after", text).unwrap();
+    assert_eq!(&rewritten[..block.start], &doc[..block.start]);
+    assert_eq!(
+        &rewritten[block.start + text.len()..],
+        &doc[block.end..],
+        "the page after the block changed"
+    );
+    assert_eq!(doc_example(&rewritten, "after"), text);
+    assert_eq!(
+        doc_example(&rewritten, "before"),
+        doc_example(&doc, "before")
+    );
+    let back = with_doc_example(&rewritten, "after", &doc[block.clone()]).unwrap();
+    assert!(
+        back == doc,
+        "writing the old example back does not give the page back"
+    );
+}
+
+#[test]
+fn the_docs_example_is_not_rewritten_without_exactly_one_marked_block() {
+    let marker = "<!-- inject-example: after -->";
+    let block = format!("{marker}\n```yaml\nkind: Job\n```\n");
+    let refusal = |doc: &str| with_doc_example(doc, "after", "kind: Pod\n").unwrap_err();
+    assert!(refusal("# A page\n").contains("0 times"));
+    assert!(refusal(&format!("{block}\n{block}")).contains("2 times"));
+    assert!(refusal(&format!("{marker}\nkind: Job\n")).contains("a ```yaml line"));
+    assert!(refusal(&format!("Text {block}")).contains("a line of its own"));
+    assert!(refusal(&format!("{marker}\n```yaml\nkind: Job\n")).contains("never closed"));
+    assert!(
+        with_doc_example(&block, "after", "a: 1\n```\n")
+            .unwrap_err()
+            .contains("no fence")
+    );
+    assert_eq!(
+        with_doc_example(
+            &format!("# A page\n\n{block}\nText.\n"),
+            "after",
+            "kind: Pod\n"
+        )
+        .unwrap(),
+        format!("# A page\n\n{marker}\n```yaml\nkind: Pod\n```\n\nText.\n")
     );
 }
 

@@ -23,6 +23,9 @@
 //! - Every kubexit command line of the docs (in `sh` and `console` blocks,
 //!   and in inline code) is one that kubexit accepts; scripts of the
 //!   repository that the docs tell users to run exist.
+//! - Every table of every page the repository ships renders whole: each
+//!   row on one line with its header's number of cells, no fence or YAML
+//!   inside, no code span left open.
 //! - Every relative link leads to a file (and heading) that exists, every
 //!   page of `docs/` opens with the question it answers, and the README's
 //!   map reaches every page.
@@ -31,6 +34,7 @@ mod manifests;
 mod markdown;
 mod runtime;
 mod shell;
+mod tables;
 
 use crate::util::files::root;
 use std::collections::BTreeMap;
@@ -40,6 +44,7 @@ use manifests::{check_compose, check_fragment, check_manifest, is_manifest};
 use markdown::{anchors, blocks_and_prose, inline_code, links, pages};
 use runtime::is_kubexit;
 use shell::check_shell;
+use tables::{read_tables, shipped_pages};
 
 /// Problems found, each naming where it was found; a check reports all of
 /// them at once rather than stopping at the first.
@@ -320,4 +325,34 @@ fn every_docs_page_opens_with_its_question_and_is_on_the_readme_map() {
         }
     }
     assert_none(problems);
+}
+
+#[test]
+fn every_table_of_every_shipped_page_renders_whole() {
+    let pages = shipped_pages();
+    let names: Vec<&str> = pages.iter().map(|(name, _)| name.as_str()).collect();
+    // The pages found must include these, or the walk went wrong.
+    for page in [
+        "README.md",
+        "BENCHMARKS.md",
+        "docs/inject.md",
+        "docs/configuration.md",
+        "examples/README.md",
+    ] {
+        assert!(names.contains(&page), "{page} not found in {names:?}");
+    }
+    assert!(
+        !names.iter().any(|n| n.starts_with("tests/fixtures/")),
+        "{names:?}"
+    );
+    let mut problems = Vec::new();
+    let mut tables = 0;
+    for (page, text) in &pages {
+        let (found, wrong) = read_tables(text);
+        tables += found;
+        problems.extend(wrong.into_iter().map(|p| format!("{page} {p}")));
+    }
+    assert_none(problems);
+    // Tables that stopped being recognised would go unchecked.
+    assert!(tables >= 30, "only {tables} tables found");
 }

@@ -31,17 +31,17 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
 
-use crate::config::{LogFormat, Reporting};
+use crate::config::{Log, LogFormat};
 use crate::json::Quoted;
 
 /// Installs the stderr subscriber for the whole process; `name` is the
 /// process's name as given (for the `name` field of JSON lines). Calling it
 /// twice keeps the first.
-pub fn init(reporting: &Reporting, name: Option<String>) {
+pub fn init(log: &Log, name: Option<String>) {
     let _ = tracing::subscriber::set_global_default(StderrLog {
-        max_level: reporting.log_level,
-        format: reporting.log_format,
-        timestamps: reporting.timestamps,
+        max_level: log.level,
+        format: log.format,
+        timestamps: log.timestamps,
         name,
     });
 }

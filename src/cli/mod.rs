@@ -60,11 +60,11 @@ pub fn run() -> ExitCode {
         Ok(reporting) => reporting,
         Err(err) => {
             let reporting = Reporting::default();
-            log::init(&reporting, name);
+            log::init(&reporting.log, name);
             return refuse(&reporting, &err.to_string());
         }
     };
-    log::init(&reporting, name);
+    log::init(&reporting.log, name);
 
     if args.install.is_some() || args.status {
         // Not supervising: signals get their default actions back.

@@ -28,7 +28,7 @@ use std::process::ExitCode;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use crate::config::{self, Args};
+use crate::config::{Args, ProcessEnvironment};
 use crate::graveyard::name::Name;
 use crate::graveyard::tombstone::{self, GoTime, Tombstone};
 use crate::graveyard::{Graveyard, liveness};
@@ -46,7 +46,7 @@ pub struct Entry {
 
 /// `kubexit --status`: the graveyard's tombstones on stdout.
 pub fn main(args: &Args) -> ExitCode {
-    let graveyard = match config::status_graveyard(args) {
+    let graveyard = match args.graveyard(&ProcessEnvironment) {
         Ok(dir) if dir.is_dir() => Graveyard::at(&dir),
         Ok(dir) => {
             tracing::error!(

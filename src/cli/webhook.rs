@@ -274,8 +274,33 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::spec::tests::help_shows;
+    use crate::config::spec::About;
     use clap::CommandFactory;
+
+    /// Whether `help` (clap's rendering of the command) shows each of
+    /// `settings` on its flag's line with its default. The supervisor's
+    /// help is held to its spec by tests/configuration.rs, through the
+    /// binary; the webhook's spec is not part of the library's API.
+    fn help_shows(help: &str, settings: &[&About]) -> Result<(), String> {
+        for about in settings {
+            let flag = format!("--{} <", about.flag);
+            let line = help
+                .lines()
+                .find(|line| line.trim_start().starts_with(&flag))
+                .ok_or_else(|| format!("--help lacks --{}:\n{help}", about.flag))?;
+            let mut wanted = vec![about.absent.in_help()];
+            wanted.extend(about.variable.map(|v| format!("[env: {v}=")));
+            for word in wanted {
+                if !line.contains(&word) {
+                    return Err(format!(
+                        "--help's line of --{} lacks {word}:\n{line}",
+                        about.flag
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 
     #[test]
     fn sizes_are_bytes_or_binary_multiples() {

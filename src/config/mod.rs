@@ -357,8 +357,7 @@ pub fn birth_probes(raw: &str) -> Result<Vec<Probe>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::spec::tests::help_shows;
-    use clap::{CommandFactory, Parser};
+    use clap::Parser;
     use std::collections::HashMap;
 
     struct FakeEnv(HashMap<&'static str, &'static str>);
@@ -421,12 +420,6 @@ mod tests {
             );
             assert_eq!(variable, upstream, "--{}", about.flag);
         }
-    }
-
-    #[test]
-    fn help_shows_every_setting_with_its_variable_default_and_aliases() {
-        let help = Args::command().render_help().to_string();
-        help_shows(&help, Args::SETTINGS).unwrap();
     }
 
     /// The annotations of `kubexit inject` become these variables.

@@ -161,8 +161,6 @@ pub(super) fn termination_log(raw: &OsStr) -> Result<TerminationLog, Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::spec::tests::help_shows;
-    use clap::CommandFactory;
     use std::ffi::OsString;
 
     struct Unset;
@@ -200,11 +198,5 @@ mod tests {
             err,
             "KUBEXIT_LOG_LEVEL (--log-level): \"loud\" is not one of error, warn, info, debug, trace"
         );
-    }
-
-    #[test]
-    fn help_shows_the_log_settings() {
-        let help = Args::command().render_help().to_string();
-        help_shows(&help, LogFlags::SETTINGS).unwrap();
     }
 }

@@ -364,33 +364,3 @@ macro_rules! settings {
 }
 
 pub(crate) use settings;
-
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    /// Whether `help` (clap's rendering of a command) shows each of
-    /// `settings` on its flag's line: the variable, the default, the
-    /// aliases.
-    pub(crate) fn help_shows(help: &str, settings: &[&About]) -> Result<(), String> {
-        for about in settings {
-            let flag = format!("--{} <", about.flag);
-            let line = help
-                .lines()
-                .find(|line| line.trim_start().starts_with(&flag))
-                .ok_or_else(|| format!("--help lacks --{}:\n{help}", about.flag))?;
-            let mut wanted = vec![about.absent.in_help()];
-            wanted.extend(about.variable.map(|v| format!("[env: {v}=")));
-            wanted.extend(about.aliases.iter().map(|a| a.variable.to_owned()));
-            for word in wanted {
-                if !line.contains(&word) {
-                    return Err(format!(
-                        "--help's line of --{} lacks {word}:\n{line}",
-                        about.flag
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-}

@@ -16,7 +16,9 @@
 //! its child (the death policy `all`, or a stop signal held for
 //! `stop-after`), the reason column says what it still awaits.
 //!
-//! It only reads: the graveyard is never changed by looking at it, and it
+//! It only reads: the graveyard is never changed by looking at it (a
+//! liveness lock is taken shared for an instant, to tell `lost`; a kubexit
+//! taking its name at that instant waits for it), and it
 //! opens its entries as the supervisor does (never through a link, never
 //! blocking on a FIFO), so nothing planted in the graveyard can hold it or
 //! lead it out of the directory.

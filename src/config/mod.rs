@@ -23,11 +23,14 @@
 //! and `kubexit --name a -- grep --name x` both work. Aliases introduced by
 //! forks of upstream are read too, below the official name in priority.
 //!
-//! Every error names the setting by its label, `KUBEXIT_X (--x)` (or the
-//! fork's alias that was set, or `COMMAND`), and what is wrong with it, most
-//! with what to write instead; the command line turns it into exit status 2.
-//! The log's settings ([`reporting`]) are read first, so that the others'
-//! errors are said in the log the user asked for.
+//! Every error about a value names the setting by its label,
+//! `KUBEXIT_X (--x)` (or the fork's alias that was set, or `COMMAND`), and
+//! what is wrong with it, most with what to write instead; the two about
+//! what is missing say how to give it (the name, the command). The command
+//! line turns each into exit status 2. The log's settings ([`reporting`])
+//! are read first, so that the others' errors are said in the log the user
+//! asked for. Usage errors are clap's own and come before all this (see
+//! [`reporting`]).
 
 mod args;
 pub(crate) mod parse;

@@ -2,9 +2,13 @@
 //! supervisor and `kubexit webhook` share ([`LogFlags`], flattened into
 //! both), and the supervisor's termination message.
 //!
-//! They are read before everything else, so that even a configuration
+//! They are read before the other settings, so that even a configuration
 //! error is said the way the user asked; when a log setting is the error,
-//! it is said in the [plain log](Log::PLAIN).
+//! it is said in the [plain log](Log::PLAIN), and the termination message
+//! goes to Kubernetes' file. One kind of error comes before them: a command
+//! line that clap itself refuses (an unknown flag, a flag without its
+//! value) is clap's message on stderr with exit status 2, and no
+//! termination message, as the settings could not be read.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

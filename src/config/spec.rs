@@ -1,5 +1,9 @@
 //! The specification of settings: each declared once, in a `settings!`
-//! row, and that row is all there is to know about it.
+//! row, and that row is all the command line, the errors and the docs'
+//! test know of it. What concerns several settings at once (a process that
+//! depends on itself, a mode missing from the build) is checked by
+//! [`Config::from_args`](super::Config::from_args), which reads the rows'
+//! values.
 //!
 //! A row names the setting's flag, its variable, its value's name, its
 //! default, its aliases, its parser and (in its doc comment) its help. From
@@ -23,8 +27,9 @@
 //! be clap's error: printed before the log is set up (so not in the JSON a
 //! log pipeline reads), without the termination message, and naming only
 //! the flag although most values come from the variable. So clap only
-//! collects text, and every value is parsed here, once, by the row's
-//! parser: a bad one is a [`ConfigError`] naming the setting by its label,
+//! collects the settings' text (the flags that are not settings, such as
+//! `--install DIR`, `--status` and the command, are clap's own), and every
+//! value is parsed here, once, by the row's parser: a bad one is a [`ConfigError`] naming the setting by its label,
 //! which the command line reports in the user's log format, in the
 //! termination message and with exit status 2. Defaults are ours for the
 //! same reason, and for the aliases: a default filled in by clap could not

@@ -20,8 +20,8 @@
 //! * one method per row on the struct, named as its field, that reads the
 //!   value: the one given (flag or variable, as clap took it; the flag
 //!   wins), else an alias's, else the default, through the parser;
-//! * `SETTINGS`, the group's [`About`]s in the order of `--help`, which the
-//!   test of `docs/configuration.md` holds the docs to.
+//! * `SETTINGS`, the group's [`About`]s in the order of `--help`, which
+//!   tests hold `--help`, `docs/configuration.md` and `docs/webhook.md` to.
 //!
 //! **Why clap keeps raw values.** With typed value parsers a bad value would
 //! be clap's error: printed before the log is set up (so not in the JSON a
@@ -29,16 +29,21 @@
 //! the flag although most values come from the variable. So clap only
 //! collects the settings' text (the flags that are not settings, such as
 //! `--install DIR`, `--status` and the command, are clap's own), and every
-//! value is parsed here, once, by the row's parser: a bad one is a [`ConfigError`] naming the setting by its label,
-//! which the command line reports in the user's log format, in the
-//! termination message and with exit status 2. Defaults are ours for the
+//! value is parsed here, once, by the row's parser: a bad one is a
+//! [`ConfigError`] naming the setting by its label, which the command line
+//! reports in the user's log format, in the termination message and with
+//! exit status 2. Defaults are ours for the
 //! same reason, and for the aliases: a default filled in by clap could not
 //! be told from a value given, so an alias could never be read below it.
 //!
 //! A default is text, parsed as a given value would be (so the text shown
 //! is the value applied), or words saying what the absence means, or
-//! "required". Which of them a row has decides its value's type: `T`, or
-//! `Option<T>` when nothing is parsed in its absence.
+//! "required". Which of them a row has decides its value's type: `T` for a
+//! default, `Option<T>` for words, and `T` for a required setting, whose
+//! absence is [`ConfigError::Required`]. Required is not clap's business
+//! unless the row says so (`clap: (required = true)`, the webhook's
+//! certificate and key): `KUBEXIT_NAME` is required to supervise, not for
+//! `--status` or `--install`, and its absence has a message of its own.
 
 use std::ffi::OsStr;
 

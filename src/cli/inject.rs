@@ -2,8 +2,10 @@
 //! files and standard streams around the transformation.
 //!
 //! Every input is read and every object transformed before a byte is
-//! written, so an error leaves standard output empty: never half an
-//! injection to pipe into `kubectl apply`. Each object's fate is said on
+//! written, so an error in the input leaves standard output empty: never
+//! half an injection to pipe into `kubectl apply`. Only a failure to write
+//! standard output itself (its reader gone, a full disk) can leave part of
+//! it written; that is exit status 1. Each object's fate is said on
 //! standard error (`Job migrate: injected into migrate, cloudsql-proxy`),
 //! as `linkerd inject` does, so that standard output stays the manifest.
 //!
@@ -25,8 +27,9 @@
 //!
 //! Exit status: 0 when every object was written; 2 for bad input (a usage
 //! error, a file that cannot be read, invalid YAML or JSON, an annotation
-//! or a pod that cannot be injected), with every such error said; 1 when
-//! standard output cannot be written.
+//! or a pod that cannot be injected), with every error of the inputs said
+//! (a bad flag is said alone, before any input is read); 1 when standard
+//! output cannot be written.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

@@ -1,8 +1,11 @@
-//! Logging: kubexit's lines on stderr, and nothing on stdout.
+//! Logging: kubexit's lines on stderr, and nothing of the log on stdout.
 //!
 //! stdout belongs to the child: a pipeline reading the child's output must
-//! see exactly that output, so every line kubexit writes goes to stderr
-//! (upstream once printed one line to stdout; that was a bug).
+//! see exactly that output, so every line kubexit writes while it
+//! supervises goes to stderr (upstream once printed one line to stdout;
+//! that was a bug). Only the modes without a child write to stdout what
+//! they were asked for: `--help` and `--version`, the `--status` view, and
+//! the manifests of `kubexit inject`.
 //!
 //! Two formats, chosen with `KUBEXIT_LOG_FORMAT`:
 //!
@@ -11,15 +14,18 @@
 //!   prefixed `Error: ` and warnings `Warning: `, as upstream prints errors;
 //!   `KUBEXIT_LOG_TIMESTAMPS=true` starts each line with an RFC 3339 time.
 //! * `json` writes one object per line for log pipelines: `time`, `level`,
-//!   `name` (KUBEXIT_NAME), `message`, and the event's fields (`dependency`,
-//!   `signal`, `probe`, `status`…).
+//!   `name` (KUBEXIT_NAME, or `webhook`), `message`, and the event's fields
+//!   (`dependency`, `signal`, `probe`, `status`…).
 //!
 //! Call sites use `tracing`'s macros with structured fields beside the
 //! message, so both formats come from the same events. The subscriber is
-//! deliberately tiny: kubexit has no spans, and each line is written with
-//! one `write` call, so lines never interleave mid-line, whatever thread
-//! logs; a few lines logged together ([`together`]: the configuration's
-//! summary at start-up) go out in one. When stderr's reader goes away (a
+//! deliberately tiny: kubexit makes no spans (libraries' are ignored), and
+//! each line is written in one `write_all` under stderr's lock, so
+//! kubexit's own lines never interleave mid-line, whatever thread logs; a
+//! few lines logged together ([`together`]: the configuration's summary at
+//! start-up) go out in one. Against the child, which shares stderr, one
+//! write is whole only up to the pipe's atomic size (`PIPE_BUF`, 4 KiB on
+//! Linux): a longer line may be split by one of the child's writes. When stderr's reader goes away (a
 //! log pipe closed, `| head`), the log falls silent: kubexit and its child
 //! go on.
 
@@ -31,17 +37,17 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
 
-use crate::config::{LogFormat, Reporting};
+use crate::config::{Log, LogFormat};
 use crate::json::Quoted;
 
 /// Installs the stderr subscriber for the whole process; `name` is the
 /// process's name as given (for the `name` field of JSON lines). Calling it
 /// twice keeps the first.
-pub fn init(reporting: &Reporting, name: Option<String>) {
+pub fn init(log: &Log, name: Option<String>) {
     let _ = tracing::subscriber::set_global_default(StderrLog {
-        max_level: reporting.log_level,
-        format: reporting.log_format,
-        timestamps: reporting.timestamps,
+        max_level: log.level,
+        format: log.format,
+        timestamps: log.timestamps,
         name,
     });
 }

@@ -1,13 +1,17 @@
 //! The command line: from the process's arguments to an exit status.
 //!
-//! [`run`] reads the arguments, sets up the log (its own format even for a
-//! configuration error), and runs one of kubexit's modes: supervising a
-//! command (the configuration, then the supervisor's event loop, then the
-//! exit status and the termination message), or one of the modes that do
-//! something else and exit: the status view (`--status`), self-install
-//! (`--install`), and the subcommands `inject`, `uninject` and `webhook`. Signals are blocked first thing, for the supervisor's
-//! sake; the other modes give them back their default actions, so that
-//! Ctrl-C interrupts them as it would any command.
+//! [`run`] reads the arguments, sets up the log (in the user's format even
+//! for a configuration error; a usage error that clap refuses, such as an
+//! unknown flag, is clap's message), and runs one of kubexit's modes:
+//! supervising a command (the configuration, then the supervisor's event
+//! loop, then the exit status and the termination message), or one of the
+//! modes that do something else and exit: the status view (`--status`),
+//! self-install (`--install`), and the subcommands `inject`, `uninject` and
+//! `webhook`. The subcommands are told apart first, and run with signals
+//! as the process got them (the webhook blocks its own before it serves).
+//! For everything else signals are blocked before the arguments are read,
+//! for the supervisor's sake; `--status` and `--install` unblock them
+//! again, so that Ctrl-C interrupts them as it would any command.
 
 #[cfg(feature = "inject")]
 mod inject;
@@ -60,11 +64,11 @@ pub fn run() -> ExitCode {
         Ok(reporting) => reporting,
         Err(err) => {
             let reporting = Reporting::default();
-            log::init(&reporting, name);
+            log::init(&reporting.log, name);
             return refuse(&reporting, &err.to_string());
         }
     };
-    log::init(&reporting, name);
+    log::init(&reporting.log, name);
 
     if args.install.is_some() || args.status {
         // Not supervising: signals get their default actions back.

@@ -16,7 +16,9 @@
 //! its child (the death policy `all`, or a stop signal held for
 //! `stop-after`), the reason column says what it still awaits.
 //!
-//! It only reads: the graveyard is never changed by looking at it, and it
+//! It only reads: the graveyard is never changed by looking at it (a
+//! liveness lock is taken shared for an instant, to tell `lost`; a kubexit
+//! taking its name at that instant waits for it), and it
 //! opens its entries as the supervisor does (never through a link, never
 //! blocking on a FIFO), so nothing planted in the graveyard can hold it or
 //! lead it out of the directory.
@@ -28,7 +30,7 @@ use std::process::ExitCode;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use crate::config::{self, Args};
+use crate::config::{Args, ProcessEnvironment};
 use crate::graveyard::name::Name;
 use crate::graveyard::tombstone::{self, GoTime, Tombstone};
 use crate::graveyard::{Graveyard, liveness};
@@ -46,7 +48,7 @@ pub struct Entry {
 
 /// `kubexit --status`: the graveyard's tombstones on stdout.
 pub fn main(args: &Args) -> ExitCode {
-    let graveyard = match config::status_graveyard(args) {
+    let graveyard = match args.graveyard(&ProcessEnvironment) {
         Ok(dir) if dir.is_dir() => Graveyard::at(&dir),
         Ok(dir) => {
             tracing::error!(

@@ -3,161 +3,153 @@
 //!
 //! It is reached as `kubexit inject` is (see the cli module): only when
 //! `KUBEXIT_NAME` is not in the environment, so that a supervised child
-//! named `webhook` still runs. The log is kubexit's, configured by the
-//! same flags and variables (`--log-format` / `KUBEXIT_LOG_FORMAT`...),
-//! with `name` "webhook" in JSON lines.
+//! named `webhook` still runs. The log is kubexit's: the supervisor's log
+//! flags and variables (`--log-format` / `KUBEXIT_LOG_FORMAT`...) are
+//! flattened in and read by the same reader ([`LogFlags::read`]), with
+//! `name` "webhook" in JSON lines.
+//!
+//! Its own flags are rows of the same specification as the supervisor's
+//! settings (`config::spec`): each row declares the flag, its default, its
+//! parser and its help, and an error names the flag (`--listen "8443": not
+//! an address and port; ...`). They have no variables: the webhook is a
+//! Deployment of its own, configured by its arguments.
 //!
 //! Exit status: 0 after a stop signal, once the reviews in flight are
 //! answered; 2 for bad input (a usage error, a flag's value, certificate
 //! or key files that cannot be read or do not match), with the input and
 //! the fix named; 1 when it cannot run (the address is taken, say).
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
 use super::{EXIT_CONFIG, EXIT_FAILURE, log};
-use crate::config::{Args, ProcessEnvironment, Reporting};
-use crate::duration::{self, GoDuration};
+use crate::config::spec::{Problem, settings, utf8};
+use crate::config::{ConfigError, Log, LogFlags, ProcessEnvironment, parse};
+use crate::duration::GoDuration;
 use crate::inject::pod;
 use crate::inject::{Options, vocabulary::Setting};
 use crate::process::signals;
 use crate::webhook::{self, Limits, Settings};
 
-/// kubexit webhook: the mutating admission webhook that injects kubexit into the pods of
-/// labelled namespaces, as their kubexit.io/ annotations say (the same transformation as
-/// kubexit inject).
-#[derive(Parser, Debug)]
-#[command(
-    name = "kubexit webhook",
-    version,
-    override_usage = "kubexit webhook --tls-cert FILE --tls-key FILE [OPTIONS]",
-    after_help = "Serves POST /inject (admission.k8s.io/v1 AdmissionReview for Pods), GET /healthz, \
-                  GET /readyz and GET /metrics (Prometheus) over HTTPS. The certificate and key are read again when their \
-                  files change. SIGTERM: /readyz fails, and after --shutdown-delay no connection \
-                  is accepted, the reviews in flight are answered, and it exits 0. Manifests to \
-                  install it: deploy/webhook/; see docs/webhook.md. Exit status: 0 stopped; \
-                  2 bad input; 1 cannot run.\n\n\
-                  Example: kubexit webhook --tls-cert /tls/tls.crt --tls-key /tls/tls.key"
-)]
-pub struct WebhookArgs {
-    /// The server's certificate chain, PEM (cert-manager's tls.crt)
-    #[arg(long, value_name = "FILE")]
-    pub tls_cert: PathBuf,
+settings! {
+    /// kubexit webhook: the mutating admission webhook that injects kubexit into the pods of
+    /// labelled namespaces, as their kubexit.io/ annotations say (the same transformation as
+    /// kubexit inject).
+    #[derive(Parser, Debug)]
+    #[command(
+        name = "kubexit webhook",
+        version,
+        override_usage = "kubexit webhook --tls-cert FILE --tls-key FILE [OPTIONS]",
+        after_help = "Serves POST /inject (admission.k8s.io/v1 AdmissionReview for Pods), \
+                      GET /healthz, GET /readyz and GET /metrics (Prometheus) over HTTPS. The \
+                      certificate and key are read again when their files change. SIGTERM: \
+                      /readyz fails, and after --shutdown-delay no connection is accepted, the \
+                      reviews in flight are answered, and it exits 0. Manifests to install it: \
+                      deploy/webhook/; see docs/webhook.md. Exit status: 0 stopped; 2 bad \
+                      input; 1 cannot run.\n\n\
+                      Example: kubexit webhook --tls-cert /tls/tls.crt --tls-key /tls/tls.key"
+    )]
+    pub struct WebhookArgs {
+        settings {
+            /// The server's certificate chain, PEM (cert-manager's tls.crt)
+            tls_cert: PathBuf = TLS_CERT {
+                flag: "tls-cert",
+                value_name: "FILE",
+                default: (required),
+                clap: (required = true),
+                parse: parse::path,
+            }
+            /// Its private key, PEM (cert-manager's tls.key)
+            tls_key: PathBuf = TLS_KEY {
+                flag: "tls-key",
+                value_name: "FILE",
+                default: (required),
+                clap: (required = true),
+                parse: parse::path,
+            }
+            /// Where to listen
+            listen: SocketAddr = LISTEN {
+                flag: "listen",
+                value_name: "ADDR:PORT",
+                default: "0.0.0.0:8443",
+                parse: listen,
+            }
+            /// Image of the init container that installs kubexit, for pods that do not set
+            /// kubexit.io/image (ghcr.io/kubexit/kubexit:VERSION)
+            image: String = IMAGE {
+                flag: "image",
+                value_name: "IMAGE",
+                default: (none "this version's image"),
+                parse: image,
+            }
+            /// The largest review read, in bytes (suffixes Ki, Mi); larger ones get 413
+            max_request_bytes: usize = MAX_REQUEST_BYTES {
+                flag: "max-request-bytes",
+                value_name: "BYTES",
+                default: "3Mi",
+                parse: request_bytes,
+            }
+            /// Longest a request may take to arrive, from its first byte (or the
+            /// connection's opening) to its last, as a Go duration
+            request_timeout: Duration = REQUEST_TIMEOUT {
+                flag: "request-timeout",
+                value_name: "DURATION",
+                default: "10s",
+                parse: request_timeout,
+            }
+            /// Longest a keep-alive connection may wait for its next request
+            idle_timeout: Duration = IDLE_TIMEOUT {
+                flag: "idle-timeout",
+                value_name: "DURATION",
+                default: "120s",
+                parse: parse::duration,
+            }
+            /// Connections served at once; more wait to be accepted
+            max_connections: usize = MAX_CONNECTIONS {
+                flag: "max-connections",
+                value_name: "N",
+                default: "256",
+                parse: connections,
+            }
+            /// After SIGTERM, how long to go on serving with /readyz failing, so that the
+            /// Service's endpoints drop this replica before it stops accepting
+            shutdown_delay: Duration = SHUTDOWN_DELAY {
+                flag: "shutdown-delay",
+                value_name: "DURATION",
+                default: "0s",
+                parse: parse::duration,
+            }
+        }
 
-    /// Its private key, PEM (cert-manager's tls.key)
-    #[arg(long, value_name = "FILE")]
-    pub tls_key: PathBuf,
-
-    /// Where to listen
-    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:8443")]
-    pub listen: String,
-
-    /// Image of the init container that installs kubexit, for pods that do not set
-    /// kubexit.io/image [default: this version's, ghcr.io/kubexit/kubexit:VERSION]
-    #[arg(long, value_name = "IMAGE")]
-    pub image: Option<String>,
-
-    /// The largest review read, in bytes (suffixes Ki, Mi); larger ones get 413
-    #[arg(long, value_name = "BYTES", default_value = "3Mi")]
-    pub max_request_bytes: String,
-
-    /// Longest a request may take to arrive, from its first byte (or the
-    /// connection's opening) to its last, as a Go duration
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
-    pub request_timeout: String,
-
-    /// Longest a keep-alive connection may wait for its next request
-    #[arg(long, value_name = "DURATION", default_value = "120s")]
-    pub idle_timeout: String,
-
-    /// Connections served at once; more wait to be accepted
-    #[arg(long, value_name = "N", default_value = "256")]
-    pub max_connections: String,
-
-    /// After SIGTERM, how long to go on serving with /readyz failing, so that the
-    /// Service's endpoints drop this replica before it stops accepting
-    #[arg(long, value_name = "DURATION", default_value = "0s")]
-    pub shutdown_delay: String,
-
-    /// Log lines as `text` or `json` (one object per line) [default: text]
-    #[arg(long, env = "KUBEXIT_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<OsString>,
-
-    /// The least important level logged: error, warn, info, debug or trace [default: info]
-    #[arg(long, env = "KUBEXIT_LOG_LEVEL", value_name = "LEVEL")]
-    pub log_level: Option<OsString>,
-
-    /// Start text log lines with a timestamp: true or false [default: false]
-    #[arg(long, env = "KUBEXIT_LOG_TIMESTAMPS", value_name = "BOOL")]
-    pub log_timestamps: Option<OsString>,
+        /// The log's settings, as the supervisor's
+        #[command(flatten)]
+        pub log: LogFlags,
+    }
 }
 
 impl WebhookArgs {
-    /// The log's settings, read as kubexit reads them when it supervises.
-    fn reporting(&self) -> Result<Reporting, String> {
-        let args = Args {
-            log_format: self.log_format.clone(),
-            log_level: self.log_level.clone(),
-            log_timestamps: self.log_timestamps.clone(),
-            ..Args::default()
+    /// The server's settings, read in the order they are checked.
+    fn settings(&self) -> Result<Settings, ConfigError> {
+        let env = &ProcessEnvironment;
+        let listen = self.listen(env)?;
+        let request_timeout = self.request_timeout(env)?;
+        let idle_timeout = self.idle_timeout(env)?;
+        let shutdown_delay = self.shutdown_delay(env)?;
+        let max_request_bytes = self.max_request_bytes(env)?;
+        let max_connections = self.max_connections(env)?;
+        let options = Options {
+            image: self.image(env)?.unwrap_or_else(pod::default_image),
+            ..Options::default()
         };
-        Reporting::from_args(&args, &ProcessEnvironment).map_err(|e| e.to_string())
-    }
-
-    fn settings(&self) -> Result<Settings, String> {
-        let listen: SocketAddr = self.listen.trim().parse().map_err(|_| {
-            format!(
-                "--listen {:?}: not an address and port; write 0.0.0.0:8443 or [::]:8443",
-                self.listen
-            )
-        })?;
-        let duration_flag =
-            |flag: &str, raw: &str| duration::parse(raw).map_err(|e| format!("--{flag}: {e}"));
-        let request_timeout = duration_flag("request-timeout", &self.request_timeout)?;
-        if request_timeout.is_zero() {
-            return Err("--request-timeout must be more than 0s".into());
-        }
-        let idle_timeout = duration_flag("idle-timeout", &self.idle_timeout)?;
-        let shutdown_delay = duration_flag("shutdown-delay", &self.shutdown_delay)?;
-        let max_request_bytes = parse_bytes(&self.max_request_bytes)
-            .filter(|&n| n > 0)
-            .ok_or_else(|| {
-                format!(
-                    "--max-request-bytes {:?}: write a positive number of bytes, such as 3Mi, 512Ki \
-                     or 1048576",
-                    self.max_request_bytes
-                )
-            })?;
-        let max_connections = self
-            .max_connections
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=65_536).contains(n))
-            .ok_or_else(|| {
-                format!(
-                    "--max-connections {:?}: write a number from 1 to 65536",
-                    self.max_connections
-                )
-            })?;
-        let mut options = Options::default();
-        if let Some(image) = &self.image {
-            // Checked as the annotation it stands for would be.
-            let annotation = Setting::Image.pod_key();
-            let check = [(annotation.clone(), image.clone())].into_iter().collect();
-            crate::inject::vocabulary::read(&check).map_err(|e| format!("--image: {e}"))?;
-            options.image = image.trim().to_owned();
-        } else {
-            options.image = pod::default_image();
-        }
         Ok(Settings {
             listen,
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
+            tls_cert: self.tls_cert(env)?,
+            tls_key: self.tls_key(env)?,
             options,
             limits: Limits {
                 max_request_bytes,
@@ -168,6 +160,45 @@ impl WebhookArgs {
             shutdown_delay,
         })
     }
+}
+
+fn listen(raw: &OsStr) -> Result<SocketAddr, Problem> {
+    utf8(raw)?.trim().parse().map_err(|_| {
+        Problem::OfValue("not an address and port; write 0.0.0.0:8443 or [::]:8443".into())
+    })
+}
+
+/// Checked as the annotation it stands for would be.
+fn image(raw: &OsStr) -> Result<String, Problem> {
+    let image = utf8(raw)?;
+    let check = [(Setting::Image.pod_key(), image.to_owned())]
+        .into_iter()
+        .collect();
+    crate::inject::vocabulary::read(&check).map_err(Problem::said)?;
+    Ok(image.trim().to_owned())
+}
+
+fn request_bytes(raw: &OsStr) -> Result<usize, Problem> {
+    parse_bytes(utf8(raw)?).filter(|&n| n > 0).ok_or_else(|| {
+        Problem::OfValue("write a positive number of bytes, such as 3Mi, 512Ki or 1048576".into())
+    })
+}
+
+fn request_timeout(raw: &OsStr) -> Result<Duration, Problem> {
+    let timeout = parse::duration(raw)?;
+    if timeout.is_zero() {
+        return Err("must be more than 0s, such as 10s".into());
+    }
+    Ok(timeout)
+}
+
+fn connections(raw: &OsStr) -> Result<usize, Problem> {
+    utf8(raw)?
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=65_536).contains(n))
+        .ok_or_else(|| Problem::OfValue("write a number from 1 to 65536".into()))
 }
 
 /// Bytes as `1048576`, `512Ki` or `3Mi`.
@@ -195,19 +226,19 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
             return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(EXIT_CONFIG));
         }
     };
-    let reporting = match parsed.reporting() {
-        Ok(reporting) => reporting,
-        Err(message) => {
-            log::init(&Reporting::default(), Some("webhook".into()));
-            tracing::error!("{message}");
+    let log = match parsed.log.read(&ProcessEnvironment) {
+        Ok(log) => log,
+        Err(err) => {
+            log::init(&Log::PLAIN, Some("webhook".into()));
+            tracing::error!("{err}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    log::init(&reporting, Some("webhook".into()));
+    log::init(&log, Some("webhook".into()));
     let settings = match parsed.settings() {
         Ok(settings) => settings,
-        Err(message) => {
-            tracing::error!("{message}");
+        Err(err) => {
+            tracing::error!("{err}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -243,7 +274,33 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::config::spec::About;
+    use clap::CommandFactory;
+
+    /// Whether `help` (clap's rendering of the command) shows each of
+    /// `settings` on its flag's line with its default. The supervisor's
+    /// help is held to its spec by tests/configuration.rs, through the
+    /// binary; the webhook's spec is not part of the library's API.
+    fn help_shows(help: &str, settings: &[&About]) -> Result<(), String> {
+        for about in settings {
+            let flag = format!("--{} <", about.flag);
+            let line = help
+                .lines()
+                .find(|line| line.trim_start().starts_with(&flag))
+                .ok_or_else(|| format!("--help lacks --{}:\n{help}", about.flag))?;
+            let mut wanted = vec![about.absent.in_help()];
+            wanted.extend(about.variable.map(|v| format!("[env: {v}=")));
+            for word in wanted {
+                if !line.contains(&word) {
+                    return Err(format!(
+                        "--help's line of --{} lacks {word}:\n{line}",
+                        about.flag
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 
     #[test]
     fn sizes_are_bytes_or_binary_multiples() {
@@ -264,5 +321,12 @@ mod tests {
         assert_eq!(settings.limits.request_timeout, Duration::from_secs(10));
         assert_eq!(settings.options.image, pod::default_image());
         assert!(settings.options.overrides.is_empty());
+    }
+
+    #[test]
+    fn help_shows_every_setting_with_its_default() {
+        let help = WebhookArgs::command().render_help().to_string();
+        help_shows(&help, WebhookArgs::SETTINGS).unwrap();
+        help_shows(&help, LogFlags::SETTINGS).unwrap();
     }
 }

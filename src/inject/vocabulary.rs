@@ -434,12 +434,8 @@ fn check(setting: Setting, raw: &str) -> Result<Value, String> {
                 .map_err(|e| format!("is not a probe ({e}), nor none"))
         }
         Kind::Probes => {
-            let probes = crate::config::birth_probes(value).map_err(|e| match e {
-                crate::config::ConfigError::Invalid { problem, .. } => {
-                    format!("has a bad probe: {problem}")
-                }
-                other => other.to_string(),
-            })?;
+            let probes = crate::config::birth_probes(value)
+                .map_err(|problem| format!("has a bad probe: {problem}"))?;
             if probes.is_empty() {
                 return Err("names no probe".into());
             }

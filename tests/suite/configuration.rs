@@ -1,8 +1,13 @@
 //! The command line and environment: upstream's interface, flags of our
 //! own, and a clear exit status 2 for every bad input.
 
-use crate::util::assert_contains;
-use crate::util::{Kubexit, Yard, kubexit};
+use std::fs;
+
+use kubexit::config::Args;
+use kubexit::config::spec::About;
+
+use crate::util::files::root;
+use crate::util::{Kubexit, Yard, assert_contains, kubexit};
 
 /// Runs kubexit with `env` and `args` and expects exit 2 with `message`
 /// in its log, and no child started.
@@ -217,4 +222,252 @@ fn a_pod_name_without_birth_dependencies_changes_nothing() {
         .run();
     assert_eq!(run.code(), 0, "{}", run.stderr);
     assert_eq!(run.stdout, "started\n");
+}
+
+// ---------------------------------------------------------------------------
+// The docs and --help, held to the specification of settings
+// ---------------------------------------------------------------------------
+
+fn page(name: &str) -> String {
+    fs::read_to_string(root().join(name)).unwrap()
+}
+
+/// One row of a Markdown table.
+struct Row {
+    line: usize,
+    text: String,
+    cells: Vec<String>,
+}
+
+/// The rows of the table of `page` whose header starts with `header`.
+/// Cells are split on `|` outside inline code.
+fn table(page: &str, header: &[&str]) -> Vec<Row> {
+    let cells = |line: &str| {
+        let mut cells = vec![String::new()];
+        let mut code = false;
+        for c in line.trim().trim_matches('|').chars() {
+            match c {
+                '`' => code = !code,
+                '|' if !code => {
+                    cells.push(String::new());
+                    continue;
+                }
+                _ => {}
+            }
+            cells.last_mut().unwrap().push(c);
+        }
+        cells
+            .into_iter()
+            .map(|c| c.trim().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let lines: Vec<&str> = page.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| {
+            l.starts_with('|')
+                && cells(l).iter().zip(header).filter(|(c, h)| c == *h).count() == header.len()
+        })
+        .unwrap_or_else(|| panic!("no table headed {header:?}"));
+    lines[start + 2..]
+        .iter()
+        .enumerate()
+        .take_while(|(_, l)| l.starts_with('|'))
+        .map(|(i, l)| Row {
+            line: start + 3 + i,
+            text: (*l).to_owned(),
+            cells: cells(l),
+        })
+        .collect()
+}
+
+/// The flags of a cell (`` `--listen ADDR:PORT` ``, `` `--a`, `--b` ``),
+/// without their values.
+fn flags(cell: &str) -> Vec<String> {
+    cell.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter_map(|code| code.strip_prefix("--"))
+        .map(|code| {
+            code.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// A default cell, one entry per flag of its row: a remark in parentheses
+/// at the end is dropped (`` `0s` (`5s` in the Deployment) ``), a cell
+/// that is all remark is its words (`(required)`), and a row of several
+/// flags lists their defaults in order or gives one for all.
+#[cfg(feature = "webhook")]
+fn defaults(cell: &str, flags: usize) -> Vec<String> {
+    let cell = match cell.strip_prefix('(').and_then(|c| c.strip_suffix(')')) {
+        Some(words) => words,
+        None => cell.rfind(" (").map_or(cell, |at| &cell[..at]),
+    };
+    let parts: Vec<String> = cell.split(", ").map(str::to_owned).collect();
+    if flags > 1 && parts.len() == flags {
+        parts
+    } else {
+        vec![cell.to_owned(); flags]
+    }
+}
+
+/// The lines of `--help` that show options, by flag.
+fn help_lines(help: &str) -> Vec<(String, String)> {
+    help.lines()
+        .filter_map(|line| {
+            let option = line
+                .trim_start()
+                .trim_start_matches("-h, ")
+                .trim_start_matches("-V, ");
+            let flag = option.strip_prefix("--")?.split([' ', '<']).next()?;
+            Some((flag.to_owned(), line.to_owned()))
+        })
+        .collect()
+}
+
+fn help_of(args: &[&str]) -> String {
+    let done = kubexit().args(args).run();
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    done.stdout
+}
+
+fn fail_on(problems: Vec<String>) {
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// docs/configuration.md's table is the supervisor's settings: each with
+/// its variable, its flag, its default and its aliases, and no other row.
+#[test]
+fn the_configuration_page_lists_every_setting_with_the_specs_variable_and_default() {
+    let settings: Vec<&About> = Args::all_settings().collect();
+    let text = page("docs/configuration.md");
+    let rows = table(&text, &["variable", "flag", "default"]);
+    let mut problems = Vec::new();
+    for row in &rows {
+        let at = format!("docs/configuration.md:{}", row.line);
+        let variable = row.cells[0].trim_matches('`');
+        let [flag] = &flags(&row.cells[1])[..] else {
+            problems.push(format!("{at}: one flag per row: {}", row.text));
+            continue;
+        };
+        let Some(about) = settings.iter().find(|a| a.flag == flag) else {
+            problems.push(format!("{at}: --{flag} is not a setting of kubexit"));
+            continue;
+        };
+        if about.variable != Some(variable) {
+            problems.push(format!(
+                "{at}: --{flag} is {:?}, not {variable}",
+                about.variable
+            ));
+        }
+        if row.cells[2] != about.absent.in_docs() {
+            problems.push(format!(
+                "{at}: --{flag}'s default is {}, not {}",
+                about.absent.in_docs(),
+                row.cells[2]
+            ));
+        }
+        for alias in about.aliases {
+            if !row.text.contains(alias.variable) {
+                problems.push(format!(
+                    "{at}: --{flag}'s row lacks its alias {}",
+                    alias.variable
+                ));
+            }
+        }
+    }
+    for about in &settings {
+        let documented = rows
+            .iter()
+            .filter(|row| flags(&row.cells[1]) == [about.flag])
+            .count();
+        if documented != 1 {
+            problems.push(format!(
+                "docs/configuration.md has {documented} rows for --{} ({})",
+                about.flag, about.label
+            ));
+        }
+    }
+    fail_on(problems);
+}
+
+/// `kubexit --help` shows each setting of the spec on its flag's line, with
+/// its variable, its default and its aliases; any option read from a
+/// variable is one of the spec's.
+#[test]
+fn help_shows_every_setting_with_the_specs_variable_default_and_aliases() {
+    let settings: Vec<&About> = Args::all_settings().collect();
+    let help = help_of(&["--help"]);
+    let lines = help_lines(&help);
+    let mut problems = Vec::new();
+    for about in &settings {
+        let Some((_, line)) = lines.iter().find(|(flag, _)| flag == about.flag) else {
+            problems.push(format!("--help lacks --{}", about.flag));
+            continue;
+        };
+        let mut wanted = vec![about.absent.in_help()];
+        wanted.extend(about.variable.map(|v| format!("[env: {v}=")));
+        wanted.extend(about.aliases.iter().map(|a| a.variable.to_owned()));
+        for word in wanted {
+            if !line.contains(&word) {
+                problems.push(format!("--help's --{} lacks {word}: {line}", about.flag));
+            }
+        }
+    }
+    for (flag, line) in &lines {
+        if line.contains("[env: ") && !settings.iter().any(|a| a.flag == flag) {
+            problems.push(format!("--{flag} is not in the spec: {line}"));
+        }
+    }
+    fail_on(problems);
+}
+
+/// docs/webhook.md's table of flags is what `kubexit webhook --help` shows
+/// (which the library's tests hold to the webhook's spec): every flag with
+/// a default, that default, and no flag the webhook does not have.
+#[cfg(feature = "webhook")]
+#[test]
+fn the_webhook_page_lists_every_flag_of_webhook_help_with_its_default() {
+    let help = help_of(&["webhook", "--help"]);
+    let shown: Vec<(String, String)> = help_lines(&help)
+        .into_iter()
+        .filter_map(|(flag, line)| {
+            let default = match line.split_once("[default: ") {
+                Some((_, rest)) => rest.split(']').next()?.to_owned(),
+                None if line.contains("[required]") => "required".to_owned(),
+                None => return None,
+            };
+            Some((flag, default))
+        })
+        .collect();
+    assert!(shown.len() >= 10, "{help}");
+    let text = page("docs/webhook.md");
+    let rows = table(&text, &["flag", "default"]);
+    let mut problems = Vec::new();
+    let mut documented = Vec::new();
+    for row in &rows {
+        let at = format!("docs/webhook.md:{}", row.line);
+        let flags = flags(&row.cells[0]);
+        for (flag, default) in flags.iter().zip(defaults(&row.cells[1], flags.len())) {
+            documented.push(flag.clone());
+            let default = default.replace('`', "");
+            match shown.iter().find(|(f, _)| f == flag) {
+                None => problems.push(format!("{at}: kubexit webhook has no --{flag}")),
+                Some((_, help)) if *help != default => {
+                    problems.push(format!("{at}: --{flag}'s default is {help}, not {default}"))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    for (flag, _) in &shown {
+        if documented.iter().filter(|d| *d == flag).count() != 1 {
+            problems.push(format!("docs/webhook.md needs one row for --{flag}"));
+        }
+    }
+    fail_on(problems);
 }

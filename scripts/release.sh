@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds kubexit's release artefacts, for amd64 and arm64, in one go.
 #
-#   scripts/release.sh [--out DIR] [--no-images]
+#   scripts/release.sh [--out DIR] [--no-images] [--profile ci]
 #
 # Into DIR (default $TARGET/dist, $TARGET being $CARGO_TARGET_DIR or
 # target/):
@@ -27,7 +27,9 @@
 # --locked), to embed the dependency tree; and, through the scripts it runs,
 # the musl targets and C compilers of scripts/build-static.sh and the
 # buildah and busybox-static of scripts/build-images.sh. --no-images leaves
-# the images out (no buildah needed).
+# the images out (no buildah needed). --profile ci builds the binaries with
+# the quick ci profile (scripts/build-static.sh says what it leaves out):
+# artefacts of the same shape for .ci/run to check, never to publish.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,10 +39,12 @@ die() { say "error: $*"; exit 1; }
 TARGET=${CARGO_TARGET_DIR:-target}
 OUT=$TARGET/dist
 IMAGES=yes
+PROFILE=release
 while [ $# -gt 0 ]; do
     case $1 in
         --out) OUT=${2:?--out needs a directory}; shift 2 ;;
         --no-images) IMAGES=no; shift ;;
+        --profile) PROFILE=${2:?--profile needs a cargo profile: release or ci}; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
@@ -54,8 +58,8 @@ if ! cargo auditable --version >/dev/null 2>&1; then
     cargo install --locked --quiet cargo-auditable
 fi
 
-scripts/build-static.sh --arch amd64
-scripts/build-static.sh --arch arm64
+scripts/build-static.sh --arch amd64 --profile "$PROFILE"
+scripts/build-static.sh --arch arm64 --profile "$PROFILE"
 
 rm -rf "$OUT"
 mkdir -p "$OUT"

@@ -28,7 +28,7 @@ use clap::Parser;
 use crate::duration::{self, GoDuration};
 use crate::graveyard::name::Name;
 use crate::process::signals::{SignalNumber, parse_signal};
-use crate::quit::Endpoint;
+use crate::quit::endpoint::Endpoint;
 use crate::readiness::probe::Probe;
 
 /// kubexit: run a command, record its life in a tombstone, and stop it when

@@ -453,8 +453,8 @@ fn check(setting: Setting, raw: &str) -> Result<Value, String> {
             .map(|_| text())
             .map_err(|e| format!("is not a signal: {e}")),
         Kind::QuitUrls => {
-            let endpoints =
-                crate::quit::Endpoint::parse_list(value).map_err(|e| format!("has {e}"))?;
+            let endpoints = crate::quit::endpoint::Endpoint::parse_list(value)
+                .map_err(|e| format!("has {e}"))?;
             if endpoints.is_empty() {
                 return Err("names no endpoint".into());
             }

@@ -1,27 +1,28 @@
 //! One attempt of a probe, of each kind, bounded by the probe timeout.
 //!
 //! A [`Check`] is what a probe needs from one attempt to the next: the
-//! resolver of a network probe (which keeps a name lookup in flight across
-//! attempts, at most one), the path of a `file:` probe, the command of an
-//! `exec:` probe. [`Check::start`] makes one
+//! resolver of a network probe, the status call of a `file:` probe (both
+//! keep a blocking call in flight across attempts, at most one, see
+//! `detached`), the command of an `exec:` probe. [`Check::start`] makes one
 //! [`Attempt`], a future the prober keeps and polls in the event loop until
 //! it yields its result:
 //!
 //! - `tcp://`: a connection accepted within the timeout;
 //! - `http://`, `https://`: a GET (the `http` client) answered within the
 //!   timeout with a status of 200–399, as the kubelet judges;
-//! - `file:`: the path's `lstat` found something there; it runs on the
-//!   loop's thread, so a mount that hangs holds the loop;
+//! - `file:`: the path's `lstat` answered within the timeout, off the
+//!   loop, and found something there;
 //! - `exec:`: the command, started through `process::child` and reaped by
 //!   the reaper (which alone reaps), exited 0 within the timeout; past it,
 //!   its process group is killed.
 //!
-//! Every attempt but `file:` ends by the timeout, whatever the far side
-//! does.
+//! Every attempt ends by the timeout, whatever the far side does. Only
+//! the start of an `exec:` command can hold the loop (see the readiness
+//! module).
 
 use std::ffi::OsString;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ use crate::duration::GoDuration;
 use crate::process::child;
 use crate::process::reaper::{ChildStatus, Reaper};
 use crate::process::signals::SignalNumber;
+use crate::readiness::detached::{Detached, Unanswered};
 use crate::readiness::http;
 use crate::readiness::probe::{HttpTarget, Probe};
 use crate::readiness::resolve::Resolver;
@@ -39,7 +41,7 @@ use crate::readiness::resolve::Resolver;
 pub enum Check {
     Tcp(Resolver),
     Http(HttpTarget, Resolver),
-    File(PathBuf),
+    File(FileCheck),
     Exec(Vec<OsString>),
 }
 
@@ -58,7 +60,7 @@ impl Check {
             Probe::Http(target) => {
                 Check::Http(target.clone(), Resolver::new(&target.host, target.port))
             }
-            Probe::File { path } => Check::File(path.clone()),
+            Probe::File { path } => Check::File(FileCheck::new(path.clone())),
             Probe::Exec { argv } => Check::Exec(argv.iter().map(OsString::from).collect()),
             Probe::Notify => return None,
         })
@@ -72,7 +74,7 @@ impl Check {
             Check::Http(target, resolver) => {
                 Box::pin(http_get(target.clone(), resolver.clone(), timeout))
             }
-            Check::File(path) => Box::pin(std::future::ready(file(path))),
+            Check::File(file) => Box::pin(file.clone().check(timeout)),
             Check::Exec(argv) => return exec(argv, reaper, timeout),
         };
         Attempt {
@@ -133,11 +135,41 @@ fn judge(code: u16) -> Result<(), String> {
     }
 }
 
-/// One attempt of a file probe: Ok when something is at the path.
-fn file(path: &Path) -> Result<(), String> {
-    match std::fs::symlink_metadata(path) {
-        Ok(_) => Ok(()),
-        Err(err) => Err(err.to_string()),
+/// The path of a `file:` probe, and its `lstat` in flight.
+#[derive(Clone)]
+pub struct FileCheck {
+    path: PathBuf,
+    status: Detached<Result<(), String>>,
+}
+
+impl FileCheck {
+    fn new(path: PathBuf) -> FileCheck {
+        FileCheck {
+            path,
+            status: Detached::new("file-probe"),
+        }
+    }
+
+    /// One attempt: Ok when something is at the path (a symbolic link
+    /// counts, dangling or not). The `lstat` runs off the loop: a hung
+    /// mount holds its thread, not the loop, and the attempt ends at
+    /// `timeout`.
+    async fn check(self, timeout: Duration) -> Result<(), String> {
+        let path = self.path.clone();
+        let status = self.status.run(move || {
+            std::fs::symlink_metadata(&path)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        match tokio::time::timeout(timeout, status).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(Unanswered::NoThread(e))) => Err(format!("cannot look at the path: {e}")),
+            Ok(Err(Unanswered::Lost)) => Err("the look at the path ended without an answer".into()),
+            Err(_) => Err(format!(
+                "the file system did not answer within {}",
+                GoDuration(timeout)
+            )),
+        }
     }
 }
 

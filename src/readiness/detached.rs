@@ -1,18 +1,20 @@
-//! Blocking calls kept off the event loop: a name lookup.
+//! Blocking calls kept off the event loop: a name lookup, a file's status.
 //!
 //! Some questions a probe asks can only be asked by a call that blocks and
 //! cannot be cancelled: `getaddrinfo` waits out `resolv.conf`'s timeouts
-//! (10 s and more) when no name server answers. On the loop's thread, such
-//! a call would stall everything kubexit watches, the SIGKILL deadline
-//! included.
+//! (10 s and more) when no name server answers, and `lstat` waits for as
+//! long as the file system does (forever, on a hung NFS or FUSE mount). On
+//! the loop's thread, such a call would stall everything kubexit watches,
+//! the SIGKILL deadline included.
 //!
 //! So a [`Detached`] runs each call on a thread of its own and waits for
 //! its answer only as long as its caller does: an attempt that runs out of
 //! time drops the wait and leaves the call running, and the next attempt
 //! waits for that same call instead of starting another, so that at most
 //! one call is in flight per probe however long it hangs. Nothing ever
-//! joins the thread, so kubexit's exit never waits for one (the process
-//! ends it, as it ends every thread).
+//! joins the thread, so kubexit's exit never waits for one: exiting ends
+//! every thread, one in a hung `lstat` too (FUSE and NFS wait for their
+//! servers in waits that a kill ends).
 //!
 //! The threads are plain `std` threads rather than tokio's blocking pool:
 //! tokio panics when the system refuses it a thread (a pod at its pids

@@ -17,15 +17,14 @@
 //! calls); `resolve`, names and connections; `detached`, blocking calls
 //! kept off the loop; `tls`, the handshake of https; `notify`, the socket.
 //!
-//! The loop waits on no network probe: a name lookup runs on a thread of
-//! its own (`detached`: one lookup in flight at most per probe, never
-//! waited for beyond the attempt), and connections, requests and answers
-//! are awaited under the attempt's timeout. Two exceptions: a `file:`
-//! probe's `lstat` runs on the loop's thread, and starting an `exec:`
-//! command returns once the command has been executed (`posix_spawnp`
-//! reports whether it could be), so a path, a command, or a directory of
-//! `PATH` on a mount that hangs holds the loop for as long as the mount
-//! does.
+//! The loop waits on no probe: a name lookup and a `file:` probe's `lstat`
+//! run on threads of their own (`detached`: one call in flight at most per
+//! probe, never waited for beyond the attempt), and connections, requests,
+//! answers and `exec:` commands are awaited under the attempt's timeout.
+//! One exception: starting an `exec:` command returns once the command
+//! has been executed (`posix_spawnp` reports whether it could be), so a
+//! command, or a directory of `PATH`, on a mount that hangs holds the loop
+//! for as long as the mount does.
 //!
 //! Failures are logged when their reason changes and otherwise at most
 //! every few seconds, so a slow start does not flood the log.
@@ -163,7 +162,8 @@ impl Prober {
     }
 
     /// Stops probing: an `exec:` probe still running is killed; a name
-    /// lookup in flight is left to end on its own, never waited for.
+    /// lookup or a file's status in flight is left to end on its own,
+    /// never waited for.
     pub fn abandon(&mut self) {
         if let Some(attempt) = self.attempt.take() {
             attempt.abandon();

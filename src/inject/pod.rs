@@ -25,11 +25,11 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::plan::{
-    BINARY_DIR, BINARY_VOLUME, GRAVEYARD_PATH, GRAVEYARD_VOLUME, INSTALL_CONTAINER, PlanError, Pod,
-    check_room, plan,
+use super::additions::{
+    BINARY_DIR, BINARY_VOLUME, GRAVEYARD_PATH, GRAVEYARD_VOLUME, INSTALL_CONTAINER, KUBEXIT_PATH,
 };
-use super::record::{self, CommandChange, ContainerRecord, KUBEXIT_PATH, Record, RecordError};
+use super::plan::{PlanError, Pod, check_room, plan};
+use super::record::{self, CommandChange, ContainerRecord, Record, RecordError};
 use super::vocabulary::{self, AnnotationError, Install, Setting, Value as Given};
 
 /// Where kubexit is in its image.

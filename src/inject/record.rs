@@ -27,10 +27,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
+use super::additions::KUBEXIT_PATH;
 use super::vocabulary::Setting;
-
-/// Where the installed kubexit is, in every coordinated container.
-pub const KUBEXIT_PATH: &str = "/kubexit/kubexit";
 
 /// How a container's command was changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,10 +11,13 @@
 //!
 //! [`read`] turns the annotations of one pod into [`Annotations`]: every
 //! key known, in the scope it allows, every value checked with the same
-//! parsers kubexit runs with (names, Go durations, probes, signals), so a
-//! value that `kubectl apply` would carry into a crash loop is refused
-//! here instead. What the names refer to (containers of this pod, sidecars,
-//! cycles) is the transformation's to check: it knows the pod.
+//! parsers kubexit runs with (names, Go durations, probes, death policies,
+//! signals, quit endpoints), so a value that `kubectl apply` would carry
+//! into a crash loop is refused here instead. Two values are checked
+//! elsewhere: an image reference only for white space (the registry
+//! judges the rest), and the record `kubexit.io/injected`, which `record`
+//! reads. What the names refer to (containers of this pod, sidecars,
+//! cycles) is the plan's to check: it knows the pod.
 
 use std::collections::BTreeMap;
 

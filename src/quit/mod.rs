@@ -8,7 +8,9 @@
 //! `POST /quitquitquit` on its admin port 9091 (started with
 //! `--quitquitquit`), Envoy's admin `POST /quitquitquit`. With
 //! `KUBEXIT_QUIT`, the main container's kubexit calls them once its child
-//! has ended and its `Died` is recorded. How endpoints are written is
+//! has ended (or never started) and its `Died` is recorded; or at once,
+//! with nothing recorded, when the graveyard cannot be opened, since no
+//! child will run. How endpoints are written is
 //! `endpoint`'s; the requests are made by the readiness probes' HTTP
 //! client (`readiness::http`); when to call is the supervisor's.
 //!
@@ -20,7 +22,9 @@
 //! taken for gone as well. Anything else (a 5xx, a reset, no answer within
 //! a second) is tried again after a short backoff (100 ms, doubling up to
 //! 1 s) until the quit timeout (`KUBEXIT_QUIT_TIMEOUT`, 10 s by default)
-//! has passed. Each call's result is logged. Nothing here changes
+//! has passed: no call begins after it, and the last one begun may take
+//! its second. Each call's result is logged (the tries between, at debug
+//! level). Nothing here changes
 //! kubexit's exit status: the child's work is what it reports, and a
 //! sidecar that will not quit is the pod's to end.
 

@@ -19,7 +19,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use super::{EXIT_CONFIG, EXIT_FAILURE, log};
+use super::exit::{EXIT_CONFIG, EXIT_FAILURE};
+use super::log;
 use crate::config::{Args, ProcessEnvironment, Reporting};
 use crate::duration::{self, GoDuration};
 use crate::inject::pod;

@@ -36,7 +36,8 @@ pub mod webhook;
 #[global_allocator]
 static ALLOCATOR: memory::Allocator = memory::Allocator;
 
-pub use cli::{EXIT_CONFIG, EXIT_FAILURE, run};
+pub use cli::exit::{EXIT_CONFIG, EXIT_FAILURE};
+pub use cli::run;
 
 /// What the unit tests of several modules share.
 #[cfg(test)]

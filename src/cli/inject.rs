@@ -39,7 +39,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use super::{EXIT_CONFIG, EXIT_FAILURE};
+use super::exit::{EXIT_CONFIG, EXIT_FAILURE};
 use crate::inject::manifest::{self, Change, ManifestError};
 use crate::inject::pod::{self, Options};
 use crate::inject::vocabulary::{self, PREFIX, Setting};

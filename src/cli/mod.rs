@@ -13,6 +13,7 @@
 //! for the supervisor's sake; `--status` and `--install` unblock them
 //! again, so that Ctrl-C interrupts them as it would any command.
 
+pub mod exit;
 #[cfg(feature = "inject")]
 mod inject;
 pub mod install;
@@ -26,14 +27,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::cli::exit::{EXIT_CONFIG, EXIT_FAILURE};
 use crate::config::{Args, Config, ProcessEnvironment, Reporting};
 use crate::process::signals::{self, Signals};
 use crate::supervisor;
-
-/// Exit status for a configuration error, as upstream.
-pub const EXIT_CONFIG: u8 = 2;
-/// Exit status when kubexit itself fails.
-pub const EXIT_FAILURE: u8 = 1;
 
 /// Runs kubexit with the process's arguments and environment.
 pub fn run() -> ExitCode {

@@ -55,11 +55,11 @@ pub fn main(args: &Args) -> ExitCode {
                 "the graveyard {} does not exist; set KUBEXIT_GRAVEYARD or --graveyard",
                 dir.display()
             );
-            return ExitCode::from(super::EXIT_FAILURE);
+            return ExitCode::from(super::exit::EXIT_FAILURE);
         }
         Err(err) => {
             tracing::error!("{err}");
-            return ExitCode::from(super::EXIT_CONFIG);
+            return ExitCode::from(super::exit::EXIT_CONFIG);
         }
     };
     match collect(&graveyard) {
@@ -74,7 +74,7 @@ pub fn main(args: &Args) -> ExitCode {
         }
         Err(err) => {
             tracing::error!("cannot read the graveyard: {err}");
-            ExitCode::from(super::EXIT_FAILURE)
+            ExitCode::from(super::exit::EXIT_FAILURE)
         }
     }
 }

@@ -27,7 +27,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use super::{EXIT_CONFIG, EXIT_FAILURE, log};
+use super::exit::{EXIT_CONFIG, EXIT_FAILURE};
+use super::log;
 use crate::config::spec::{Problem, settings, utf8};
 use crate::config::{ConfigError, Log, LogFlags, ProcessEnvironment, parse};
 use crate::duration::GoDuration;

@@ -13,7 +13,7 @@ use super::spec::{Alias, settings};
 use super::{DeathPolicy, StoppedExitCode, parse};
 use crate::graveyard::name::Name;
 use crate::process::signals::SignalNumber;
-use crate::quit::Endpoint;
+use crate::quit::endpoint::Endpoint;
 use crate::readiness::probe::Probe;
 
 settings! {

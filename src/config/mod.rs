@@ -48,7 +48,7 @@ pub use reporting::{Log, LogFlags, LogFormat, Reporting, TerminationLog};
 use crate::duration::GoDuration;
 use crate::graveyard::name::Name;
 use crate::process::signals::SignalNumber;
-use crate::quit::Endpoint;
+use crate::quit::endpoint::Endpoint;
 use crate::readiness::probe::Probe;
 
 /// What kubexit's exit status is when it stopped the child because a death

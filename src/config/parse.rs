@@ -13,7 +13,7 @@ use super::{DeathPolicy, StoppedExitCode};
 use crate::duration;
 use crate::graveyard::name::Name;
 use crate::process::signals::{self, SignalNumber};
-use crate::quit::Endpoint;
+use crate::quit::endpoint::Endpoint;
 use crate::readiness::probe::Probe;
 
 pub fn name(raw: &OsStr) -> Result<Name, Problem> {

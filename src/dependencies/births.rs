@@ -23,9 +23,10 @@
 //! shows.
 
 use crate::config::Config;
+use crate::dependencies::Dependencies;
 #[cfg(feature = "kubernetes")]
 use crate::dependencies::kubernetes::PodWait;
-use crate::dependencies::{Dependencies, Verdict};
+use crate::dependencies::verdict::Verdict;
 use crate::graveyard::name::Name;
 use crate::process::reaper::Reaper;
 use crate::readiness::{Event, Prober};

@@ -50,7 +50,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::PodTarget;
-use crate::dependencies::Verdict;
+use crate::dependencies::verdict::Verdict;
 use crate::graveyard::name::Name;
 
 /// How long the server may keep one watch open (it may end it sooner).

@@ -50,6 +50,7 @@
 pub mod births;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
+pub mod verdict;
 
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
@@ -62,17 +63,7 @@ use crate::graveyard::name::Name;
 use crate::graveyard::tombstone::Tombstone;
 use crate::graveyard::watch::{Change, Watch};
 
-/// Where a wait for birth dependencies stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Every dependency is ready: start the child.
-    AllReady,
-    /// Some are not ready yet.
-    Waiting,
-    /// This dependency is dead: it will not be ready unless it is started
-    /// again, so waiting on would only run out the timeout.
-    Died(Name),
-}
+pub use verdict::Verdict;
 
 /// What a dependency's tombstone says.
 #[derive(Debug, Clone, PartialEq, Eq)]

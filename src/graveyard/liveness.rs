@@ -60,9 +60,10 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::libc;
 use tokio::time::{Instant, sleep};
 
+use crate::graveyard::Graveyard;
+use crate::graveyard::entry::{ReadError, open_entry};
 use crate::graveyard::name::Name;
 use crate::graveyard::tombstone::{NEVER_STARTED, Tombstone};
-use crate::graveyard::{Graveyard, ReadError, open_entry};
 
 /// The lock that says "this kubexit is alive"; held until dropped or the
 /// process ends.

@@ -54,6 +54,7 @@
 //! How the directory is watched is the [`watch`] module's business; what a
 //! tombstone means is [`tombstone`]'s; the liveness locks are [`liveness`]'s.
 
+pub(crate) mod entry;
 pub(crate) mod liveness;
 pub mod name;
 pub mod tombstone;
@@ -61,19 +62,19 @@ pub(crate) mod watch;
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use jiff::tz::TimeZone;
 use nix::libc;
 
 use crate::files;
+use crate::graveyard::entry::{
+    MAX_TOMBSTONE_BYTES, ReadError, open_any, open_entry, read_bounded, refuse_unless_regular,
+};
 use crate::graveyard::name::Name;
-use crate::graveyard::tombstone::{ParseError, Tombstone};
+use crate::graveyard::tombstone::Tombstone;
 use crate::random;
-
-/// Tombstones are a few hundred bytes; anything beyond this is not one.
-pub const MAX_TOMBSTONE_BYTES: u64 = 64 * 1024;
 
 /// The shared directory, and the time zone tombstones are written in.
 #[derive(Debug, Clone)]
@@ -91,21 +92,6 @@ pub enum GraveyardError {
     Create { dir: PathBuf, source: io::Error },
     #[error("the graveyard {dir:?} is not a directory; point KUBEXIT_GRAVEYARD at a directory")]
     NotADirectory { dir: PathBuf },
-}
-
-/// Why one entry of the graveyard could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("it is a symbolic link, which kubexit never follows")]
-    Symlink,
-    #[error("it is a {0}, not a regular file")]
-    NotAFile(&'static str),
-    #[error("it is larger than {MAX_TOMBSTONE_BYTES} bytes")]
-    TooLarge,
-    #[error("{0}")]
-    Unparsable(#[from] ParseError),
-    #[error("{0}")]
-    Io(io::Error),
 }
 
 /// Why a tombstone could not be written.
@@ -287,77 +273,6 @@ impl Graveyard {
             "every temporary name kubexit drew was taken",
         ))
     }
-}
-
-/// Opens the graveyard entry at `path` for `access` (and, when created,
-/// with `mode`), never following a link, never blocking, never acquiring a
-/// terminal, and only if it is a regular file. `Ok(None)`: nothing is there.
-pub(crate) fn open_entry(
-    path: &Path,
-    access: libc::c_int,
-    mode: libc::mode_t,
-) -> Result<Option<File>, ReadError> {
-    let Some(file) = open_any(path, access, mode)? else {
-        return Ok(None);
-    };
-    refuse_unless_regular(&file)?;
-    Ok(Some(file))
-}
-
-/// [`open_entry`] without the look at what was opened: the caller asks
-/// [`refuse_unless_regular`] before it trusts anything it read.
-fn open_any(
-    path: &Path,
-    access: libc::c_int,
-    mode: libc::mode_t,
-) -> Result<Option<File>, ReadError> {
-    let flags = access | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
-    match files::open(path, flags, mode) {
-        Ok(file) => Ok(Some(file)),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => Err(ReadError::Symlink),
-        Err(err) if err.raw_os_error() == Some(libc::EISDIR) => {
-            Err(ReadError::NotAFile("directory"))
-        }
-        // A FIFO opened for writing with no reader.
-        Err(err) if err.raw_os_error() == Some(libc::ENXIO) => {
-            Err(ReadError::NotAFile("named pipe or device"))
-        }
-        Err(err) => Err(ReadError::Io(err)),
-    }
-}
-
-/// `Ok` when `file` is a regular file; otherwise the error that says what
-/// it is.
-fn refuse_unless_regular(file: &File) -> Result<(), ReadError> {
-    let kind = file.metadata().map_err(ReadError::Io)?.file_type();
-    if kind.is_file() {
-        return Ok(());
-    }
-    Err(ReadError::NotAFile(if kind.is_dir() {
-        "directory"
-    } else if kind.is_fifo() {
-        "named pipe"
-    } else if kind.is_socket() {
-        "socket"
-    } else {
-        "device"
-    }))
-}
-
-/// How much of a tombstone the first read asks for: more than any
-/// tombstone kubexit or Go writes, so that one read is its end.
-const TOMBSTONE_HINT: usize = 512;
-
-/// Reads at most `limit` bytes of an entry, from its start, positionally
-/// (a FIFO, a socket or a directory refuses), one read for a tombstone.
-fn read_bounded(file: &File, limit: u64) -> Result<Vec<u8>, ReadError> {
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX - 1);
-    let bytes = files::read_small(file, TOMBSTONE_HINT, limit).map_err(ReadError::Io)?;
-    if bytes.len() > limit {
-        return Err(ReadError::TooLarge);
-    }
-    Ok(bytes)
 }
 
 /// Rewrites the existing regular file at `path` in place: first cut to

@@ -23,6 +23,8 @@
 
 use serde_json::Value;
 
+use crate::readiness::probe::bracketed;
+
 /// Translates `container`'s `readinessProbe`; `Ok(None)` when it has none.
 pub fn readiness(container: &Value) -> Result<Option<String>, String> {
     let Some(probe) = container.get("readinessProbe") else {
@@ -84,11 +86,11 @@ pub fn readiness(container: &Value) -> Result<Option<String>, String> {
     Err("it has no tcpSocket, httpGet or exec handler".into())
 }
 
-/// The probe's `host`, bracketed when it is an IPv6 address.
+/// The probe's `host` as a URL writes it (an IPv6 address bracketed, as
+/// kubexit's probe syntax reads it).
 fn host(handler: &Value) -> String {
     match handler.get("host").and_then(Value::as_str) {
-        Some(host) if !host.is_empty() && host.contains(':') => format!("[{host}]"),
-        Some(host) if !host.is_empty() => host.to_owned(),
+        Some(host) if !host.is_empty() => bracketed(host),
         _ => "127.0.0.1".to_owned(),
     }
 }

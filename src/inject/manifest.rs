@@ -17,7 +17,8 @@
 //! `Deployment`, `StatefulSet`, `DaemonSet`, `ReplicaSet` and
 //! `ReplicationController` hold it at `spec.template`, `CronJob` at
 //! `spec.jobTemplate.spec.template`. Every other object passes through as
-//! it is. The annotations that drive injection belong on the pod
+//! it is (as an object: a YAML document comes back without its comments,
+//! in kubexit's layout). The annotations that drive injection belong on the pod
 //! template, where the webhook sees them too; on a workload's own metadata
 //! they are refused with a message saying where to move them.
 

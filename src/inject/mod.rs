@@ -8,14 +8,16 @@
 //! and the rest is derived, the way `linkerd inject` and
 //! `istioctl kube-inject` work.
 //!
-//! The layers, each with its own error type:
+//! The layers, each that can fail with its own error type (but
+//! `kubelet_probe`, whose reason the plan's error carries):
 //!
 //! - `vocabulary`: the annotations, their scopes, and their values checked
 //!   with kubexit's own parsers;
 //! - `kubelet_probe`: a container's readinessProbe in kubexit's probe
 //!   syntax;
+//! - `additions`: the names and paths of what an injection adds;
 //! - `plan`: who does what (sidecars, main containers, readiness), every
-//!   name checked against the pod;
+//!   name checked against the pod, in phases;
 //! - `pod`: the transformation itself, a pure function from a pod (or pod
 //!   template) with its annotations to the coordinated pod or an error
 //!   naming the container and the fix: [`inject`], [`uninject`],
@@ -31,6 +33,7 @@
 //! It is in the default build (cargo feature `inject`), left out of the
 //! slim one.
 
+mod additions;
 pub mod kubelet_probe;
 pub mod manifest;
 pub mod plan;

@@ -22,23 +22,37 @@
 //!   replace these defaults for that container; every other setting is
 //!   passed to the containers it concerns as its variable.
 //!
-//! [`plan`] reads and checks; it changes nothing. [`check_room`] checks
-//! that what the injection adds does not collide with the pod's own.
+//! [`plan`] reads and checks; it changes nothing. It goes in phases, each
+//! a function below, and the first error found is the one reported, so
+//! their order is the order in which a pod's mistakes are told:
+//!
+//! 1. [`Pod::of`] (the caller's) reads the pod's containers, init
+//!    containers and volumes;
+//! 2. `classify` sorts the containers into coordinated, skipped,
+//!    sidecars and main ones (`Roles`), checking every name in `skip`,
+//!    `sidecars` and in a container's key (`Names`);
+//! 3. `ready_sidecars` finds the sidecars that declare readiness, each
+//!    probe checked or translated;
+//! 4. `link` derives each container's birth and death dependencies and
+//!    its `stop-after` (`Links`), explicit or by default, every name
+//!    checked;
+//! 5. `check_whole` checks what only the whole can show: no cycle of
+//!    birth dependencies, a pod-wide quit only with one main container;
+//! 6. `settle` makes each container's command and variables
+//!    ([`Planned`]).
+//!
+//! [`check_room`] then checks that what the injection adds (`additions`)
+//! does not collide with the pod's own.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
+use super::additions::{
+    BINARY_DIR, BINARY_VOLUME, GRAVEYARD_PATH, GRAVEYARD_VOLUME, INSTALL_CONTAINER,
+};
 use super::kubelet_probe;
 use super::vocabulary::{self, Annotations, ReadyProbe, Setting, Value as Given};
-
-/// The graveyard volume and where it is mounted.
-pub const GRAVEYARD_VOLUME: &str = "graveyard";
-pub const GRAVEYARD_PATH: &str = "/graveyard";
-/// The volume kubexit is installed into, and the init container that does it.
-pub const BINARY_VOLUME: &str = "kubexit";
-pub const BINARY_DIR: &str = "/kubexit";
-pub const INSTALL_CONTAINER: &str = "kubexit";
 
 /// Why the pod's containers cannot be coordinated as asked. Each message
 /// names the container or the annotation concerned and says what to
@@ -224,20 +238,56 @@ pub struct Plan {
     pub containers: BTreeMap<String, Planned>,
 }
 
-/// Decides every container's settings, checking every name.
+/// Decides every container's settings, checking every name: the phases
+/// of the module's essay, in order.
 pub fn plan(pod: &Pod, read: &Annotations) -> Result<Plan, PlanError> {
-    let all = pod.names();
-    let names_of = |setting: Setting| -> Vec<String> {
-        read.pod(setting)
-            .map(|(_, v)| v.names().to_vec())
-            .unwrap_or_default()
-    };
-    let skip = names_of(Setting::Skip);
-    let sidecars = names_of(Setting::Sidecars);
-    // A name in a list must be a container that kubexit may coordinate.
-    let check = |key: &str, name: &str, coordinated_only: bool| -> Result<(), PlanError> {
-        if all.iter().any(|c| c == name) {
-            if coordinated_only && skip.iter().any(|s| s == name) {
+    let names = Names::of(pod, read);
+    let roles = classify(read, &names)?;
+    let ready = ready_sidecars(pod, read, &roles)?;
+    let links = link(read, &names, &roles, &ready)?;
+    check_whole(read, &roles, &links)?;
+    let waited_for: BTreeSet<&String> = links.values().flat_map(|l| &l.birth).collect();
+    let mut containers = BTreeMap::new();
+    for name in &roles.coordinated {
+        let container = Container {
+            name,
+            sidecar: roles.is_sidecar(name),
+            links: &links[name],
+            waited_for: waited_for.contains(name),
+        };
+        containers.insert(name.clone(), settle(pod, read, &container)?);
+    }
+    Ok(Plan {
+        order: roles.coordinated,
+        containers,
+    })
+}
+
+/// The names of the pod's containers, and the check that a name given in
+/// an annotation is one of them.
+struct Names<'p> {
+    pod: &'p Pod<'p>,
+    /// Every container, in the pod's order.
+    all: Vec<String>,
+    /// Those in `kubexit.io/skip`.
+    skip: Vec<String>,
+}
+
+impl<'p> Names<'p> {
+    fn of(pod: &'p Pod<'p>, read: &Annotations) -> Names<'p> {
+        Names {
+            pod,
+            all: pod.names(),
+            skip: names_in(read, Setting::Skip),
+        }
+    }
+
+    /// Ok when `name`, given in annotation `key`, is a container of the
+    /// pod, and one kubexit coordinates if `coordinated_only`; otherwise
+    /// the error that says what `name` is instead.
+    fn check(&self, key: &str, name: &str, coordinated_only: bool) -> Result<(), PlanError> {
+        if self.all.iter().any(|c| c == name) {
+            if coordinated_only && self.skip.iter().any(|s| s == name) {
                 return Err(PlanError::Skipped {
                     key: key.to_owned(),
                     name: name.to_owned(),
@@ -245,7 +295,7 @@ pub fn plan(pod: &Pod, read: &Annotations) -> Result<Plan, PlanError> {
             }
             return Ok(());
         }
-        if let Some((_, native)) = pod.init.iter().find(|(n, _)| n == name) {
+        if let Some((_, native)) = self.pod.init.iter().find(|(n, _)| n == name) {
             return Err(if *native {
                 PlanError::NativeSidecar {
                     key: key.to_owned(),
@@ -261,21 +311,77 @@ pub fn plan(pod: &Pod, read: &Annotations) -> Result<Plan, PlanError> {
         Err(PlanError::NotAContainer {
             key: key.to_owned(),
             name: name.to_owned(),
-            hint: vocabulary::nearest(name, all.iter().map(String::as_str)).map(str::to_owned),
-            containers: all.clone(),
+            hint: vocabulary::nearest(name, self.all.iter().map(String::as_str)).map(str::to_owned),
+            containers: self.all.clone(),
         })
-    };
-    let pod_key = |s: Setting| s.pod_key();
-    for name in &skip {
-        check(&pod_key(Setting::Skip), name, false)?;
+    }
+
+    /// Checks the dependencies `deps` that annotation `key` gives
+    /// `container`: each a coordinated container, none the container
+    /// itself.
+    fn check_dependencies(
+        &self,
+        key: &str,
+        container: &str,
+        deps: &[String],
+    ) -> Result<(), PlanError> {
+        for dep in deps {
+            self.check(key, dep, true)?;
+            if dep == container {
+                return Err(PlanError::SelfDependency {
+                    key: key.to_owned(),
+                    name: container.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The names a pod-wide list setting gives (`skip`, `sidecars`).
+fn names_in(read: &Annotations, setting: Setting) -> Vec<String> {
+    read.pod(setting)
+        .map(|(_, v)| v.names().to_vec())
+        .unwrap_or_default()
+}
+
+/// The coordinated containers by role.
+struct Roles {
+    /// The pod's containers less the skipped ones, in the pod's order.
+    coordinated: Vec<String>,
+    /// `kubexit.io/sidecars`, in its order.
+    sidecars: Vec<String>,
+    /// The coordinated containers that are not sidecars, in the pod's
+    /// order.
+    mains: Vec<String>,
+}
+
+impl Roles {
+    fn is_sidecar(&self, name: &str) -> bool {
+        self.sidecars.iter().any(|s| s == name)
+    }
+}
+
+/// Phase 2: the containers sorted by role, once every name in `skip`,
+/// `sidecars` and a container's key is known to be one of the pod's; at
+/// least one main container when any is coordinated.
+fn classify(read: &Annotations, names: &Names) -> Result<Roles, PlanError> {
+    let sidecars = names_in(read, Setting::Sidecars);
+    for name in &names.skip {
+        names.check(&Setting::Skip.pod_key(), name, false)?;
     }
     for name in &sidecars {
-        check(&pod_key(Setting::Sidecars), name, true)?;
+        names.check(&Setting::Sidecars.pod_key(), name, true)?;
     }
     for (container, key) in read.named_containers() {
-        check(key, container, true)?;
+        names.check(key, container, true)?;
     }
-    let coordinated: Vec<String> = all.iter().filter(|c| !skip.contains(c)).cloned().collect();
+    let coordinated: Vec<String> = names
+        .all
+        .iter()
+        .filter(|c| !names.skip.contains(c))
+        .cloned()
+        .collect();
     let mains: Vec<String> = coordinated
         .iter()
         .filter(|c| !sidecars.contains(c))
@@ -286,200 +392,240 @@ pub fn plan(pod: &Pod, read: &Annotations) -> Result<Plan, PlanError> {
             sidecars: coordinated,
         });
     }
-
-    // Readiness: declared, or translated from the container's own probe.
-    let declared = |name: &str| match read.own(name, Setting::ReadyProbe) {
-        Some((_, Given::Ready(probe))) => Some(probe.clone()),
-        _ => None,
-    };
-    let readiness = |name: &str| -> Result<Option<String>, PlanError> {
-        match declared(name) {
-            Some(ReadyProbe::Off) => Ok(None),
-            Some(ReadyProbe::Probe(probe)) => Ok(Some(probe)),
-            None => {
-                let container = Value::Object(pod.container(name).cloned().unwrap_or_default());
-                kubelet_probe::readiness(&container).map_err(|why| {
-                    PlanError::ProbeNotTranslatable {
-                        container: name.to_owned(),
-                        why,
-                    }
-                })
-            }
-        }
-    };
-    let mut ready_sidecars = Vec::new();
-    for sidecar in &sidecars {
-        if readiness(sidecar)?.is_some() {
-            ready_sidecars.push(sidecar.clone());
-        }
-    }
-
-    // Dependencies: explicit, or the defaults for mains and sidecars.
-    let explicit = |name: &str, setting: Setting| read.own(name, setting);
-    let mut birth: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut death: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for name in &coordinated {
-        let sidecar = sidecars.contains(name);
-        for (setting, map, default) in [
-            (
-                Setting::BirthDeps,
-                &mut birth,
-                if sidecar {
-                    Vec::new()
-                } else {
-                    ready_sidecars.clone()
-                },
-            ),
-            (
-                Setting::DeathDeps,
-                &mut death,
-                if sidecar { mains.clone() } else { Vec::new() },
-            ),
-        ] {
-            let deps = match explicit(name, setting) {
-                Some((key, value)) => {
-                    for dep in value.names() {
-                        check(key, dep, true)?;
-                        if dep == name {
-                            return Err(PlanError::SelfDependency {
-                                key: key.clone(),
-                                name: name.clone(),
-                            });
-                        }
-                    }
-                    value.names().to_vec()
-                }
-                None => default,
-            };
-            map.insert(name.clone(), deps);
-        }
-        if let Some((key, value)) = explicit(name, Setting::StopAfter) {
-            for dep in value.names() {
-                check(key, dep, true)?;
-                if dep == name {
-                    return Err(PlanError::SelfDependency {
-                        key: key.clone(),
-                        name: name.clone(),
-                    });
-                }
-            }
-        }
-    }
-    if let Some(cycle) = birth_cycle(&coordinated, &birth) {
-        return Err(PlanError::BirthCycle { cycle });
-    }
-    let waited_for: BTreeSet<&String> = birth.values().flatten().collect();
-    if mains.len() > 1 && read.pod(Setting::Quit).is_some() {
-        let unset = mains.iter().any(|m| read.own(m, Setting::Quit).is_none());
-        if unset {
-            return Err(PlanError::QuitWithSeveralMains { mains });
-        }
-    }
-
-    let mut containers = BTreeMap::new();
-    for name in &coordinated {
-        let container = pod.container(name).expect("a container of the pod");
-        let sidecar = sidecars.contains(name);
-        let entrypoint = match (
-            container.get("command"),
-            read.own(name, Setting::Entrypoint),
-        ) {
-            (Some(Value::Array(words)), entry) => {
-                if entry.is_some() {
-                    return Err(PlanError::EntrypointWithCommand {
-                        container: name.clone(),
-                    });
-                }
-                if let Some(word) = words.first().and_then(Value::as_str)
-                    && (word == "kubexit" || word.ends_with("/kubexit"))
-                {
-                    return Err(PlanError::AlreadyWrapped {
-                        container: name.clone(),
-                        word: word.to_owned(),
-                    });
-                }
-                Vec::new()
-            }
-            (Some(_), _) => {
-                return Err(PlanError::Malformed(format!(
-                    "container {name}: command is not a list"
-                )));
-            }
-            (None, Some((_, Given::Command(words)))) => words.clone(),
-            (None, _) => {
-                return Err(PlanError::NoCommand {
-                    container: name.clone(),
-                });
-            }
-        };
-
-        let text = |setting: Setting| match read.for_container(name, setting) {
-            Some((_, Given::Text(text))) => Some(text.clone()),
-            _ => None,
-        };
-        let own = |setting: Setting| read.own(name, setting).is_some();
-        let births = &birth[name];
-        let deaths = &death[name];
-        let mut env: Vec<(String, String)> = vec![
-            ("KUBEXIT_NAME".into(), name.clone()),
-            ("KUBEXIT_GRAVEYARD".into(), GRAVEYARD_PATH.into()),
-        ];
-        let stop_after = explicit(name, Setting::StopAfter).map(|(_, v)| v.names().to_vec());
-        let quit = match read.own(name, Setting::Quit) {
-            Some((_, Given::Text(urls))) => Some(urls.clone()),
-            _ if !sidecar => text(Setting::Quit),
-            _ => None,
-        };
-        let birth_probes = match read.own(name, Setting::BirthProbes) {
-            Some((_, Given::Text(probes))) => Some(probes.clone()),
-            _ if !sidecar => text(Setting::BirthProbes),
-            _ => None,
-        };
-        for setting in Setting::all() {
-            let Some(variable) = setting.variable() else {
-                continue;
-            };
-            let value = match setting {
-                Setting::BirthDeps => Some(births.join(",")).filter(|v| !v.is_empty()),
-                Setting::DeathDeps => Some(deaths.join(",")).filter(|v| !v.is_empty()),
-                Setting::DeathPolicy => text(setting).or_else(|| {
-                    let implied = sidecar && explicit(name, Setting::DeathDeps).is_none();
-                    (implied && deaths.len() > 1).then(|| "all".to_owned())
-                }),
-                Setting::BirthProbes => birth_probes.clone(),
-                Setting::BirthTimeout => text(setting)
-                    .filter(|_| own(setting) || !births.is_empty() || birth_probes.is_some()),
-                Setting::ReadyProbe => match declared(name) {
-                    Some(ReadyProbe::Probe(probe)) => Some(probe),
-                    Some(ReadyProbe::Off) => None,
-                    None if waited_for.contains(name) => readiness(name)?,
-                    None => None,
-                },
-                Setting::StopAfter => stop_after
-                    .as_ref()
-                    .map(|n| n.join(","))
-                    .filter(|v| !v.is_empty()),
-                Setting::StopAfterTimeout => {
-                    text(setting).filter(|_| own(setting) || stop_after.is_some())
-                }
-                Setting::Quit => quit.clone(),
-                Setting::QuitTimeout => text(setting).filter(|_| own(setting) || quit.is_some()),
-                _ => text(setting),
-            };
-            if let Some(value) = value {
-                env.push((variable.to_owned(), value));
-            }
-        }
-        containers.insert(name.clone(), Planned { entrypoint, env });
-    }
-    Ok(Plan {
-        order: coordinated,
-        containers,
+    Ok(Roles {
+        coordinated,
+        sidecars,
+        mains,
     })
 }
 
+/// A container's readiness as its own annotation declares it, if it does.
+fn declared(read: &Annotations, name: &str) -> Option<ReadyProbe> {
+    match read.own(name, Setting::ReadyProbe) {
+        Some((_, Given::Ready(probe))) => Some(probe.clone()),
+        _ => None,
+    }
+}
+
+/// A container's readiness probe in kubexit's syntax: declared, or
+/// translated from its own readinessProbe; none when it has neither (or
+/// declares `none`).
+fn readiness(pod: &Pod, read: &Annotations, name: &str) -> Result<Option<String>, PlanError> {
+    match declared(read, name) {
+        Some(ReadyProbe::Off) => Ok(None),
+        Some(ReadyProbe::Probe(probe)) => Ok(Some(probe)),
+        None => {
+            let container = Value::Object(pod.container(name).cloned().unwrap_or_default());
+            kubelet_probe::readiness(&container).map_err(|why| PlanError::ProbeNotTranslatable {
+                container: name.to_owned(),
+                why,
+            })
+        }
+    }
+}
+
+/// Phase 3: the sidecars that declare readiness, in `sidecars`' order:
+/// the main containers' default birth dependencies.
+fn ready_sidecars(pod: &Pod, read: &Annotations, roles: &Roles) -> Result<Vec<String>, PlanError> {
+    let mut ready = Vec::new();
+    for sidecar in &roles.sidecars {
+        if readiness(pod, read, sidecar)?.is_some() {
+            ready.push(sidecar.clone());
+        }
+    }
+    Ok(ready)
+}
+
+/// One coordinated container's ties to the others.
+struct Links {
+    /// Whom it waits for before it starts.
+    birth: Vec<String>,
+    /// Whose death stops it.
+    death: Vec<String>,
+    /// Whom its stop waits for (`kubexit.io/stop-after`), when given.
+    stop_after: Option<Vec<String>>,
+}
+
+/// Phase 4: every coordinated container's links: its own annotations
+/// where it has them, else the defaults.
+fn link(
+    read: &Annotations,
+    names: &Names,
+    roles: &Roles,
+    ready_sidecars: &[String],
+) -> Result<BTreeMap<String, Links>, PlanError> {
+    let mut links = BTreeMap::new();
+    for name in &roles.coordinated {
+        // A container's own annotation, its names checked.
+        let given = |setting: Setting| -> Result<Option<Vec<String>>, PlanError> {
+            let Some((key, value)) = read.own(name, setting) else {
+                return Ok(None);
+            };
+            names.check_dependencies(key, name, value.names())?;
+            Ok(Some(value.names().to_vec()))
+        };
+        // The defaults: a main container waits for the sidecars that
+        // declare readiness; a sidecar dies with the main containers.
+        let (birth, death) = if roles.is_sidecar(name) {
+            (Vec::new(), roles.mains.clone())
+        } else {
+            (ready_sidecars.to_vec(), Vec::new())
+        };
+        let birth = given(Setting::BirthDeps)?.unwrap_or(birth);
+        let death = given(Setting::DeathDeps)?.unwrap_or(death);
+        let stop_after = given(Setting::StopAfter)?;
+        links.insert(
+            name.clone(),
+            Links {
+                birth,
+                death,
+                stop_after,
+            },
+        );
+    }
+    Ok(links)
+}
+
+/// Phase 5: what only the whole pod can show. Birth dependencies must not
+/// form a cycle (nothing in it would start), and a pod-wide quit needs one
+/// main container, or a quit of each main's own (the first to end would
+/// stop a sidecar the others still use).
+fn check_whole(
+    read: &Annotations,
+    roles: &Roles,
+    links: &BTreeMap<String, Links>,
+) -> Result<(), PlanError> {
+    if let Some(cycle) = birth_cycle(&roles.coordinated, links) {
+        return Err(PlanError::BirthCycle { cycle });
+    }
+    if roles.mains.len() > 1 && read.pod(Setting::Quit).is_some() {
+        let unset = roles
+            .mains
+            .iter()
+            .any(|m| read.own(m, Setting::Quit).is_none());
+        if unset {
+            return Err(PlanError::QuitWithSeveralMains {
+                mains: roles.mains.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What the last phase knows of one coordinated container.
+struct Container<'a> {
+    name: &'a String,
+    sidecar: bool,
+    links: &'a Links,
+    /// Whether another container waits for it: then its readiness probe,
+    /// declared or translated, is set.
+    waited_for: bool,
+}
+
+/// Phase 6: one container's command (when it has none) and variables.
+fn settle(pod: &Pod, read: &Annotations, container: &Container) -> Result<Planned, PlanError> {
+    let Container {
+        name,
+        sidecar,
+        links,
+        waited_for,
+    } = *container;
+    let entrypoint = entrypoint(pod, read, name)?;
+    let text = |setting: Setting| match read.for_container(name, setting) {
+        Some((_, Given::Text(text))) => Some(text.clone()),
+        _ => None,
+    };
+    let own = |setting: Setting| read.own(name, setting).is_some();
+    // A main container takes the pod-wide quit and birth probes; a
+    // sidecar only its own.
+    let own_or_main = |setting: Setting| match read.own(name, setting) {
+        Some((_, Given::Text(value))) => Some(value.clone()),
+        _ if !sidecar => text(setting),
+        _ => None,
+    };
+    let quit = own_or_main(Setting::Quit);
+    let birth_probes = own_or_main(Setting::BirthProbes);
+    let (births, deaths) = (&links.birth, &links.death);
+    let mut env: Vec<(String, String)> = vec![
+        ("KUBEXIT_NAME".into(), name.clone()),
+        ("KUBEXIT_GRAVEYARD".into(), GRAVEYARD_PATH.into()),
+    ];
+    for setting in Setting::all() {
+        let Some(variable) = setting.variable() else {
+            continue;
+        };
+        let value = match setting {
+            Setting::BirthDeps => Some(births.join(",")).filter(|v| !v.is_empty()),
+            Setting::DeathDeps => Some(deaths.join(",")).filter(|v| !v.is_empty()),
+            Setting::DeathPolicy => text(setting).or_else(|| {
+                let implied = sidecar && !own(Setting::DeathDeps);
+                (implied && deaths.len() > 1).then(|| "all".to_owned())
+            }),
+            Setting::BirthProbes => birth_probes.clone(),
+            Setting::BirthTimeout => text(setting)
+                .filter(|_| own(setting) || !births.is_empty() || birth_probes.is_some()),
+            Setting::ReadyProbe => match declared(read, name) {
+                Some(ReadyProbe::Probe(probe)) => Some(probe),
+                Some(ReadyProbe::Off) => None,
+                None if waited_for => readiness(pod, read, name)?,
+                None => None,
+            },
+            Setting::StopAfter => links
+                .stop_after
+                .as_ref()
+                .map(|n| n.join(","))
+                .filter(|v| !v.is_empty()),
+            Setting::StopAfterTimeout => {
+                text(setting).filter(|_| own(setting) || links.stop_after.is_some())
+            }
+            Setting::Quit => quit.clone(),
+            Setting::QuitTimeout => text(setting).filter(|_| own(setting) || quit.is_some()),
+            _ => text(setting),
+        };
+        if let Some(value) = value {
+            env.push((variable.to_owned(), value));
+        }
+    }
+    Ok(Planned { entrypoint, env })
+}
+
+/// The command a container gets when it has none
+/// (`kubexit.io/entrypoint`); empty when it has one, which must not
+/// already run kubexit.
+fn entrypoint(pod: &Pod, read: &Annotations, name: &str) -> Result<Vec<String>, PlanError> {
+    let container = pod.container(name).expect("a container of the pod");
+    match (
+        container.get("command"),
+        read.own(name, Setting::Entrypoint),
+    ) {
+        (Some(Value::Array(words)), entry) => {
+            if entry.is_some() {
+                return Err(PlanError::EntrypointWithCommand {
+                    container: name.to_owned(),
+                });
+            }
+            if let Some(word) = words.first().and_then(Value::as_str)
+                && (word == "kubexit" || word.ends_with("/kubexit"))
+            {
+                return Err(PlanError::AlreadyWrapped {
+                    container: name.to_owned(),
+                    word: word.to_owned(),
+                });
+            }
+            Ok(Vec::new())
+        }
+        (Some(_), _) => Err(PlanError::Malformed(format!(
+            "container {name}: command is not a list"
+        ))),
+        (None, Some((_, Given::Command(words)))) => Ok(words.clone()),
+        (None, _) => Err(PlanError::NoCommand {
+            container: name.to_owned(),
+        }),
+    }
+}
+
 /// A birth-dependency cycle, as the names along it (first repeated last).
-fn birth_cycle(order: &[String], birth: &BTreeMap<String, Vec<String>>) -> Option<Vec<String>> {
+fn birth_cycle(order: &[String], links: &BTreeMap<String, Links>) -> Option<Vec<String>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
@@ -488,7 +634,7 @@ fn birth_cycle(order: &[String], birth: &BTreeMap<String, Vec<String>>) -> Optio
     }
     fn visit(
         name: &str,
-        birth: &BTreeMap<String, Vec<String>>,
+        links: &BTreeMap<String, Links>,
         marks: &mut BTreeMap<String, Mark>,
         path: &mut Vec<String>,
     ) -> Option<Vec<String>> {
@@ -504,8 +650,8 @@ fn birth_cycle(order: &[String], birth: &BTreeMap<String, Vec<String>>) -> Optio
         }
         marks.insert(name.to_owned(), Mark::Open);
         path.push(name.to_owned());
-        for dep in birth.get(name).into_iter().flatten() {
-            if let Some(cycle) = visit(dep, birth, marks, path) {
+        for dep in links.get(name).into_iter().flat_map(|l| &l.birth) {
+            if let Some(cycle) = visit(dep, links, marks, path) {
                 return Some(cycle);
             }
         }
@@ -516,7 +662,7 @@ fn birth_cycle(order: &[String], birth: &BTreeMap<String, Vec<String>>) -> Optio
     let mut marks = BTreeMap::new();
     order
         .iter()
-        .find_map(|name| visit(name, birth, &mut marks, &mut Vec::new()))
+        .find_map(|name| visit(name, links, &mut marks, &mut Vec::new()))
 }
 
 /// The names and paths kubexit adds must be free.

@@ -9,14 +9,21 @@
 //! at `/graveyard` and a volume for the binary mounted at `/kubexit`
 //! (before the pod's own volumes, as this project's manifests have always
 //! listed them), an init container, first of all, that installs kubexit,
-//! and on each coordinated container: `/kubexit/kubexit` before its `command` (`args`
-//! untouched), `KUBEXIT_NAME` (the container's name), `KUBEXIT_GRAVEYARD`
-//! and the settings' variables after its own variables, and the two mounts
-//! after its own. Nothing else of the user's (resources, security
-//! contexts, probes, unknown fields) is touched. The record of all that
-//! (see `record`) makes [`uninject`] exact and re-injection idempotent: a
-//! pod that was injected is first taken back to what it was, then injected
-//! again, so the same annotations give the same pod.
+//! and on each coordinated container: `/kubexit/kubexit` before its
+//! `command` (`args` untouched), `KUBEXIT_NAME` (the container's name),
+//! `KUBEXIT_GRAVEYARD` and the settings' variables after its own
+//! variables, and the two mounts after its own (the names and paths are
+//! `additions`'). Nothing else of the user's (resources, security
+//! contexts, probes, unknown fields) is touched, but for two things: the
+//! annotations the caller sets ([`Options::overrides`], the command line's
+//! flags) replace the pod's own of the same keys, their old values kept in
+//! the record; and a map or list kubexit adds to that stands in the pod as
+//! `null` (`annotations:` with nothing after it) is replaced by a new one,
+//! which Kubernetes reads the same (uninjected, it is left out). The
+//! record of all that (see `record`) makes [`uninject`] exact and
+//! re-injection idempotent: a pod that was injected is first taken back to
+//! what it was, then injected again, so the same annotations give the same
+//! pod.
 //!
 //! Every check happens before the first change, so an error never leaves
 //! half a pod.
@@ -25,11 +32,11 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::plan::{
-    BINARY_DIR, BINARY_VOLUME, GRAVEYARD_PATH, GRAVEYARD_VOLUME, INSTALL_CONTAINER, PlanError, Pod,
-    check_room, plan,
+use super::additions::{
+    BINARY_DIR, BINARY_VOLUME, GRAVEYARD_PATH, GRAVEYARD_VOLUME, INSTALL_CONTAINER, KUBEXIT_PATH,
 };
-use super::record::{self, CommandChange, ContainerRecord, KUBEXIT_PATH, Record, RecordError};
+use super::plan::{PlanError, Pod, check_room, plan};
+use super::record::{self, CommandChange, ContainerRecord, Record, RecordError};
 use super::vocabulary::{self, AnnotationError, Install, Setting, Value as Given};
 
 /// Where kubexit is in its image.

@@ -15,22 +15,20 @@
 //! - the annotations the injector set for the caller (the command line's
 //!   flags), with their values before (`null` for absent).
 //!
-//! Nothing the user wrote is copied into the record, so it stays small, and
-//! the added entries are whole entries of the user's lists (appended, or
-//! put first), so taking them out by name gives back the user's lists in
-//! their order. [`undo`]
-//! does that; it is lenient about what is already gone and strict about
-//! what it would have to guess (a command that no longer starts with
-//! kubexit).
+//! Of what the user wrote, only the old values of the annotations the
+//! caller's flags replaced are copied into the record, so it stays small;
+//! and the added entries are whole entries of the user's lists (appended,
+//! or put first), so taking them out by name gives back the user's lists
+//! in their order. [`undo`] does that; it is lenient about what is already
+//! gone and strict about what it would have to guess (a command that no
+//! longer starts with kubexit).
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
+use super::additions::KUBEXIT_PATH;
 use super::vocabulary::Setting;
-
-/// Where the installed kubexit is, in every coordinated container.
-pub const KUBEXIT_PATH: &str = "/kubexit/kubexit";
 
 /// How a container's command was changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,10 +11,13 @@
 //!
 //! [`read`] turns the annotations of one pod into [`Annotations`]: every
 //! key known, in the scope it allows, every value checked with the same
-//! parsers kubexit runs with (names, Go durations, probes, signals), so a
-//! value that `kubectl apply` would carry into a crash loop is refused
-//! here instead. What the names refer to (containers of this pod, sidecars,
-//! cycles) is the transformation's to check: it knows the pod.
+//! parsers kubexit runs with (names, Go durations, probes, death policies,
+//! signals, quit endpoints), so a value that `kubectl apply` would carry
+//! into a crash loop is refused here instead. Two values are checked
+//! elsewhere: an image reference only for white space (the registry
+//! judges the rest), and the record `kubexit.io/injected`, which `record`
+//! reads. What the names refer to (containers of this pod, sidecars,
+//! cycles) is the plan's to check: it knows the pod.
 
 use std::collections::BTreeMap;
 
@@ -449,8 +452,8 @@ fn check(setting: Setting, raw: &str) -> Result<Value, String> {
             .map(|_| text())
             .map_err(|e| format!("is not a signal: {e}")),
         Kind::QuitUrls => {
-            let endpoints =
-                crate::quit::Endpoint::parse_list(value).map_err(|e| format!("has {e}"))?;
+            let endpoints = crate::quit::endpoint::Endpoint::parse_list(value)
+                .map_err(|e| format!("has {e}"))?;
             if endpoints.is_empty() {
                 return Err("names no endpoint".into());
             }

@@ -9,41 +9,46 @@
 //! attempt is due, or one has finished. Starting an attempt is a separate
 //! call so that `exec:` probes can register their process with the reaper,
 //! which alone reaps. The notify socket (`notify`) is the child's own word,
-//! waited for in the same loop.
+//! waited for in the same loop. The birth wait runs probes of addresses
+//! (`KUBEXIT_BIRTH_PROBES`) with the same prober.
 //!
-//! Nothing here blocks the event loop: network probes resolve names through
-//! a [`resolve::Resolver`] (one lookup in flight at most, never waited for
-//! beyond the attempt), connect and read under the attempt's timeout.
+//! The parts: `probe`, the syntax; `attempt`, one attempt of each kind;
+//! `http`, the HTTP/1.1 client of http probes (and of the `quit` module's
+//! calls); `resolve`, names and connections; `detached`, blocking calls
+//! kept off the loop; `tls`, the handshake of https; `notify`, the socket.
+//!
+//! The loop waits on no probe: a name lookup and a `file:` probe's `lstat`
+//! run on threads of their own (`detached`: one call in flight at most per
+//! probe, never waited for beyond the attempt), and connections, requests,
+//! answers and `exec:` commands are awaited under the attempt's timeout.
+//! One exception: starting an `exec:` command returns once the command
+//! has been executed (`posix_spawnp` reports whether it could be), so a
+//! command, or a directory of `PATH`, on a mount that hangs holds the loop
+//! for as long as the mount does.
 //!
 //! Failures are logged when their reason changes and otherwise at most
 //! every few seconds, so a slow start does not flood the log.
 
+pub mod attempt;
+pub mod detached;
+pub mod http;
 pub mod notify;
 pub mod probe;
 pub mod resolve;
 pub mod tls;
 
-use std::ffi::OsString;
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::time::Duration;
 
-use nix::unistd::Pid;
 use tokio::time::{Instant, sleep_until};
 
-use crate::duration::GoDuration;
-use crate::process::child;
-use crate::process::reaper::{ChildStatus, Reaper};
-use crate::process::signals::SignalNumber;
+use crate::process::reaper::Reaper;
+use crate::readiness::attempt::{Attempt, Check};
 use crate::readiness::notify::NotifySocket;
 use crate::readiness::probe::Probe;
-use crate::readiness::resolve::Resolver;
 
 /// How often a persisting probe failure is logged again.
 const REPEAT_FAILURE_LOG: Duration = Duration::from_secs(5);
-
-type Attempt = Pin<Box<dyn Future<Output = Result<(), String>>>>;
 
 /// What a prober needs from the loop.
 pub enum Event {
@@ -56,12 +61,12 @@ pub enum Event {
 /// One probe, tried until it first succeeds.
 pub struct Prober {
     probe: Probe,
+    /// None for `notify`, which is no attempt: such a prober never starts one.
+    check: Option<Check>,
     period: Duration,
     timeout: Duration,
-    resolver: Option<Resolver>,
     next_at: Instant,
     attempt: Option<Attempt>,
-    helper: Option<Pid>,
     ready: bool,
     last_failure: Option<(String, Instant)>,
 }
@@ -71,15 +76,12 @@ impl Prober {
     /// attempt due at once.
     pub fn new(probe: &Probe, period: Duration, timeout: Duration) -> Prober {
         Prober {
-            resolver: probe
-                .address()
-                .map(|(host, port)| Resolver::new(host, port)),
             probe: probe.clone(),
+            check: Check::of(probe),
             period,
             timeout,
             next_at: Instant::now(),
             attempt: None,
-            helper: None,
             ready: false,
             last_failure: None,
         }
@@ -113,7 +115,7 @@ impl Prober {
                     return Event::Due;
                 }
                 Some(running) => {
-                    let result = running.as_mut().await;
+                    let result = running.finished().await;
                     if self.finish_attempt(result) {
                         return Event::Ready;
                     }
@@ -127,51 +129,14 @@ impl Prober {
         if self.ready || self.attempt.is_some() {
             return;
         }
-        let timeout = self.timeout;
-        let resolver = self.resolver.clone();
-        let future: Attempt = match (self.probe.clone(), resolver) {
-            (Probe::Tcp { .. }, Some(resolver)) => {
-                Box::pin(async move { probe::check_tcp(&resolver, timeout).await })
-            }
-            (Probe::Http(target), Some(resolver)) => {
-                Box::pin(async move { probe::check_http(&target, &resolver, timeout).await })
-            }
-            (Probe::File { path }, _) => Box::pin(std::future::ready(probe::check_file(&path))),
-            (Probe::Exec { argv }, _) => {
-                let argv: Vec<OsString> = argv.into_iter().map(OsString::from).collect();
-                match child::spawn_helper(&argv) {
-                    Ok(pid) => {
-                        self.helper = Some(pid);
-                        let exited = reaper.watch(pid);
-                        Box::pin(async move {
-                            match tokio::time::timeout(timeout, exited).await {
-                                Ok(Ok(ChildStatus::Exited(0))) => Ok(()),
-                                Ok(Ok(status)) => {
-                                    Err(format!("the command ended with status {}", status.code()))
-                                }
-                                Ok(Err(_)) => Err("the command's status was lost".into()),
-                                Err(_) => {
-                                    let _ = child::signal_group_of(pid, SignalNumber::KILL);
-                                    Err(format!(
-                                        "the command did not finish within {}",
-                                        GoDuration(timeout)
-                                    ))
-                                }
-                            }
-                        })
-                    }
-                    Err(err) => Box::pin(std::future::ready(Err(err.to_string()))),
-                }
-            }
-            _ => return,
-        };
-        self.attempt = Some(future);
+        if let Some(check) = &self.check {
+            self.attempt = Some(check.start(reaper, self.timeout));
+        }
     }
 
     /// Records an attempt's result; true when the probe succeeded.
     fn finish_attempt(&mut self, result: Result<(), String>) -> bool {
         self.attempt = None;
-        self.helper = None;
         match result {
             Ok(()) => {
                 self.ready = true;
@@ -197,12 +162,12 @@ impl Prober {
     }
 
     /// Stops probing: an `exec:` probe still running is killed; a name
-    /// lookup in flight is left to end on its own, never waited for.
+    /// lookup or a file's status in flight is left to end on its own,
+    /// never waited for.
     pub fn abandon(&mut self) {
-        if let Some(pid) = self.helper.take() {
-            let _ = child::signal_group_of(pid, SignalNumber::KILL);
+        if let Some(attempt) = self.attempt.take() {
+            attempt.abandon();
         }
-        self.attempt = None;
         self.ready = true;
     }
 }
@@ -211,7 +176,7 @@ impl Prober {
 pub enum Readiness {
     /// Ready, or no longer judged because the child has ended.
     Settled,
-    Probing(Prober),
+    Probing(Box<Prober>),
     Notify(Option<NotifySocket>),
 }
 
@@ -232,7 +197,7 @@ impl Readiness {
         Ok(match probe {
             None => Readiness::Settled,
             Some(Probe::Notify) => Readiness::Notify(Some(NotifySocket::bind()?)),
-            Some(probe) => Readiness::Probing(Prober::new(probe, period, timeout)),
+            Some(probe) => Readiness::Probing(Box::new(Prober::new(probe, period, timeout))),
         })
     }
 

@@ -13,7 +13,8 @@
 //! filesystems and leaves nothing behind. Abstract sockets are visible to
 //! every process of the network namespace, that is, of the pod, where every
 //! kubexit may be PID 1: so the name is drawn at random, never made of a
-//! pid, and a name already taken is passed over for another. The threat
+//! pid, and a name already taken is passed over for another (16 times at
+//! most; then the bind's error is kubexit's). The threat
 //! model (docs/threat-model.md) says what the sharing allows.
 
 use std::io;

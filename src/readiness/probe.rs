@@ -1,12 +1,13 @@
-//! Readiness probes: how kubexit decides that its child is ready.
+//! Readiness probes as they are written: what `KUBEXIT_READY_PROBE` and
+//! `KUBEXIT_BIRTH_PROBES` (and their `kubexit.io/` annotations) may say.
 //!
 //! A dependency's readiness is declared in its own tombstone (`Ready`), so
 //! birth dependencies work without the Kubernetes API, in any pod, in docker
-//! compose, on a VM. This module says what a probe is and runs one attempt
-//! of the network and file kinds; the supervisor schedules attempts (every
-//! `KUBEXIT_READY_PERIOD`, each bounded by `KUBEXIT_READY_TIMEOUT`) and runs
-//! the kinds that involve processes (`exec:`, through the reaper) and the
-//! notify socket.
+//! compose, on a VM. This module says what a probe is, parses it and prints
+//! it back; running one is the `attempt` module's, scheduling attempts
+//! (every `KUBEXIT_READY_PERIOD`, each bounded by `KUBEXIT_READY_TIMEOUT`)
+//! the prober's. Quit endpoints are written as the HTTP targets parsed
+//! here (`quit::endpoint`).
 //!
 //! The kinds follow the kubelet's judgement where it has one:
 //!
@@ -20,14 +21,7 @@
 //! | `notify` | the child sends `READY=1` to `$NOTIFY_SOCKET` (systemd's protocol) |
 
 use std::fmt;
-use std::io;
 use std::path::PathBuf;
-use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-use crate::readiness::resolve::Resolver;
 
 /// How the child's readiness is judged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,160 +161,6 @@ fn host_port(authority: &str, default_port: Option<u16>) -> Option<(String, u16)
     Some((host.to_owned(), port))
 }
 
-/// Why a connection could not be made.
-#[derive(Debug)]
-pub enum ConnectError {
-    /// The name did not resolve (to any address).
-    Resolve(String),
-    /// The last address tried refused or failed.
-    Connect(io::Error),
-}
-
-impl ConnectError {
-    /// Nothing listens there: the server is not up, or is gone.
-    pub fn is_refused(&self) -> bool {
-        matches!(self, ConnectError::Connect(e) if e.kind() == io::ErrorKind::ConnectionRefused)
-    }
-}
-
-impl fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConnectError::Resolve(reason) => f.write_str(reason),
-            ConnectError::Connect(err) => write!(f, "{err}"),
-        }
-    }
-}
-
-/// Connects to the first of the host's addresses that accepts. Name
-/// resolution is the resolver's, bounded by the caller's timeout.
-pub async fn connect(resolver: &Resolver) -> Result<TcpStream, ConnectError> {
-    let addresses = resolver.resolve().await.map_err(ConnectError::Resolve)?;
-    let mut last = ConnectError::Resolve("the name resolves to no address".into());
-    for address in addresses {
-        match TcpStream::connect(address).await {
-            Ok(stream) => return Ok(stream),
-            Err(err) => last = ConnectError::Connect(err),
-        }
-    }
-    Err(last)
-}
-
-/// Sends `request` over `stream` (plain, or TLS for an https target) and
-/// returns the answer's status line.
-pub async fn exchange(
-    stream: TcpStream,
-    target: &HttpTarget,
-    request: &str,
-) -> Result<String, String> {
-    if target.tls {
-        #[cfg(feature = "tls")]
-        {
-            let stream = crate::readiness::tls::connect(stream, &target.host).await?;
-            return send(stream, request).await;
-        }
-        #[cfg(not(feature = "tls"))]
-        return Err("this kubexit was built without the tls feature".into());
-    }
-    send(stream, request).await
-}
-
-/// Writes `request` and reads the answer's status line.
-async fn send<S: AsyncReadExt + AsyncWriteExt + Unpin>(
-    mut stream: S,
-    request: &str,
-) -> Result<String, String> {
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    read_status_line(&mut stream).await
-}
-
-/// One attempt of a TCP probe: Ok when a connection is accepted.
-pub async fn check_tcp(resolver: &Resolver, timeout: Duration) -> Result<(), String> {
-    match tokio::time::timeout(timeout, connect(resolver)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(err)) => Err(err.to_string()),
-        Err(_) => Err(format!(
-            "no connection within {}",
-            crate::duration::GoDuration(timeout)
-        )),
-    }
-}
-
-/// One attempt of an HTTP or HTTPS probe: Ok for a status of 200–399.
-pub async fn check_http(
-    target: &HttpTarget,
-    resolver: &Resolver,
-    timeout: Duration,
-) -> Result<(), String> {
-    let attempt = async {
-        let stream = connect(resolver).await.map_err(|e| e.to_string())?;
-        judge_status(&exchange(stream, target, &http_request(target)).await?)
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(result) => result,
-        Err(_) => Err(format!(
-            "no answer within {}",
-            crate::duration::GoDuration(timeout)
-        )),
-    }
-}
-
-/// The GET request a probe sends, as the kubelet's: no body, no keep-alive.
-pub fn http_request(target: &HttpTarget) -> String {
-    let host = bracketed(&target.host);
-    format!(
-        "GET {} HTTP/1.1\r\nHost: {host}:{}\r\nUser-Agent: kubexit-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n",
-        target.path, target.port
-    )
-}
-
-/// Reads until the end of the status line (at most 4 KiB).
-pub async fn read_status_line<R: AsyncReadExt + Unpin>(reader: &mut R) -> Result<String, String> {
-    let mut head = Vec::with_capacity(256);
-    let mut buffer = [0u8; 512];
-    while !head.contains(&b'\n') {
-        let n = reader.read(&mut buffer).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buffer[..n]);
-        if head.len() > 4096 {
-            break;
-        }
-    }
-    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
-    Ok(String::from_utf8_lossy(line).trim_end().to_owned())
-}
-
-/// The status code of an `HTTP/1.x NNN ...` status line.
-pub fn status_code(status_line: &str) -> Option<u16> {
-    let mut parts = status_line.split_whitespace();
-    let version = parts.next()?;
-    let code = parts.next()?.parse::<u16>().ok()?;
-    version.starts_with("HTTP/").then_some(code)
-}
-
-/// Ok for `HTTP/1.x NNN` with 200 <= NNN < 400.
-pub fn judge_status(status_line: &str) -> Result<(), String> {
-    match status_code(status_line) {
-        Some(code) if (200..400).contains(&code) => Ok(()),
-        Some(code) => Err(format!("HTTP status {code}")),
-        None if status_line.is_empty() => Err("the connection closed without an answer".into()),
-        None => Err(format!("not an HTTP answer: {status_line:?}")),
-    }
-}
-
-/// One attempt of a file probe.
-pub fn check_file(path: &std::path::Path) -> Result<(), String> {
-    match std::fs::symlink_metadata(path) {
-        Ok(_) => Ok(()),
-        Err(err) => Err(err.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,19 +203,5 @@ mod tests {
         ] {
             assert!(Probe::parse(spec).is_err(), "{spec:?} accepted");
         }
-    }
-
-    #[test]
-    fn http_statuses_are_judged_as_the_kubelet_does() {
-        assert!(judge_status("HTTP/1.1 200 OK").is_ok());
-        assert!(judge_status("HTTP/1.0 302 Found").is_ok());
-        assert!(judge_status("HTTP/1.1 399 Whatever").is_ok());
-        assert_eq!(
-            judge_status("HTTP/1.1 503 Unavailable"),
-            Err("HTTP status 503".into())
-        );
-        assert!(judge_status("HTTP/1.1 199 Early").is_err());
-        assert!(judge_status("SSH-2.0-OpenSSH").is_err());
-        assert!(judge_status("").is_err());
     }
 }

@@ -1,33 +1,53 @@
-//! Name resolution for probes, bounded.
+//! Addresses for probes and quit calls: a host's name resolved, bounded,
+//! and a connection to the first of its addresses that accepts.
 //!
 //! `getaddrinfo` cannot be cancelled, and a resolver that never answers
-//! holds it for as long as `resolv.conf`'s timeouts say (10 s and more).
-//! Run inside the event loop's blocking pool, such a lookup would outlive
-//! the probe attempt that asked for it, one more at every attempt, and the
-//! runtime would wait for all of them before kubexit could exit.
-//!
-//! So a [`Resolver`] runs each lookup in a detached thread of its own and
-//! waits for its answer only as long as the probe attempt lasts. An attempt
-//! that runs out of time leaves the lookup running, and the next attempt
-//! waits for that same lookup instead of starting another: at most one
-//! lookup is in flight per probe. Nothing ever joins the thread, so
-//! kubexit's exit never waits for a lookup. An IP address needs no lookup.
+//! holds it for as long as `resolv.conf`'s timeouts say (10 s and more). A
+//! [`Resolver`] runs each lookup through a [`Detached`] call, off the loop
+//! and waited for only as long as the attempt lasts: an attempt that runs
+//! out of time leaves the lookup running, and the next attempt waits for
+//! that same lookup instead of starting another, so at most one lookup is
+//! in flight per probe. An IP address needs no lookup.
 
-use std::cell::RefCell;
+use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::rc::Rc;
 
-use tokio::sync::watch;
+use tokio::net::TcpStream;
 
-type Lookup = Option<Result<Vec<SocketAddr>, String>>;
+use crate::readiness::detached::{Detached, Unanswered};
 
 /// Resolves one host for one probe; clones share the lookup in flight.
 #[derive(Clone)]
 pub struct Resolver {
     host: String,
     port: u16,
-    in_flight: Rc<RefCell<Option<watch::Receiver<Lookup>>>>,
+    lookup: Detached<Result<Vec<SocketAddr>, String>>,
+}
+
+/// Why a connection could not be made.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The name did not resolve (to any address).
+    Resolve(String),
+    /// The last address tried refused or failed.
+    Connect(io::Error),
+}
+
+impl ConnectError {
+    /// Nothing listens there: the server is not up, or is gone.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, ConnectError::Connect(e) if e.kind() == io::ErrorKind::ConnectionRefused)
+    }
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Resolve(reason) => f.write_str(reason),
+            ConnectError::Connect(err) => write!(f, "{err}"),
+        }
+    }
 }
 
 impl Resolver {
@@ -35,7 +55,7 @@ impl Resolver {
         Resolver {
             host: host.to_owned(),
             port,
-            in_flight: Rc::default(),
+            lookup: Detached::new("resolve"),
         }
     }
 
@@ -45,44 +65,35 @@ impl Resolver {
         if let Ok(ip) = self.host.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, self.port)]);
         }
-        let mut answer = {
-            let mut in_flight = self.in_flight.borrow_mut();
-            match &*in_flight {
-                Some(answer) => answer.clone(),
-                None => {
-                    let answer = self
-                        .start()
-                        .map_err(|e| format!("cannot resolve {}: {e}", self.host))?;
-                    *in_flight = Some(answer.clone());
-                    answer
-                }
-            }
-        };
-        let result = match answer.wait_for(Option::is_some).await {
-            Ok(found) => found.clone().unwrap_or_else(|| Err("no answer".into())),
-            Err(_) => Err(format!(
+        let (host, port) = (self.host.clone(), self.port);
+        let found = self.lookup.run(move || {
+            (host.as_str(), port)
+                .to_socket_addrs()
+                .map(Iterator::collect)
+                .map_err(|e| e.to_string())
+        });
+        match found.await {
+            Ok(found) => found,
+            Err(Unanswered::NoThread(e)) => Err(format!("cannot resolve {}: {e}", self.host)),
+            Err(Unanswered::Lost) => Err(format!(
                 "the lookup of {} ended without an answer",
                 self.host
             )),
-        };
-        // This lookup is spent; the next attempt asks afresh.
-        *self.in_flight.borrow_mut() = None;
-        result
+        }
     }
 
-    fn start(&self) -> io::Result<watch::Receiver<Lookup>> {
-        let (tell, answer) = watch::channel(None);
-        let (host, port) = (self.host.clone(), self.port);
-        std::thread::Builder::new()
-            .name("resolve".into())
-            .spawn(move || {
-                let found = (host.as_str(), port)
-                    .to_socket_addrs()
-                    .map(Iterator::collect)
-                    .map_err(|e| e.to_string());
-                let _ = tell.send(Some(found));
-            })?;
-        Ok(answer)
+    /// Connects to the first of the host's addresses that accepts. The
+    /// caller bounds the whole with its timeout.
+    pub async fn connect(&self) -> Result<TcpStream, ConnectError> {
+        let addresses = self.resolve().await.map_err(ConnectError::Resolve)?;
+        let mut last = ConnectError::Resolve("the name resolves to no address".into());
+        for address in addresses {
+            match TcpStream::connect(address).await {
+                Ok(stream) => return Ok(stream),
+                Err(err) => last = ConnectError::Connect(err),
+            }
+        }
+        Err(last)
     }
 }
 

@@ -39,9 +39,9 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use super::Limits;
 use super::metrics::Open;
 use super::requests::{Shared, handle};
+use super::settings::Limits;
 
 /// The largest read buffer of a connection: request headers must fit.
 pub const MAX_BUFFER: usize = 64 * 1024;

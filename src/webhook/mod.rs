@@ -40,6 +40,10 @@
 //!   has passed, the reviews in flight are answered, and [`run`] returns.
 //!   SIGHUP reads the certificate again.
 //!
+//! What the server is given ([`Settings`], [`Limits`]) and why it cannot
+//! serve ([`WebhookError`]) are `settings`' and `error`'s, shared by the
+//! parts above.
+//!
 //! The server's thread keeps the small blocks a review frees for the next
 //! one (the crate's `memory` module), instead of giving them back to musl's
 //! allocator, which maps and unmaps pages for them.
@@ -53,85 +57,20 @@
 //! build (cargo feature `webhook`), left out of the slim one.
 
 mod connection;
+mod error;
 mod metrics;
 pub mod patch;
 mod requests;
 pub mod review;
 mod server;
+mod settings;
 pub mod tls;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
-
-use crate::inject::Options;
 use crate::process::signals::Signals;
 
+pub use error::WebhookError;
+pub use settings::{Limits, Settings};
 pub use tls::TlsError;
-
-/// Everything the server needs, checked.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub listen: SocketAddr,
-    pub tls_cert: PathBuf,
-    pub tls_key: PathBuf,
-    /// What `kubexit inject` would be given: the default image.
-    pub options: Options,
-    pub limits: Limits,
-    /// How long, after SIGTERM, the server goes on accepting connections
-    /// while `/readyz` fails, so that the Service stops sending it new ones.
-    pub shutdown_delay: Duration,
-}
-
-/// What one client may cost.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// The largest request body read.
-    pub max_request_bytes: usize,
-    /// From a request's first byte (or a connection's opening) to its
-    /// body's last: longer, and the connection is closed.
-    pub request_timeout: Duration,
-    /// How long a keep-alive connection may wait for its next request.
-    pub idle_timeout: Duration,
-    /// Connections open at once; more wait in the listening socket's queue.
-    pub max_connections: usize,
-}
-
-impl Limits {
-    /// Request bodies held in memory at once, all connections together:
-    /// four of the largest. Reviews are a few kilobytes, so hundreds fit;
-    /// a flood of large bodies waits (within its deadline) instead of
-    /// growing the memory.
-    pub fn body_budget(&self) -> usize {
-        self.max_request_bytes.saturating_mul(4)
-    }
-}
-
-/// Why the webhook cannot serve.
-#[derive(Debug, thiserror::Error)]
-pub enum WebhookError {
-    #[error("{0} (--tls-cert, --tls-key)")]
-    Certificate(#[from] TlsError),
-    #[error("cannot set up TLS: {0}")]
-    Tls(#[from] rustls::Error),
-    #[error("cannot listen on {addr}: {source}; choose another address with --listen")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("cannot start the event loop: {0}")]
-    Runtime(std::io::Error),
-    #[error("cannot open the signal queue: {0}")]
-    Signals(std::io::Error),
-}
-
-impl WebhookError {
-    /// Whether the fault is in what the user gave (exit status 2) rather
-    /// than in running (exit status 1).
-    pub fn is_bad_input(&self) -> bool {
-        matches!(self, WebhookError::Certificate(_))
-    }
-}
 
 /// Serves admission reviews until a stop signal, then stops gracefully.
 /// Signals must have been blocked (`process::signals::block_all`) before

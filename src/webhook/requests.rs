@@ -24,9 +24,9 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 
-use super::Limits;
 use super::metrics::Metrics;
 use super::review::{self, Outcome, Reviewed};
+use super::settings::Limits;
 use crate::inject::Options;
 
 /// The path of the reviews.

@@ -21,10 +21,11 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::connection;
+use super::error::WebhookError;
 use super::metrics::Metrics;
 use super::requests::{INJECT_PATH, Shared};
+use super::settings::Settings;
 use super::tls::{self, Certificates};
-use super::{Settings, WebhookError};
 use crate::process::signals::Signals;
 
 /// Serves until a stop signal, then stops as the module says.

@@ -330,6 +330,35 @@ fn fields_kubexit_does_not_know_are_kept() {
     assert_eq!(inject::uninject(t).unwrap(), pod);
 }
 
+/// The one change to what the user wrote that uninject does not take
+/// back (the transformation's essay names it): a list or map kubexit adds
+/// to that stands as `null` is replaced, and left out once taken away.
+#[test]
+fn a_null_list_or_map_kubexit_adds_to_is_replaced_and_left_out_when_uninjected() {
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "annotations": null},
+        "spec": {
+            "containers": [{"name": "app", "image": "i", "command": ["x"], "env": null}]
+        }
+    });
+    let injected = inject::inject(&pod, &Options::default()).unwrap();
+    let t = &injected.template;
+    assert!(t["spec"]["containers"][0]["env"].is_array(), "{t}");
+    assert!(t["metadata"]["annotations"].is_object(), "{t}");
+    let mut without_nulls = pod.clone();
+    without_nulls["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("annotations");
+    without_nulls["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("env");
+    assert_eq!(inject::uninject(t).unwrap(), without_nulls);
+}
+
 #[test]
 fn flags_set_annotations_that_uninject_takes_back() {
     let plain = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    kubexit.io/sidecars: app\nspec:\n  containers:\n  - name: app\n    image: i\n    command: [a]\n  - name: proxy\n    image: i\n";

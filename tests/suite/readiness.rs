@@ -9,9 +9,11 @@ use std::fs;
 use std::net::TcpListener;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{HttpServer, Kubexit, Yard, free_port};
+use crate::util::{HttpServer, Kubexit, Yard, free_port, is_root, kubexit_binary, skip};
 use nix::sys::signal::Signal;
 
 /// A dependency named `name` running `sleep` with readiness `probe`.
@@ -184,6 +186,159 @@ fn a_file_probe_is_ready_when_the_file_exists() {
     fs::write(&flag, "").unwrap();
     yard.wait_for("db", "Ready: ");
     stop(db);
+}
+
+/// The shell that mounts a FUSE file system whose server never answers:
+/// `/dev/fuse` is opened on descriptor 3 and never read, so the kernel's
+/// first request (`INIT`) waits for ever and with it every later look into
+/// the mount, `lstat` included, as on an NFS or FUSE mount whose server
+/// hangs. Descriptor 3 stays open in whatever the shell becomes, so the
+/// mount hangs for as long as that lives. Run in a mount namespace of its
+/// own (`unshare --mount`), the mount is gone with it.
+fn hung_mount_script(mount_point: &Path, then: &str) -> String {
+    format!(
+        "exec 3<>/dev/fuse && mount -i -t fuse \
+         -o fd=3,rootmode=40000,user_id=0,group_id=0 kubexit-hung '{}' && {then}",
+        mount_point.display()
+    )
+}
+
+/// Why a hung mount cannot be made here, if it cannot: it needs root and
+/// `/dev/fuse`.
+fn no_hung_mount() -> Option<String> {
+    if !is_root() {
+        return Some("mounting a FUSE file system needs root".into());
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Some("there is no /dev/fuse".into());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tried = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(hung_mount_script(dir.path(), "true"))
+        .stdin(Stdio::null())
+        .output();
+    match tried {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!(
+            "cannot mount FUSE: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(err) => Some(format!("cannot run unshare: {err}")),
+    }
+}
+
+/// kubexit named `name` in a mount namespace of its own where `mount_point`
+/// hangs, its readiness `file:` a path inside it, each attempt bounded by
+/// 100ms; `child` is run by `sh -c`.
+fn probing_a_hung_mount(yard: &Yard, name: &str, mount_point: &Path, child: &str) -> Kubexit {
+    let mut kubexit = Kubexit::named(name, yard);
+    kubexit
+        .env(
+            "KUBEXIT_READY_PROBE",
+            format!("file:{}", hung_file(mount_point).display()),
+        )
+        .env("KUBEXIT_READY_PERIOD", "20ms")
+        .env("KUBEXIT_READY_TIMEOUT", "100ms")
+        .args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+        .args([hung_mount_script(mount_point, r#"exec "$0" "$@""#)])
+        .arg_path(&kubexit_binary())
+        .sh(child);
+    kubexit
+}
+
+fn hung_file(mount_point: &Path) -> PathBuf {
+    mount_point.join("ready")
+}
+
+/// The threads of `pid` now.
+fn threads(pid: nix::unistd::Pid) -> usize {
+    fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count)
+}
+
+/// The `lstat` of a `file:` probe on a mount that hangs runs off the event
+/// loop: each attempt ends at the probe timeout and says so, at most one
+/// `lstat` is in flight however many attempts time out, and meanwhile the
+/// loop sees a death dependency die and runs the stop sequence to its
+/// SIGKILL deadline. (The `lstat` really hangs: the FUSE server never
+/// answers. Before, it ran on the loop's thread, and kubexit saw nothing
+/// more.)
+#[test]
+fn a_file_probe_on_a_hung_mount_times_out_and_the_loop_still_stops_the_child() {
+    const TEST: &str = "a_file_probe_on_a_hung_mount_times_out...";
+    if let Some(why) = no_hung_mount() {
+        return skip(TEST, &why);
+    }
+    let yard = Yard::new();
+    let mount_point = tempfile::tempdir().unwrap();
+    let running = probing_a_hung_mount(
+        &yard,
+        "app",
+        mount_point.path(),
+        "trap '' TERM; echo up; sleep 1; echo waited; while :; do sleep 0.1; done",
+    )
+    .env("KUBEXIT_DEATH_DEPS", "main")
+    .env("KUBEXIT_GRACE_PERIOD", "300ms")
+    .spawn_self();
+    running.wait_for_output("up");
+    // About eight attempts time out while the child waits a second: the
+    // loop's thread and one hung lstat, never more.
+    let mut most = 0;
+    while !running.stdout().contains("waited") {
+        most = most.max(threads(running.pid()));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    yard.bury("main");
+    let done = running.finish();
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(done.stderr.contains("New death: main"), "{}", done.stderr);
+    assert!(
+        done.stderr.contains(&format!(
+            "Not ready yet: file:{}: the file system did not answer within 100ms",
+            hung_file(mount_point.path()).display()
+        )),
+        "{}",
+        done.stderr
+    );
+    assert!(most <= 2, "{most} threads at once");
+    // The child ignored SIGTERM: the grace period's SIGKILL ended it.
+    assert!(
+        yard.read("app").unwrap().contains("ExitCode: 137\n"),
+        "{}",
+        done.stderr
+    );
+    assert!(!is_ready(&yard, "app"));
+}
+
+/// A stop signal reaches the child while the `file:` probe's `lstat`
+/// hangs.
+#[test]
+fn a_stop_signal_reaches_the_child_while_a_file_probe_hangs() {
+    const TEST: &str = "a_stop_signal_reaches_the_child_while_a_file_probe_hangs";
+    if let Some(why) = no_hung_mount() {
+        return skip(TEST, &why);
+    }
+    let yard = Yard::new();
+    let mount_point = tempfile::tempdir().unwrap();
+    let running = probing_a_hung_mount(
+        &yard,
+        "app",
+        mount_point.path(),
+        "echo up; sleep 0.5; echo waited; exec sleep 1000",
+    )
+    .spawn_self();
+    // By then the first attempt's lstat has hung for half a second.
+    running.wait_for_output("waited");
+    running.signal(Signal::SIGTERM);
+    let done = running.finish();
+    assert_eq!(done.code(), 143, "{}", done.stderr);
+    assert!(yard.read("app").unwrap().contains("ExitCode: 143\n"));
+    assert!(
+        done.stderr
+            .contains("the file system did not answer within 100ms"),
+        "{}",
+        done.stderr
+    );
 }
 
 #[test]

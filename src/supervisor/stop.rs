@@ -24,7 +24,8 @@
 //!    at the moment counts as told, and one that appeared since (forked by
 //!    a handler of the signal) is told. Each process is remembered by pid
 //!    *and* start time, so none is told twice and a reused pid is never
-//!    taken for a process already told. The group id is safe to signal
+//!    taken for a process already told, nor signalled in its place (see
+//!    [`child::signal_process`]). The group id is safe to signal
 //!    because the reaper keeps the child's zombie until the sequence is
 //!    over. (One race stays open, narrow as a system call: a process forked
 //!    between the mark and the `kill(-pgid)` is taken for a newcomer and
@@ -218,7 +219,8 @@ impl Stop {
         true
     }
 
-    /// The current signal to every stoppable process not told yet.
+    /// The current signal to every stoppable process not told yet, each
+    /// as the process it was seen to be (see [`child::signal_process`]).
     fn tell_others(&mut self, reaper: &Reaper) {
         let group = reaper.child();
         let (signal, told) = self.current();
@@ -230,7 +232,7 @@ impl Stop {
                 group.is_some_and(|g| g.as_raw() == stat.pgrp) && !mark.precedes(&process)
             });
             if !got_it {
-                let _ = child::signal_process(process.pid, signal);
+                let _ = child::signal_process(process, signal);
                 tracing::debug!("sent {signal} to process {}", process.pid);
             }
         }

@@ -382,6 +382,8 @@ impl Supervision<'_> {
             self.take_in(learnt, stopping);
             return None;
         }
+        // A hold matters only while the child runs.
+        let held_until = held_until.filter(|_| child_runs);
         let wake = self.stop.wake_at();
         tokio::select! {
             received = self.signals.recv(), if !self.deaf => match received {
@@ -397,7 +399,7 @@ impl Supervision<'_> {
                 }
                 ReadinessEvent::Ready => self.record.ready(),
             },
-            () = sleep_until(held_until.unwrap_or_else(Instant::now)), if child_runs && held_until.is_some() => {
+            () = sleep_until(held_until.unwrap_or_else(Instant::now)), if held_until.is_some() => {
                 tracing::warn!(
                     "Stop after: {} still running after {}; passing the stop signal on",
                     Listed(&self.view.alive(Role::StopAfter)),

@@ -22,10 +22,10 @@
 //!    reactions before kubexit goes on with its bookkeeping. In front of
 //!    that `kill`, the sequence itself reads the clock twice (through the
 //!    vDSO, no system call) and marks the moment with one `pread`; it
-//!    allocates nothing. Every other stoppable process gets the signal at the first look,
-//!    [`FIRST_LOOK`] later (or at the next SIGCHLD): a child that ends
-//!    promptly, with nothing left behind, spares kubexit the walk of /proc
-//!    altogether (the reaper sees that nothing is left).
+//!    allocates nothing. Every other stoppable process gets the signal at
+//!    the first look, [`FIRST_LOOK`] later (or at the next SIGCHLD): a
+//!    child that ends promptly, with nothing left behind, spares kubexit
+//!    the walk of /proc altogether (the reaper sees that nothing is left).
 //!    At that and every later look, a member of the group that was there
 //!    at the moment counts as told, and one that appeared since (forked by
 //!    a handler of the signal) is told. Each process is remembered by pid
@@ -35,10 +35,11 @@
 //!    look is not hit (where the kernel has no pidfds, a narrow race stays:
 //!    see [`child::signal_process`]). The group id is safe to signal
 //!    because the reaper keeps the child's zombie until the sequence is
-//!    over. (The mark leaves races open, narrow as a system call or
-//!    needing tens of thousands of forks in 10 ms; see [`Mark`]: a process
-//!    forked between the mark and the `kill(-pgid)` is taken for a
-//!    newcomer and gets the signal twice.)
+//!    over. The mark can misjudge in two ways, both named in [`Mark`]: a
+//!    process forked between the mark and the `kill(-pgid)` is taken for a
+//!    newcomer and gets the signal twice (a window as narrow as a system
+//!    call), and within one clock tick tens of thousands of forks could
+//!    move the pids so far round that a newcomer passes for one told.
 //! 2. **Newcomers when they appear.** A process that appears after the
 //!    stop signal (forked by a process that ignored it, or adopted when its
 //!    parent ended) gets it when kubexit next looks: at every SIGCHLD and
@@ -49,11 +50,13 @@
 //! 4. **The give-up.** The child is waited for until it ends, however long
 //!    that takes: its status is the outcome (a child that SIGKILL does not
 //!    end, stuck in the kernel or beyond kubexit's permission to signal,
-//!    keeps kubexit waiting; `tests/processes.rs`). What the child left
-//!    behind is waited for [`GIVE_UP_AFTER_KILL`] after the sweep (or after
-//!    the child's exit, if that came later); then kubexit names in its log
-//!    the processes still alive and the sequence is over: kubexit exits
-//!    without them (`tests/processes.rs`).
+//!    keeps kubexit waiting: `tests/processes.rs`,
+//!    `a_child_that_sigkill_cannot_end_is_waited_for_past_the_give_up`).
+//!    What the child left behind is waited for [`GIVE_UP_AFTER_KILL`]
+//!    after the sweep (or after the child's exit, if that came later); then
+//!    kubexit names in its log the processes still alive, and the sequence
+//!    is over: kubexit exits without them (`tests/processes.rs`,
+//!    `a_leftover_that_outlives_sigkill_is_named_and_given_up_on`).
 //!
 //! Signals from outside are forwarded to the child's group as they come
 //! ([`Stop::forward`]): that is the sender's will, not kubexit's sequence.

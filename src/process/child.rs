@@ -18,11 +18,26 @@
 //! to kubexit's group when the child is gone. A kubexit started in the
 //! background (`kubexit app &`) never touches the terminal.
 //!
+//! **Signals** go to the child's group in one `kill(-pgid)`: the group id is
+//! the child's pid, which the reaper keeps from reuse by holding the
+//! child's zombie. Any other process is signalled as the process it was
+//! seen to be, pid *and* start time ([`Process`]), never by a bare pid that
+//! may have been handed to a stranger since: a pidfd is opened on the pid,
+//! the start time read again (only then, so that the pidfd and the process
+//! checked are one), and the signal sent through the pidfd, which reaches
+//! that process or none. A process whose start time differs is another and
+//! is left alone. Where the kernel has no pidfds (before Linux 5.3, or a
+//! seccomp filter refuses them), the start time is checked and `kill(2)`
+//! sent by pid; one race stays open there, as narrow as the time between
+//! that read and the kill: the process ends, its parent (not kubexit: a
+//! child of kubexit cannot be reaped by anyone else) reaps it, and the pid
+//! goes to a new process, which gets the signal.
+//!
 //! Waiting for the child is not done here: the reaper owns `waitpid`.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -36,6 +51,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::unistd::{Pid, getpgrp, tcgetpgrp, tcsetpgrp};
 
 use crate::process::signals::SignalNumber;
+use crate::process::table::{self, Process};
 
 /// A started child: its pid, which is also its process group id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,9 +271,92 @@ impl Child {
     }
 }
 
-/// Sends `signal` to one process.
-pub fn signal_process(pid: Pid, signal: SignalNumber) -> io::Result<()> {
-    send(pid.as_raw(), signal)
+/// Sends `signal` to `process`, if its pid still names it: a pid the
+/// kernel has handed to a new process since `process` was seen is not hit
+/// (see the module docs). Gone by now is not an error.
+pub fn signal_process(process: Process, signal: SignalNumber) -> io::Result<()> {
+    match pidfd_open(process.pid) {
+        Ok(pidfd) => send_if_still(process, Some(&pidfd), signal),
+        Err(err) if lacks_pidfds(&err) => send_if_still(process, None, signal),
+        Err(err) if err.raw_os_error() == Some(nix::libc::ESRCH) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// Sends `signal` to `process` if its start time is still the one seen:
+/// through `pidfd`, opened on its pid before this read, or by pid without
+/// one.
+fn send_if_still(
+    process: Process,
+    pidfd: Option<&OwnedFd>,
+    signal: SignalNumber,
+) -> io::Result<()> {
+    // Read after the pidfd is open: if the start time is still the one
+    // seen, the pidfd holds that process, and a signal through it can
+    // reach no other, even if the pid is reused from here on.
+    if table::stat(process.pid).map(|stat| stat.start) != Some(process.start) {
+        return Ok(());
+    }
+    match pidfd.map(|pidfd| pidfd_send_signal(pidfd, signal)) {
+        // A kernel with pidfd_open has pidfd_send_signal too; a filter
+        // that lets one through and not the other is not worth more.
+        None => send(process.pid.as_raw(), signal),
+        Some(Err(err)) if err.raw_os_error() == Some(nix::libc::ENOSYS) => {
+            send(process.pid.as_raw(), signal)
+        }
+        Some(sent) => sent,
+    }
+}
+
+/// A pidfd for `pid` (always close-on-exec), closed when dropped.
+fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags, no pointers; on success it
+    // returns a new descriptor that nothing else owns.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
+    // SAFETY: `fd` was just opened for this call and is owned by no one
+    // else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `pidfd_send_signal(2)` with no `siginfo` (as `kill(2)` sends) and no
+/// flags. A process that has ended is not an error.
+fn pidfd_send_signal(pidfd: &OwnedFd, signal: SignalNumber) -> io::Result<()> {
+    let no_info: *const nix::libc::siginfo_t = std::ptr::null();
+    // SAFETY: the descriptor is open for the duration of the call, and a
+    // null siginfo is allowed (the kernel fills it in as for kill).
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal.0,
+            no_info,
+            0,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(nix::libc::ESRCH) {
+        Ok(())
+    } else {
+        Err(err)
+    }
+}
+
+/// Whether `pidfd_open` failed because the kernel has no pidfds (before
+/// Linux 5.3), or a seccomp filter that does not know the call refuses it
+/// (older container runtimes answer EPERM, which `pidfd_open` itself
+/// never returns).
+fn lacks_pidfds(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(nix::libc::ENOSYS | nix::libc::EPERM)
+    )
 }
 
 /// Sends `signal` to the process group led by `leader`.
@@ -278,5 +377,99 @@ fn send(target: i32, signal: SignalNumber) -> io::Result<()> {
         Ok(())
     } else {
         Err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Signal bit `signal` of a `SigPnd`/`ShdPnd` mask.
+    fn bit(signal: i32) -> u64 {
+        1 << (signal - 1)
+    }
+
+    /// The signals pending for the whole process `pid` (`ShdPnd`).
+    fn pending(pid: Pid) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("ShdPnd:")).unwrap();
+        u64::from_str_radix(line["ShdPnd:".len()..].trim(), 16).unwrap()
+    }
+
+    /// A process that holds SIGUSR1 blocked, so that a SIGUSR1 sent to it
+    /// stays pending where it can be seen.
+    fn holding_usr1() -> (std::process::Child, Process) {
+        let mut child = Command::new("python3")
+            .args([
+                "-c",
+                "import signal, sys, time\n\
+                 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])\n\
+                 print('up', flush=True)\n\
+                 time.sleep(60)\n",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut up = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut up,
+        )
+        .unwrap();
+        assert_eq!(up, "up\n");
+        let pid = Pid::from_raw(child.id() as i32);
+        let start = table::stat(pid).unwrap().start;
+        (child, Process { pid, start })
+    }
+
+    #[test]
+    fn a_process_is_signalled_only_while_its_pid_still_names_it() {
+        let usr1 = SignalNumber(nix::libc::SIGUSR1);
+        let (mut child, seen) = holding_usr1();
+        // The same pid with another start time: the process seen has
+        // ended and its pid went to this one.
+        let stranger = Process {
+            start: seen.start + 1,
+            ..seen
+        };
+        signal_process(stranger, usr1).unwrap();
+        assert_eq!(
+            pending(seen.pid) & bit(usr1.0),
+            0,
+            "a stranger was signalled"
+        );
+        send_if_still(stranger, None, usr1).unwrap();
+        assert_eq!(
+            pending(seen.pid) & bit(usr1.0),
+            0,
+            "a stranger was signalled without a pidfd"
+        );
+        signal_process(seen, usr1).unwrap();
+        assert_ne!(
+            pending(seen.pid) & bit(usr1.0),
+            0,
+            "the process seen was not signalled"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn without_a_pidfd_the_process_seen_is_signalled_by_pid() {
+        let usr1 = SignalNumber(nix::libc::SIGUSR1);
+        let (mut child, seen) = holding_usr1();
+        send_if_still(seen, None, usr1).unwrap();
+        assert_ne!(pending(seen.pid) & bit(usr1.0), 0);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_process_that_has_ended_is_no_error() {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        child.wait().unwrap();
+        let gone = Process { pid, start: 0 };
+        assert!(signal_process(gone, SignalNumber::TERM).is_ok());
     }
 }

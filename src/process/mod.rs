@@ -2,8 +2,10 @@
 //! reaping of everything that ends under it.
 //!
 //! [`signals`] hears and names signals, [`child`] starts the command and
-//! sends signals, [`reaper`] alone calls `waitpid`. What a signal means, and
-//! when to stop whom, is the supervisor's business.
+//! sends signals, [`reaper`] alone calls `waitpid` (and `waitid`), and
+//! [`table`] reads the part of the process table that kubexit's children
+//! span. What a signal means, and when to stop whom, is the supervisor's
+//! business.
 
 pub mod child;
 pub mod reaper;

@@ -5,13 +5,18 @@
 //! collect. Whatever exits is reaped, not just the supervised child: as PID 1
 //! kubexit inherits every orphan of its container, and otherwise it registers
 //! as a child subreaper so that the grandchildren the child abandons become
-//! kubexit's to reap and to stop. Either way, no zombie outlives kubexit.
+//! kubexit's to reap and to stop. Either way, whatever has ended when
+//! kubexit exits has been reaped ([`Reaper::release`] reaps last); a child
+//! still running then (one kubexit inherited, or one the stop sequence gave
+//! up on) passes to kubexit's parent, which reaps it.
 //!
 //! Not every child of kubexit is the supervised child's doing: a process
 //! started before kubexit was exec'd into (`sh -c 'logger & exec kubexit
 //! app'`, a shell's process substitution) is kubexit's child from the start.
-//! Those are noted when the reaper is created and are never counted as
-//! leftovers: kubexit reaps them if they end, but does not stop them.
+//! Those are noted, by pid, when the reaper is created and are never
+//! counted as leftovers: kubexit reaps them if they end, but does not stop
+//! them. Once one is reaped its pid is forgotten, since the kernel may hand
+//! it to a process the child leaves behind.
 //!
 //! **The supervised child is reaped last.** Its pid is also the id of its
 //! process group, where leftovers may live on. Once a pid is reaped the
@@ -189,9 +194,13 @@ impl Reaper {
     }
 
     fn collected(&mut self, status: WaitStatus) {
-        if let Some((pid, code)) = ChildStatus::of(status)
-            && let Some(sender) = self.watched.remove(&pid)
-        {
+        let Some((pid, code)) = ChildStatus::of(status) else {
+            return;
+        };
+        // Reaped, its pid is free for a new process, which may be one the
+        // child leaves behind: it must not pass for the one inherited.
+        self.inherited.retain(|inherited| *inherited != pid);
+        if let Some(sender) = self.watched.remove(&pid) {
             let _ = sender.send(code);
         }
     }
@@ -224,6 +233,8 @@ impl Default for Reaper {
 
 #[cfg(test)]
 mod tests {
+    use nix::sys::signal::Signal;
+
     use super::*;
 
     #[test]
@@ -231,5 +242,28 @@ mod tests {
         assert_eq!(ChildStatus::Exited(3).code(), 3);
         assert_eq!(ChildStatus::Signaled(15).code(), 143);
         assert_eq!(ChildStatus::Signaled(9).code(), 137);
+    }
+
+    /// A reaper as [`Reaper::new`] makes one, but without the subreaper
+    /// flag or a look at the test's own children.
+    fn reaper_inheriting(inherited: Vec<Pid>) -> Reaper {
+        Reaper {
+            child: None,
+            ended: None,
+            inherited,
+            watched: HashMap::new(),
+            alone: false,
+        }
+    }
+
+    #[test]
+    fn an_inherited_process_once_reaped_leaves_its_pid_to_whoever_gets_it_next() {
+        let logger = Pid::from_raw(4242);
+        let mut reaper = reaper_inheriting(vec![logger, Pid::from_raw(4243)]);
+        reaper.collected(WaitStatus::Exited(logger, 0));
+        assert_eq!(reaper.inherited, [Pid::from_raw(4243)]);
+        // A stop is no reaping: the pid stays the inherited process's.
+        reaper.collected(WaitStatus::Stopped(Pid::from_raw(4243), Signal::SIGSTOP));
+        assert_eq!(reaper.inherited, [Pid::from_raw(4243)]);
     }
 }

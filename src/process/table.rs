@@ -1,7 +1,10 @@
 //! The process table, as far as kubexit needs it: its own children, and the
 //! processes descended from them, each known by its pid *and* its start
-//! time, so that a pid the kernel has handed to a new process is never
-//! taken for the old one.
+//! time, so that a pid the kernel has handed to a new process is not taken
+//! for the old one. (The pair fails only if a pid comes round again within
+//! the clock tick, 10 ms, in which its first holder started: the kernel
+//! hands out every other free pid first, tens of thousands of forks in
+//! those 10 ms at the smallest `pid_max`.)
 //!
 //! The kernel lists a task's children in `/proc/PID/task/TID/children`,
 //! one small read per thread, which is how kubexit walks its own subtree
@@ -39,25 +42,33 @@ pub struct Process {
 ///
 /// A process started after the moment has a later start time; start times
 /// count clock ticks (10 ms), so within the moment's own tick the pid
-/// decides: the kernel hands out pids in increasing order, and
-/// `/proc/sys/kernel/ns_last_pid` gives the last one handed out in
-/// kubexit's PID namespace (the child's). Read after the clock and before
-/// the signal, it leaves one race open, narrow as a system call: a process
-/// forked between the read and the signal is taken for a newcomer, and
-/// told twice. Without `ns_last_pid` (an unusual /proc), a process started
-/// in the moment's tick counts as present.
+/// decides. `/proc/sys/kernel/ns_last_pid` gives the last pid handed out in
+/// kubexit's PID namespace (the child's), read after the clock and before
+/// the signal. The kernel hands pids out in increasing order up to
+/// `pid_max`, then starts again from the bottom (300), so "later" is
+/// counted round that circle: a pid less than half of it ahead of the last
+/// one came after the moment, even across the wrap. Three races stay open:
+/// a process forked between the read and the signal is taken for a
+/// newcomer, and told twice (narrow as a system call); within one tick,
+/// forks that move the kernel's next pid by half of `pid_max` or more
+/// (forks, plus the pids it skips because they are in use) are misjudged;
+/// and without `ns_last_pid` (an unusual /proc), a process started in the
+/// moment's tick counts as present, as it does when `pid_max` cannot be
+/// read and the pids have wrapped within the tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mark {
     tick: u64,
     last_pid: Option<i32>,
+    pid_max: Option<i32>,
 }
 
 /// Where moments are read: the boot clock (no system call: the vDSO) and
 /// `ns_last_pid`, opened once, before any moment is wanted, with the clock's
-/// ticks per second, so that marking one costs a single `pread` on the way
-/// to a signal.
+/// ticks per second and `pid_max`, so that marking one costs a single
+/// `pread` on the way to a signal.
 pub struct Moments {
     last_pid: Option<File>,
+    pid_max: Option<i32>,
     ticks_per_second: u64,
 }
 
@@ -66,8 +77,13 @@ impl Moments {
         let path = Path::new("/proc/sys/kernel/ns_last_pid");
         // SAFETY: sysconf only reads a constant.
         let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let pid_max = files::read_proc(Path::new("/proc/sys/kernel/pid_max"), 32)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .filter(|max: &i32| *max > 1);
         Moments {
             last_pid: files::open(path, libc::O_RDONLY, 0).ok(),
+            pid_max,
             ticks_per_second: u64::try_from(ticks_per_second).unwrap_or(0),
         }
     }
@@ -80,7 +96,11 @@ impl Moments {
             let read = file.read_at(&mut text, 0).ok()?;
             std::str::from_utf8(&text[..read]).ok()?.trim().parse().ok()
         });
-        Mark { tick, last_pid }
+        Mark {
+            tick,
+            last_pid,
+            pid_max: self.pid_max,
+        }
     }
 }
 
@@ -92,8 +112,20 @@ impl Mark {
             std::cmp::Ordering::Less => false,
             std::cmp::Ordering::Equal => self
                 .last_pid
-                .is_some_and(|last| process.pid.as_raw() > last),
+                .is_some_and(|last| handed_out_after(last, process.pid.as_raw(), self.pid_max)),
         }
+    }
+}
+
+/// Whether `pid` was handed out after `last`: ahead of it by less than half
+/// the circle of pids, or, without `pid_max`, simply greater.
+fn handed_out_after(last: i32, pid: i32, pid_max: Option<i32>) -> bool {
+    match pid_max {
+        Some(max) => {
+            let ahead = (i64::from(pid) - i64::from(last)).rem_euclid(i64::from(max));
+            ahead != 0 && ahead < i64::from(max) / 2
+        }
+        None => pid > last,
     }
 }
 
@@ -312,5 +344,34 @@ mod tests {
             child.kill().unwrap();
             child.wait().unwrap();
         }
+    }
+
+    #[test]
+    fn within_the_marks_tick_a_pid_handed_out_after_the_wrap_is_a_newcomer() {
+        let mark = Mark {
+            tick: 100,
+            last_pid: Some(32_760),
+            pid_max: Some(32_768),
+        };
+        let started = |pid, start| Process {
+            pid: Pid::from_raw(pid),
+            start,
+        };
+        // After the moment: just above the last pid, or past the wrap.
+        assert!(mark.precedes(&started(32_765, 100)));
+        assert!(mark.precedes(&started(301, 100)));
+        // Before it: the last pid itself and those just below.
+        assert!(!mark.precedes(&started(32_760, 100)));
+        assert!(!mark.precedes(&started(32_000, 100)));
+        // Just after a wrap, the pids from before it are high ones.
+        let wrapped = Mark {
+            last_pid: Some(310),
+            ..mark
+        };
+        assert!(!wrapped.precedes(&started(32_700, 100)));
+        assert!(wrapped.precedes(&started(311, 100)));
+        // Other ticks decide by the tick alone.
+        assert!(wrapped.precedes(&started(32_700, 101)));
+        assert!(!mark.precedes(&started(301, 99)));
     }
 }

@@ -5,9 +5,9 @@
 //! `Awaiting` while kubexit waits for more than one death before it stops
 //! the child (the policy `all`, or a stop signal held for `stop-after`);
 //! `Died`, `ExitCode` and `Reason` once, as soon as the outcome is known. A write
-//! that fails before the child starts keeps it from starting (a child never
-//! runs without its tombstone); later failures are logged, and the exit
-//! status still tells the truth.
+//! that fails before the child starts keeps it from starting (a child is
+//! never started before its tombstone is written); later failures are
+//! logged, and the exit status still tells the truth.
 
 use jiff::Timestamp;
 

@@ -1,12 +1,17 @@
 //! The child as a process: its stdio, its exit status, what it leaves
-//! behind, and kubexit as PID 1.
+//! behind (and what kubexit gives up on), and kubexit as PID 1.
 
-use crate::util::{assert_contains, assert_lacks};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use crate::util::{Kubexit, Yard, alive, read_pid};
+use nix::unistd::Pid;
+
+use crate::util::{
+    Kubexit, Yard, alive, assert_contains, assert_lacks, is_root, read_pid, skip, stat_field,
+};
 
 #[test]
 fn stdout_carries_exactly_the_childs_output() {
@@ -191,4 +196,125 @@ fn children_kubexit_inherited_are_not_stopped_as_leftovers() {
     let _ = nix::sys::signal::kill(inherited, nix::sys::signal::Signal::SIGKILL);
     assert!(survived, "kubexit stopped a process it inherited");
     assert_lacks(&stderr, "left behind");
+}
+
+/// How long after the SIGKILL sweep kubexit waits for leftovers before it
+/// gives up on them (`GIVE_UP_AFTER_KILL` in the stop sequence).
+const GIVE_UP_AFTER_KILL: Duration = Duration::from_secs(5);
+
+/// kubexit as root without CAP_KILL: it may signal only processes of its
+/// own uid, while its child, which keeps CAP_SETUID, can start processes
+/// of another uid, which neither SIGTERM nor SIGKILL from kubexit can end.
+/// `None`, with the test skipped, where the test does not run as root.
+fn without_cap_kill(test: &str, yard: &Yard) -> Option<Kubexit> {
+    if !is_root() {
+        skip(test, "a process kubexit may not signal needs root to make");
+        return None;
+    }
+    let mut k = Kubexit::named("app", yard);
+    k.env("KUBEXIT_GRACE_PERIOD", "200ms")
+        .args(["setpriv", "--inh-caps=-kill", "--bounding-set=-kill", "--"])
+        .arg_path(Path::new(env!("CARGO_BIN_EXE_kubexit")));
+    Some(k)
+}
+
+/// `command` as uid 65534, in the shell's background, waited for until it
+/// runs as that uid; its pid goes to `pids`.
+fn as_nobody_in_background(command: &str, pids: &Path) -> String {
+    format!(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups {command} & echo $! > {pids}; \
+         while ! grep -q '^Uid:.*65534' /proc/$!/status; do sleep 0.01; done",
+        pids = pids.display()
+    )
+}
+
+#[test]
+fn a_leftover_that_outlives_sigkill_is_named_and_given_up_on() {
+    let yard = Yard::new();
+    let pids = yard.path().join("pids");
+    let Some(mut k) = without_cap_kill(
+        "a_leftover_that_outlives_sigkill_is_named_and_given_up_on",
+        &yard,
+    ) else {
+        return;
+    };
+    let script = format!("{}; exit 3", as_nobody_in_background("sleep 1000", &pids));
+    let started = Instant::now();
+    let done = k.sh(&script).run_self();
+    let took = started.elapsed();
+    let leftover = read_pid(&pids);
+    let outlived = alive(leftover);
+    let _ = nix::sys::signal::kill(leftover, nix::sys::signal::Signal::SIGKILL);
+    assert_eq!(done.code(), 3, "{}", done.stderr);
+    assert!(
+        outlived,
+        "the leftover did not outlive kubexit: {}",
+        done.stderr
+    );
+    assert!(
+        done.stderr
+            .contains("Killing processes the child left behind..."),
+        "{}",
+        done.stderr
+    );
+    assert!(
+        done.stderr.contains(&format!(
+            "did not exit after SIGKILL; giving up on them after 5s: pid {leftover}\n"
+        )),
+        "the leftover given up on is not named: {}",
+        done.stderr
+    );
+    assert!(
+        took >= GIVE_UP_AFTER_KILL && took < GIVE_UP_AFTER_KILL + Duration::from_secs(3),
+        "gave up after {took:?}: {}",
+        done.stderr
+    );
+    assert!(yard.read("app").unwrap().contains("ExitCode: 3\n"));
+}
+
+#[test]
+fn a_child_that_sigkill_cannot_end_is_waited_for_past_the_give_up() {
+    let yard = Yard::new();
+    let Some(mut k) = without_cap_kill(
+        "a_child_that_sigkill_cannot_end_is_waited_for_past_the_give_up",
+        &yard,
+    ) else {
+        return;
+    };
+    let running = k
+        .env("KUBEXIT_DEATH_DEPS", "db")
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            "echo up $$; while :; do sleep 0.1; done",
+        ])
+        .spawn_self();
+    running.wait_for_output("up ");
+    let child: Pid = Pid::from_raw(
+        running.stdout().trim()["up ".len()..]
+            .parse()
+            .expect("the child's pid"),
+    );
+    yard.bury("db");
+    running.wait_for_log("Killing child process...");
+    let swept = Instant::now();
+    let kubexit = running.pid().to_string();
+    // The give-up for leftovers passes; the child is still waited for.
+    while swept.elapsed() < GIVE_UP_AFTER_KILL + Duration::from_secs(1) {
+        assert!(
+            !matches!(stat_field(&kubexit, 3).as_deref(), None | Some("Z")),
+            "kubexit gave up on its child: {}",
+            running.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let done = running.finish();
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    assert!(done.stderr.contains("Child Exited(137)"), "{}", done.stderr);
+    assert!(yard.read("app").unwrap().contains("ExitCode: 137\n"));
 }

@@ -214,7 +214,7 @@ fn without_cap_kill(test: &str, yard: &Yard) -> Option<Kubexit> {
     let mut k = Kubexit::named("app", yard);
     k.env("KUBEXIT_GRACE_PERIOD", "200ms")
         .args(["setpriv", "--inh-caps=-kill", "--bounding-set=-kill", "--"])
-        .arg_path(Path::new(env!("CARGO_BIN_EXE_kubexit")));
+        .arg_path(&crate::util::kubexit_binary());
     Some(k)
 }
 

@@ -16,7 +16,7 @@
 # Every binary carries its dependency tree (cargo-auditable's `.dep-v0`
 # section: crate names, versions and sources, as resolved by Cargo.lock),
 # which Trivy, Grype, Syft and `cargo audit bin` read from the binary
-# itself, in the tarball or in an image. tests/release.rs checks all of it:
+# itself, in the tarball or in an image. tests/suite/release.rs checks all of it:
 # the sums verify, each binary is static, of its architecture, and carries
 # its dependencies.
 #

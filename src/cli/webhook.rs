@@ -280,7 +280,7 @@ mod tests {
 
     /// Whether `help` (clap's rendering of the command) shows each of
     /// `settings` on its flag's line with its default. The supervisor's
-    /// help is held to its spec by tests/configuration.rs, through the
+    /// help is held to its spec by tests/suite/configuration.rs, through the
     /// binary; the webhook's spec is not part of the library's API.
     fn help_shows(help: &str, settings: &[&About]) -> Result<(), String> {
         for about in settings {

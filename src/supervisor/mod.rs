@@ -54,7 +54,7 @@
 //! under it has been reaped, and nothing the child left behind is alive,
 //! with one exception: a leftover that SIGKILL has not ended 5 s after the
 //! sweep (stuck in the kernel, or beyond kubexit's permission to signal) is
-//! named in the log and given up on (`tests/processes.rs`,
+//! named in the log and given up on (`tests/suite/processes.rs`,
 //! `a_leftover_that_outlives_sigkill_is_named_and_given_up_on`). Processes
 //! kubexit inherited before it began (`sh -c 'logger & exec kubexit app'`)
 //! are not the child's: they are reaped if they end, and never stopped

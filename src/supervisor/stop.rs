@@ -50,12 +50,12 @@
 //! 4. **The give-up.** The child is waited for until it ends, however long
 //!    that takes: its status is the outcome (a child that SIGKILL does not
 //!    end, stuck in the kernel or beyond kubexit's permission to signal,
-//!    keeps kubexit waiting: `tests/processes.rs`,
+//!    keeps kubexit waiting: `tests/suite/processes.rs`,
 //!    `a_child_that_sigkill_cannot_end_is_waited_for_past_the_give_up`).
 //!    What the child left behind is waited for [`GIVE_UP_AFTER_KILL`]
 //!    after the sweep (or after the child's exit, if that came later); then
 //!    kubexit names in its log the processes still alive, and the sequence
-//!    is over: kubexit exits without them (`tests/processes.rs`,
+//!    is over: kubexit exits without them (`tests/suite/processes.rs`,
 //!    `a_leftover_that_outlives_sigkill_is_named_and_given_up_on`).
 //!
 //! Signals from outside are forwarded to the child's group as they come
@@ -81,7 +81,7 @@ use crate::process::table::{self, Mark, Moments, Process};
 /// supervisors, a fan-out where one death stops many, their reactions
 /// should come first. Ten levels leave it about a tenth of a CPU against
 /// one busy process of default priority, and the deadline's SIGKILL stays
-/// on time when the child keeps every CPU busy (`tests/stopping.rs`). A
+/// on time when the child keeps every CPU busy (`tests/suite/stopping.rs`). A
 /// priority is only ever lowered, so no privilege is needed, and a kubexit
 /// started at a lower priority still lowers its own from there.
 pub const GIVE_WAY_BY: i32 = 10;

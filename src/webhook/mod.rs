@@ -25,7 +25,7 @@
 //!   gets 400, and the failure policy decides.
 //! - `patch`: the JSON Patch from the pod sent to the pod injected, which
 //!   for an injection says only what was added: `add` operations, none
-//!   rewriting what the user wrote (tests/webhook.rs,
+//!   rewriting what the user wrote (tests/suite/webhook.rs,
 //!   `the_patch_adds_and_never_rewrites_what_the_user_wrote`).
 //! - `tls`: the certificate and key, read again whenever their files change
 //!   (cert-manager renews them), without a connection dropped.

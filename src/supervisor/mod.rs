@@ -9,7 +9,9 @@
 //! lookup, a probe's connection or file, a Kubernetes watch, a quit
 //! endpoint) runs beside it and is heard as an event, so no event waits
 //! behind another. The graveyard's own files are read and written on the
-//! loop: on a filesystem that hangs (a hard NFS mount whose server has
+//! loop, and processes are started on it (the child, an `exec:` probe's
+//! command: `posix_spawn` returns once the new process has executed its
+//! program): on a filesystem that hangs (a hard NFS mount whose server has
 //! gone), kubexit waits as every process using it does. While the child
 //! runs and only the kernel can wake the loop (no timer runs, no readiness
 //! is judged, no other task is alive), the loop sleeps *at rest*: in

@@ -80,9 +80,8 @@ impl fmt::Display for SignalNumber {
         match self.known() {
             Some(signal) => f.write_str(signal.as_str()),
             None => {
-                let (min, max) = (nix::libc::SIGRTMIN(), nix::libc::SIGRTMAX());
-                if (min..=max).contains(&self.0) {
-                    write!(f, "SIGRTMIN+{}", self.0 - min)
+                if (NAMED_RTMIN..=nix::libc::SIGRTMAX()).contains(&self.0) {
+                    write!(f, "SIGRTMIN+{}", self.0 - NAMED_RTMIN)
                 } else {
                     write!(f, "signal {}", self.0)
                 }
@@ -90,6 +89,14 @@ impl fmt::Display for SignalNumber {
         }
     }
 }
+
+/// The number real-time signals are named from: glibc's SIGRTMIN, as
+/// `kill -l` lists them on glibc systems. Each C library keeps the first
+/// few real-time signals for itself and starts SIGRTMIN above them (glibc
+/// at 34, musl at 35), so naming from the library kubexit is linked with
+/// would give one signal two names: the static (musl) and the glibc build
+/// would log the same 35 as SIGRTMIN+0 and SIGRTMIN+1.
+const NAMED_RTMIN: i32 = 34;
 
 /// A signal name that kubexit does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -290,8 +297,11 @@ mod tests {
     }
 
     #[test]
-    fn real_time_signals_are_named_relative_to_sigrtmin() {
-        let rt = SignalNumber(nix::libc::SIGRTMIN() + 2);
-        assert_eq!(rt.to_string(), "SIGRTMIN+2");
+    fn real_time_signals_are_named_as_kill_l_names_them_whatever_the_c_library() {
+        assert_eq!(SignalNumber(34).to_string(), "SIGRTMIN+0");
+        assert_eq!(SignalNumber(36).to_string(), "SIGRTMIN+2");
+        assert_eq!(SignalNumber(64).to_string(), "SIGRTMIN+30");
+        // Below glibc's SIGRTMIN: kept by the C libraries, named by number.
+        assert_eq!(SignalNumber(33).to_string(), "signal 33");
     }
 }

@@ -6,8 +6,7 @@ use std::fs;
 use kubexit::config::Args;
 use kubexit::config::spec::About;
 
-use crate::util::files::root;
-use crate::util::{Kubexit, Yard, assert_contains, kubexit};
+use crate::util::{Kubexit, Yard, assert_contains, files::root, kubexit};
 
 /// Runs kubexit with `env` and `args` and expects exit 2 with `message`
 /// in its log, and no child started.

@@ -2,13 +2,11 @@
 //! while its child runs, in whatever way the tombstone was written, stops
 //! the child's whole process group and ends with the configured status.
 
-use crate::util;
-use crate::util::{assert_contains, assert_lacks};
-
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    Kubexit, Yard, alive, at_rest, eventually, read_pid, voluntary_switches, watch_masks,
+    self, Kubexit, Yard, alive, assert_contains, assert_lacks, at_rest, eventually, read_pid,
+    voluntary_switches, watch_masks,
 };
 
 #[test]

@@ -3,14 +3,17 @@
 //! inotify that cannot be had. kubexit is never blocked, never led out of
 //! the graveyard, never blind, and its dependents always learn of a death.
 
-use crate::util::{assert_contains, assert_lacks};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::util::{Kubexit, Yard, can_unshare_pid, eventually, is_root, kubexit, read_pid, skip};
 use nix::sys::signal::Signal;
+
+use crate::util::{
+    Kubexit, Yard, assert_contains, assert_lacks, can_unshare_pid, eventually, is_root, kubexit,
+    read_pid, skip,
+};
 
 const BORN: &str = "2026-11-24T19:47:52Z";
 
@@ -194,7 +197,7 @@ fn a_death_on_a_full_graveyard_still_reaches_its_dependents() {
     let kx = crate::util::kubexit_binary();
     let kx = kx.display();
     let script = format!(
-        "mount -t tmpfs -o size=64k tmpfs {g} || exit 99\n\
+        "{mount}\n\
          export KUBEXIT_GRAVEYARD={g} KUBEXIT_GRACE_PERIOD=10s\n\
          KUBEXIT_NAME=db {kx} sh -c 'while [ ! -e {go} ]; do sleep 0.01; done; exit 3' 2>{d}/db.log &\n\
          db=$!\n\
@@ -209,9 +212,12 @@ fn a_death_on_a_full_graveyard_still_reaches_its_dependents() {
         g = graveyard.display(),
         go = go.display(),
         d = dir.path().display(),
+        mount = crate::util::mount_tmpfs(&graveyard, "64k"),
     );
-    let output = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+    let (unshare, private) = crate::util::PRIVATE_MOUNTS.split_first().unwrap();
+    let output = std::process::Command::new(unshare)
+        .args(private)
+        .arg(&script)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -3,16 +3,17 @@
 //! every kind of bad input, and the typed round trip through k8s-openapi.
 //! The real API server's verdict is in `inject_kubernetes.rs`.
 
-use crate::util;
-use crate::util::files::{fixtures, golden_inputs, injected_path, root};
-use crate::util::{assert_contains, assert_lacks};
-
 use std::fs;
 use std::path::Path;
 
-use crate::util::{Finished, kubexit};
 use kubexit::inject::{self, Options, manifest};
 use serde_json::{Value, json};
+
+use crate::util::{
+    self, Finished, assert_contains, assert_lacks,
+    files::{fixtures, golden_inputs, injected_path, root},
+    kubexit,
+};
 
 const TEST_IMAGE: &str = "registry.example/kubexit:test";
 

@@ -5,15 +5,16 @@
 //! coordinated, with a record that still undoes the injection after the
 //! server's defaulting.
 
-use crate::util::files::{fixtures, root};
-use crate::util::k8s;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::util::kubexit;
 use kubexit::inject::{self, manifest};
 use serde_json::{Value, json};
+
+use crate::util::{
+    files::{fixtures, root},
+    k8s, kubexit,
+};
 
 fn inject_file(path: &Path) -> Vec<Value> {
     let done = kubexit()

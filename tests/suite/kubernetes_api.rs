@@ -15,22 +15,19 @@
 //! The fake server of `util/fake_apiserver.rs` is kept for what the real
 //! one cannot be made to show on demand; the last tests use it and say why.
 
-use crate::util;
-use crate::util::cluster_pod;
-use crate::util::fake_apiserver;
-use crate::util::loopback_tls;
-use crate::util::relay;
-use crate::util::{assert_contains, assert_lacks};
-
 use std::fs;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::util::{Kubexit, Running, Yard, eventually, kubexit};
-use cluster_pod::{Account, Container, Endpoint, NOT_READY, POD, READY, Scene};
+use cluster_pod::{Account, Container, Endpoint, NOT_READY, POD, READY, Scene, Waiting};
 use fake_apiserver::ApiServer;
 use nix::sys::signal::Signal;
 use relay::{Exchange, Relay};
+
+use crate::util::{
+    self, Kubexit, Running, Yard, assert_contains, assert_lacks, cluster_pod, eventually,
+    fake_apiserver, kubexit, loopback_tls, relay,
+};
 
 /// A kubexit named `client` whose birth dependency is the pod's `server`
 /// container, with this service account mount; its child prints
@@ -44,11 +41,6 @@ fn client(yard: &Yard, account: &Account, namespace: &str) -> Kubexit {
         .env("KUBEXIT_BIRTH_TIMEOUT", "10m")
         .sh("echo started");
     k
-}
-
-/// A pod whose `server` and `client` containers run, not ready yet.
-fn pod_not_ready(scene: &Scene) {
-    scene.create_pod(&[("server", NOT_READY), ("client", NOT_READY)], &[]);
 }
 
 /// Spawns `k` and waits until the server has answered its watch: a kubexit
@@ -126,13 +118,15 @@ fn ready_at_the_first_list() {
 #[test]
 fn ready_after_a_status_update_heard_through_the_watch_without_polling() {
     let test = "ready_after_a_status_update_heard_through_the_watch_without_polling";
-    let Some(scene) = Scene::new(test) else {
+    let Some(Waiting {
+        scene,
+        relay,
+        account,
+        yard,
+    }) = Waiting::new(test)
+    else {
         return;
     };
-    pod_not_ready(&scene);
-    let relay = scene.relay();
-    let account = scene.account(Endpoint::of(&relay));
-    let yard = Yard::new();
     let running = waiting(&mut client(&yard, &account, &scene.namespace), &relay);
     assert_eq!(running.stdout(), "", "{}", running.stderr());
     scene.set_status(&[("server", READY), ("client", NOT_READY)], &[]);
@@ -264,7 +258,7 @@ fn the_timeout_names_what_is_still_awaited() {
     let Some(scene) = Scene::new("the_timeout_names_what_is_still_awaited") else {
         return;
     };
-    pod_not_ready(&scene);
+    scene.pod_not_ready();
     let account = scene.account(scene.server());
     let yard = Yard::new();
     let run = client(&yard, &account, &scene.namespace)
@@ -288,13 +282,15 @@ fn the_timeout_names_what_is_still_awaited() {
 /// timeout.
 #[test]
 fn a_dependency_terminated_for_good_fails_fast() {
-    let Some(scene) = Scene::new("a_dependency_terminated_for_good_fails_fast") else {
+    let Some(Waiting {
+        scene,
+        relay,
+        account,
+        yard,
+    }) = Waiting::new("a_dependency_terminated_for_good_fails_fast")
+    else {
         return;
     };
-    pod_not_ready(&scene);
-    let relay = scene.relay();
-    let account = scene.account(Endpoint::of(&relay));
-    let yard = Yard::new();
     let running = waiting(&mut client(&yard, &account, &scene.namespace), &relay);
     scene.set_status(
         &[("server", Container::Terminated(3)), ("client", NOT_READY)],
@@ -310,13 +306,15 @@ fn a_dependency_terminated_for_good_fails_fast() {
 #[test]
 fn sigterm_during_the_wait_means_the_child_never_starts() {
     let test = "sigterm_during_the_wait_means_the_child_never_starts";
-    let Some(scene) = Scene::new(test) else {
+    let Some(Waiting {
+        scene,
+        relay,
+        account,
+        yard,
+    }) = Waiting::new(test)
+    else {
         return;
     };
-    pod_not_ready(&scene);
-    let relay = scene.relay();
-    let account = scene.account(Endpoint::of(&relay));
-    let yard = Yard::new();
     let running = waiting(&mut client(&yard, &account, &scene.namespace), &relay);
     running.signal(Signal::SIGTERM);
     let run = running.finish();
@@ -327,13 +325,15 @@ fn sigterm_during_the_wait_means_the_child_never_starts() {
 #[test]
 fn a_death_dependency_dying_during_the_wait_ends_it() {
     let test = "a_death_dependency_dying_during_the_wait_ends_it";
-    let Some(scene) = Scene::new(test) else {
+    let Some(Waiting {
+        scene,
+        relay,
+        account,
+        yard,
+    }) = Waiting::new(test)
+    else {
         return;
     };
-    pod_not_ready(&scene);
-    let relay = scene.relay();
-    let account = scene.account(Endpoint::of(&relay));
-    let yard = Yard::new();
     let mut k = client(&yard, &account, &scene.namespace);
     let running = waiting(k.env("KUBEXIT_DEATH_DEPS", "main"), &relay);
     yard.bury("main");
@@ -397,13 +397,15 @@ fn a_wrong_token_is_refused_and_said() {
 /// new token is accepted. Slow by nature: about a minute.
 #[test]
 fn a_rotated_token_is_read_again() {
-    let Some(scene) = Scene::new("a_rotated_token_is_read_again") else {
+    let Some(Waiting {
+        scene,
+        relay,
+        account,
+        yard,
+    }) = Waiting::new("a_rotated_token_is_read_again")
+    else {
         return;
     };
-    pod_not_ready(&scene);
-    let relay = scene.relay();
-    let account = scene.account(Endpoint::of(&relay));
-    let yard = Yard::new();
     let running = waiting(&mut client(&yard, &account, &scene.namespace), &relay);
     let old = relay.exchanges()[0].token.clone();
     let (_, new) = scene.token();

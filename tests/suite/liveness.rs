@@ -1,19 +1,18 @@
 //! Liveness that survives SIGKILL: a kubexit killed without a chance to
 //! write `Died` is still seen as dead by its dependents, at once.
 
-use crate::util;
-use crate::util::assert_contains;
-
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::util::{
-    Finished, Kubexit, Yard, asleep, at_rest, eventually, read_pid, voluntary_switches, watch_masks,
-};
 use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
+
+use crate::util::{
+    self, Finished, Kubexit, Yard, asleep, assert_contains, at_rest, eventually, read_pid,
+    voluntary_switches, watch_masks,
+};
 
 /// Kills `db`'s kubexit with SIGKILL while `app` depends on it, in a
 /// graveyard at `graveyard`; returns how long `app` took to notice.

@@ -1,16 +1,14 @@
 //! Getting kubexit into a container and watching it work: self-install,
 //! the status view, log formats and the termination message.
 
-use crate::util;
-use crate::util::assert_contains;
-
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
-use crate::util::{Kubexit, Yard, kubexit, read_pid};
 use nix::sys::signal::{Signal, kill};
+
+use crate::util::{self, Kubexit, Yard, assert_contains, kubexit, read_pid};
 
 /// Checks that `text` is JSON by asking Python's parser; returns its
 /// re-serialised form with sorted keys, for assertions.

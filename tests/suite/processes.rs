@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use nix::unistd::Pid;
 
 use crate::util::{
-    Kubexit, Yard, alive, assert_contains, assert_lacks, is_root, read_pid, skip, stat_field,
+    Kubexit, Yard, alive, assert_contains, assert_lacks, can_unshare_pid, is_root, read_pid, skip,
+    stat_field,
 };
 
 #[test]
@@ -141,18 +142,9 @@ fn leftovers_that_ignore_the_stop_signal_are_killed_after_the_grace_period() {
 /// process that exits later, then counts zombies in the namespace.
 #[test]
 fn as_pid_1_kubexit_reaps_orphans() {
-    let probe = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "true"])
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        // CI runs as root, where this works; say so loudly elsewhere.
-        assert!(
-            // SAFETY: geteuid has no preconditions.
-            unsafe { nix::libc::geteuid() } != 0,
-            "unshare --pid failed although running as root"
-        );
-        eprintln!("skipping: unshare --pid needs root");
-        return;
+    if !can_unshare_pid() {
+        assert!(!is_root(), "unshare --pid failed although running as root");
+        return skip("as_pid_1_kubexit_reaps_orphans", "unshare --pid needs root");
     }
     let yard = Yard::new();
     let script = "sh -c 'sleep 0.2 & exit 0'; sleep 1; \

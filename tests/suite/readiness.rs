@@ -2,9 +2,6 @@
 //! is ready (by a probe, or at birth), and kubexits with birth dependencies
 //! start their child only when every dependency is ready.
 
-use crate::util;
-use crate::util::assert_contains;
-
 use std::fs;
 use std::net::TcpListener;
 use std::os::linux::net::SocketAddrExt;
@@ -13,8 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{HttpServer, Kubexit, Yard, free_port, is_root, kubexit_binary, skip};
 use nix::sys::signal::Signal;
+
+use crate::util::{
+    self, HttpServer, Kubexit, Yard, assert_contains, free_port, is_root, kubexit_binary, skip,
+};
 
 /// A dependency named `name` running `sleep` with readiness `probe`.
 fn dependency(yard: &Yard, name: &str, probe: &str) -> util::Running {
@@ -213,8 +213,9 @@ fn no_hung_mount() -> Option<String> {
         return Some("there is no /dev/fuse".into());
     }
     let dir = tempfile::tempdir().unwrap();
-    let tried = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
+    let (unshare, private) = crate::util::PRIVATE_MOUNTS.split_first().unwrap();
+    let tried = Command::new(unshare)
+        .args(private)
         .arg(hung_mount_script(dir.path(), "true"))
         .stdin(Stdio::null())
         .output();
@@ -240,7 +241,7 @@ fn probing_a_hung_mount(yard: &Yard, name: &str, mount_point: &Path, child: &str
         )
         .env("KUBEXIT_READY_PERIOD", "20ms")
         .env("KUBEXIT_READY_TIMEOUT", "100ms")
-        .args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+        .args(crate::util::PRIVATE_MOUNTS)
         .args([hung_mount_script(mount_point, r#"exec "$0" "$@""#)])
         .arg_path(&kubexit_binary())
         .sh(child);

@@ -9,14 +9,14 @@
 //! `KUBEXIT_RELEASE_DIR`); `.ci/run` makes them before the tests. Without
 //! them the test is skipped, outside CI.
 
-use crate::util;
-
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
+
+use crate::util;
 
 fn release_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("KUBEXIT_RELEASE_DIR") {

@@ -2,23 +2,16 @@
 //! or a broken child throws at kubexit, it says so clearly, exits with a
 //! documented status, and loses nothing.
 
-use crate::util;
-use crate::util::assert_contains;
-
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use crate::util::{Kubexit, Yard, eventually, kubexit, read_pid};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { nix::libc::geteuid() == 0 }
-}
+use crate::util::{self, Kubexit, Yard, assert_contains, eventually, is_root, kubexit, read_pid};
 
 /// kubexit as an unprivileged user, so that permissions apply even when
 /// the tests run as root (as CI does).
@@ -266,8 +259,10 @@ fn two_hundred_instances_in_a_chain_and_a_fan_out_all_stop() {
 #[test]
 fn a_full_filesystem_is_said_clearly_and_the_exit_status_is_not_lost() {
     if !is_root() {
-        eprintln!("skipping: mounting a tmpfs needs root (CI runs as root)");
-        return;
+        return crate::util::skip(
+            "a_full_filesystem_is_said_clearly_and_the_exit_status_is_not_lost",
+            "mounting a tmpfs needs root",
+        );
     }
     let yard = Yard::new();
     let graveyard = yard.path().join("small");
@@ -275,21 +270,15 @@ fn a_full_filesystem_is_said_clearly_and_the_exit_status_is_not_lost() {
     let kubexit_bin = crate::util::kubexit_binary();
     let kubexit_bin = kubexit_bin.display();
     let script = format!(
-        "mount -t tmpfs -o size=64k tmpfs {dir} && exec env KUBEXIT_GRAVEYARD={dir} {kubexit_bin} \
+        "{mount}; exec env KUBEXIT_GRAVEYARD={dir} {kubexit_bin} \
          sh -c 'dd if=/dev/zero of={dir}/filler bs=4k 2>/dev/null; exit 7'",
-        dir = graveyard.display()
+        dir = graveyard.display(),
+        mount = crate::util::mount_tmpfs(&graveyard, "64k"),
     );
     let done = kubexit()
         .env("KUBEXIT_NAME", "app")
-        .args([
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            &script,
-        ])
+        .args(crate::util::PRIVATE_MOUNTS)
+        .args([&script])
         .run_self();
     assert_eq!(done.code(), 7, "{}", done.stderr);
     assert_contains(&done.stderr, "the graveyard's filesystem is full");

@@ -5,9 +5,6 @@
 //! proxies do (Istio's pilot-agent, linkerd-proxy, cloud-sql-proxy),
 //! including slowly, wrongly, or not at all.
 
-use crate::util;
-use crate::util::{assert_contains, assert_lacks};
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -15,8 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::util::{Kubexit, Yard, eventually, free_port, kubexit};
 use nix::sys::signal::Signal;
+
+use crate::util::{
+    self, Kubexit, Yard, assert_contains, assert_lacks, eventually, free_port, kubexit,
+};
 
 /// How one request is answered.
 #[derive(Clone, Copy, Debug)]

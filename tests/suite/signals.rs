@@ -2,9 +2,9 @@
 //! after the grace period for stop signals, and a stop signal before the
 //! child starts means it never does.
 
-use crate::util::{Kubexit, Yard};
-use crate::util::{assert_contains, assert_lacks};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, raise, sigprocmask};
+
+use crate::util::{Kubexit, Yard, assert_contains, assert_lacks};
 
 #[test]
 fn hup_usr1_and_int_reach_the_child() {

@@ -7,8 +7,9 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::util::{Finished, Kubexit, Yard, alive, eventually, read_pid, stat_field};
 use nix::sys::signal::Signal;
+
+use crate::util::{Finished, Kubexit, Yard, alive, eventually, read_pid, stat_field};
 
 /// The grace period of these tests, and how much longer than it a stop may
 /// take on a loaded machine (reaping, scheduling). Restarting the grace

@@ -4,11 +4,6 @@
 //! files changed under it, the stop, slow and huge clients, the log, and
 //! bad input. The real API server's side is in `webhook_kubernetes.rs`.
 
-use crate::util;
-use crate::util::assert_contains;
-use crate::util::files::{fixtures, root};
-use crate::util::webhook;
-
 use std::fs;
 use std::net::{Ipv4Addr, TcpStream};
 use std::os::unix::fs::symlink;
@@ -17,13 +12,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use crate::util::{eventually, kubexit};
 use kubexit::inject::manifest;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use webhook::{
     Client, Pki, Webhook, answer, client_config, head, patched, review_of, review_with,
     server_read_everything,
+};
+
+use crate::util::{
+    self, assert_contains, eventually,
+    files::{fixtures, root},
+    kubexit, webhook,
 };
 
 /// The Pod of the sidecar Job fixture: two main containers and a proxy,

@@ -6,20 +6,21 @@
 //! webhook stopped the failure policy decides. The deployment manifests
 //! of `deploy/webhook/` are judged by server-side dry runs.
 
-use crate::util::files::{fixtures, root};
-use crate::util::k8s;
-use crate::util::webhook;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::util::{Running, free_port, kubexit};
 use k8s::Cluster;
 use kubexit::inject::{self, Options, manifest};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use webhook::eventually_slow;
+
+use crate::util::{
+    Running,
+    files::{fixtures, root},
+    free_port, k8s, kubexit, webhook,
+};
 
 /// What `deploy/webhook/self-signed.sh --ip 127.0.0.1` makes: the files,
 /// and the Secret and MutatingWebhookConfiguration it writes.

@@ -17,8 +17,7 @@
 //! is made. Outside CI, the tests skip when podman or the static binary is
 //! missing; under CI they fail.
 
-use crate::util;
-use crate::util::assert_contains;
+use crate::util::{self, assert_contains};
 
 mod podman;
 mod shapes;

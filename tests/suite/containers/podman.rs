@@ -24,13 +24,14 @@
 //! names the examples use (`ghcr.io/kubexit/kubexit:latest` and
 //! `:scratch`); and the stand-ins of `stand-ins.sh`.
 
-use crate::util::files::{root, target_dir};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::util::files::{root, target_dir};
 
 /// A podman set up for the tests.
 pub struct Podman {

@@ -3,7 +3,6 @@
 //! that podman needs is made here, in one place, with the reason beside it;
 //! docs/containers.md says the same to users.
 
-use crate::util::files::root;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
@@ -12,6 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::podman::{Cleanup, Podman, unique};
+use crate::util::files::root;
 
 const DEADLINE: Duration = Duration::from_secs(180);
 

@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::{Value, json};
 
-use crate::util::Kubexit;
 use crate::util::k8s::{Cluster, cluster};
 use crate::util::relay::Relay;
+use crate::util::{Kubexit, Yard};
 
 /// The pod's name in every test.
 pub const POD: &str = "job-abc";
@@ -110,6 +110,33 @@ impl Endpoint {
     }
 }
 
+/// The scene most API tests begin with: a pod whose `server` and
+/// `client` containers run, neither ready yet; a relay in front of the API
+/// server, recording kubexit's requests; a service account mount whose
+/// server is the relay; and an empty graveyard.
+pub struct Waiting {
+    pub scene: Scene,
+    pub relay: Relay,
+    pub account: Account,
+    pub yard: Yard,
+}
+
+impl Waiting {
+    /// The scene, or `None` after saying why `test` is skipped.
+    pub fn new(test: &str) -> Option<Waiting> {
+        let scene = Scene::new(test)?;
+        scene.pod_not_ready();
+        let relay = scene.relay();
+        let account = scene.account(Endpoint::of(&relay));
+        Some(Waiting {
+            scene,
+            relay,
+            account,
+            yard: Yard::new(),
+        })
+    }
+}
+
 /// A test's namespace on the real server, and the pod in it.
 pub struct Scene {
     pub cluster: &'static Cluster,
@@ -153,6 +180,12 @@ impl Scene {
         let (code, body) = self.cluster.create(&self.namespace, &object, false);
         assert_eq!(code, 201, "create the pod: {body}");
         self.set_status(containers, sidecars);
+    }
+
+    /// Creates the pod with its `server` and `client` containers running,
+    /// neither ready.
+    pub fn pod_not_ready(&self) {
+        self.create_pod(&[("server", NOT_READY), ("client", NOT_READY)], &[]);
     }
 
     /// Replaces the pod's status through the status subresource.

@@ -190,6 +190,21 @@ pub fn is_root() -> bool {
     unsafe { nix::libc::geteuid() == 0 }
 }
 
+/// The words that run `sh -c SCRIPT` in a mount namespace of its own: what
+/// the script mounts (a small tmpfs, a FUSE file system that never
+/// answers) is seen by nothing else and goes with it. Needs root.
+pub const PRIVATE_MOUNTS: [&str; 6] =
+    ["unshare", "--mount", "--propagation", "private", "sh", "-c"];
+
+/// The line of a [`PRIVATE_MOUNTS`] script that mounts a tmpfs of `size`
+/// (such as `64k`) on `dir`, ending the script with status 99 if it cannot.
+pub fn mount_tmpfs(dir: &Path, size: &str) -> String {
+    format!(
+        "mount -t tmpfs -o size={size} tmpfs '{}' || exit 99",
+        dir.display()
+    )
+}
+
 /// Whether kubexit can be made PID 1 of a new PID namespace here.
 pub fn can_unshare_pid() -> bool {
     Command::new("unshare")

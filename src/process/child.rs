@@ -337,15 +337,7 @@ fn pidfd_send_signal(pidfd: &OwnedFd, signal: SignalNumber) -> io::Result<()> {
             0,
         )
     };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(nix::libc::ESRCH) {
-        Ok(())
-    } else {
-        Err(err)
-    }
+    sent(rc)
 }
 
 /// Whether `pidfd_open` failed because the kernel has no pidfds (before
@@ -359,6 +351,20 @@ fn lacks_pidfds(err: &io::Error) -> bool {
     )
 }
 
+/// The result of a call that sends a signal (`rc`, its return value): a
+/// process that has ended (ESRCH) is not an error.
+fn sent(rc: impl Into<i64>) -> io::Result<()> {
+    if rc.into() == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(nix::libc::ESRCH) {
+        Ok(())
+    } else {
+        Err(err)
+    }
+}
+
 /// Sends `signal` to the process group led by `leader`.
 pub fn signal_group_of(leader: Pid, signal: SignalNumber) -> io::Result<()> {
     send(-leader.as_raw(), signal)
@@ -369,15 +375,7 @@ pub fn signal_group_of(leader: Pid, signal: SignalNumber) -> io::Result<()> {
 fn send(target: i32, signal: SignalNumber) -> io::Result<()> {
     // SAFETY: kill has no memory-safety preconditions.
     let rc = unsafe { nix::libc::kill(target, signal.0) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(nix::libc::ESRCH) {
-        Ok(())
-    } else {
-        Err(err)
-    }
+    sent(rc)
 }
 
 #[cfg(test)]

@@ -17,6 +17,11 @@ pub fn pages() -> Vec<(String, String)> {
         .collect();
     docs.sort();
     paths.extend(docs);
+    read(paths)
+}
+
+/// Each page as its path from the checkout and its text.
+pub fn read(paths: Vec<PathBuf>) -> Vec<(String, String)> {
     paths
         .into_iter()
         .map(|p| {

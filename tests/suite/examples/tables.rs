@@ -47,13 +47,7 @@ pub fn shipped_pages() -> Vec<(String, String)> {
     }
     let mut paths = Vec::new();
     walk(root(), &mut paths);
-    paths
-        .into_iter()
-        .map(|p| {
-            let name = p.strip_prefix(root()).unwrap().display().to_string();
-            (name, fs::read_to_string(&p).unwrap())
-        })
-        .collect()
+    super::markdown::read(paths)
 }
 
 /// What is wrong with the tables of `page`, each problem with its line.

@@ -16,7 +16,11 @@
 # machine's own architecture is also tagged kubexit:latest and
 # kubexit:scratch. With --oci-dir, each index is written with all its
 # images to DIR/kubexit-VERSION[-scratch].oci.tar (an OCI archive, for
-# `skopeo copy oci-archive:FILE docker://REGISTRY/kubexit:VERSION`).
+# `skopeo copy oci-archive:FILE docker://REGISTRY/kubexit:VERSION`), named
+# inside (its org.opencontainers.image.ref.name) as the published image:
+# ghcr.io/kubexit/kubexit:VERSION[-scratch], the image `kubexit inject`
+# installs from by default, so that a node loading the archive
+# (`ctr images import`) has the image injected pods ask for.
 #
 # Reproducible: every time in the images (file times, the created time) is
 # the last commit's time (SOURCE_DATE_EPOCH when set), no build history and
@@ -196,7 +200,8 @@ for variant in default scratch; do
         mkdir -p "$OCI_DIR"
         archive=$OCI_DIR/kubexit-$VERSION$suffix.oci.tar
         rm -f "$archive"
-        buildah manifest push --quiet --all "$list" "oci-archive:$archive" >/dev/null
+        buildah manifest push --quiet --all "$list" \
+            "oci-archive:$archive:ghcr.io/kubexit/kubexit:$VERSION$suffix" >/dev/null
         say "$archive: $(stat -c %s "$archive") bytes"
     fi
 done

@@ -12,6 +12,7 @@ use super::reporting::{self, LogFlags, TerminationLog};
 use super::spec::{Alias, settings};
 use super::{DeathPolicy, StoppedExitCode, parse};
 use crate::graveyard::name::Name;
+use crate::graveyard::restart::RestartPolicy;
 use crate::process::signals::SignalNumber;
 use crate::quit::endpoint::Endpoint;
 use crate::readiness::probe::Probe;
@@ -64,6 +65,16 @@ settings! {
                 value_name: "any|all",
                 default: "any",
                 parse: parse::death_policy,
+            }
+            /// The pod's restartPolicy (Never, OnFailure or Always; kubexit inject sets it): a
+            /// dependency the kubelet restarts in place has not died for good, so its end stops
+            /// nothing and waits for its next life
+            restart_policy: RestartPolicy = RESTART_POLICY {
+                flag: "restart-policy",
+                variable: "KUBEXIT_RESTART_POLICY",
+                value_name: "POLICY",
+                default: "Never",
+                parse: parse::restart_policy,
             }
             /// After the stop signal, how long before SIGKILL (Go duration: 30s, 1m30s, 500ms)
             grace_period: Duration = GRACE_PERIOD {

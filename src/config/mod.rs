@@ -47,6 +47,7 @@ pub use reporting::{Log, LogFlags, LogFormat, Reporting, TerminationLog};
 
 use crate::duration::GoDuration;
 use crate::graveyard::name::Name;
+use crate::graveyard::restart::RestartPolicy;
 use crate::process::signals::SignalNumber;
 use crate::quit::endpoint::Endpoint;
 use crate::readiness::probe::Probe;
@@ -79,6 +80,8 @@ pub struct Config {
     pub graveyard: PathBuf,
     pub death_deps: Vec<Name>,
     pub death_policy: DeathPolicy,
+    /// Which deaths the kubelet answers with a restart in place.
+    pub restart_policy: RestartPolicy,
     pub birth_deps: Vec<Name>,
     /// Birth dependencies on an address: probes that must all succeed.
     pub birth_probes: Vec<Probe>,
@@ -179,6 +182,7 @@ impl Config {
         let ready_timeout = args.ready_timeout(env)?;
         let ready_probe = args.ready_probe(env)?;
         let death_policy = args.death_policy(env)?;
+        let restart_policy = args.restart_policy(env)?;
         let birth_probes = args.birth_probes(env)?.unwrap_or_default();
         let quit = args.quit(env)?.unwrap_or_default();
         let quit_timeout = args.quit_timeout(env)?;
@@ -246,6 +250,7 @@ impl Config {
             graveyard,
             death_deps,
             death_policy,
+            restart_policy,
             birth_deps,
             birth_probes,
             birth_timeout,

@@ -12,6 +12,7 @@ use super::spec::{Problem, utf8};
 use super::{DeathPolicy, StoppedExitCode};
 use crate::duration;
 use crate::graveyard::name::Name;
+use crate::graveyard::restart::RestartPolicy;
 use crate::process::signals::{self, SignalNumber};
 use crate::quit::endpoint::Endpoint;
 use crate::readiness::probe::Probe;
@@ -72,6 +73,10 @@ pub fn period(raw: &OsStr) -> Result<Duration, Problem> {
         return Err("must be more than 0, such as 100ms".into());
     }
     Ok(period)
+}
+
+pub fn restart_policy(raw: &OsStr) -> Result<RestartPolicy, Problem> {
+    RestartPolicy::parse(utf8(raw)?).map_err(Problem::from)
 }
 
 pub fn death_policy(raw: &OsStr) -> Result<DeathPolicy, Problem> {

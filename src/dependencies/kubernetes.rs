@@ -52,6 +52,7 @@ use tokio::time::Instant;
 use crate::config::PodTarget;
 use crate::dependencies::verdict::Verdict;
 use crate::graveyard::name::Name;
+use crate::graveyard::restart::RestartPolicy;
 
 /// How long the server may keep one watch open (it may end it sooner).
 const WATCH_SECONDS: u32 = 290;
@@ -200,11 +201,12 @@ struct ContainerView {
 impl PodView {
     fn of(pod: &Pod) -> PodView {
         let spec = pod.spec.as_ref();
-        let never = |code: i32| match spec.and_then(|s| s.restart_policy.as_deref()) {
-            Some("Never") => true,
-            Some("OnFailure") => code == 0,
-            _ => false,
-        };
+        // A pod without a policy has the API server's default, Always.
+        let restarts = spec
+            .and_then(|s| s.restart_policy.as_deref())
+            .and_then(|policy| RestartPolicy::parse(policy).ok())
+            .unwrap_or(RestartPolicy::Always);
+        let never = |code: i32| !restarts.restarts(Some(code));
         let mut declared = Vec::new();
         let mut sidecars = Vec::new();
         if let Some(spec) = spec {

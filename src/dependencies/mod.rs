@@ -60,6 +60,7 @@ use tokio::time::{Instant, sleep_until};
 use crate::graveyard::Graveyard;
 use crate::graveyard::liveness::{self, Judged};
 use crate::graveyard::name::Name;
+use crate::graveyard::restart::RestartPolicy;
 use crate::graveyard::tombstone::Tombstone;
 use crate::graveyard::watch::{Change, Watch};
 
@@ -165,6 +166,17 @@ impl Dependency {
         self.lost.is_some() || matches!(&self.seen, Seen::Stone(stone) if stone.is_dead())
     }
 
+    /// Dead, and not to be started again in place under `restarts` (see
+    /// [`RestartPolicy`]): a holder lost ended with no status of its own.
+    fn is_dead_for_good(&self, restarts: RestartPolicy) -> bool {
+        let status = match (&self.lost, &self.seen) {
+            (Some(_), _) => None,
+            (None, Seen::Stone(stone)) => stone.status(),
+            (None, _) => None,
+        };
+        self.is_dead() && !restarts.restarts(status)
+    }
+
     fn is_ready(&self) -> bool {
         !self.is_dead() && matches!(&self.seen, Seen::Stone(stone) if stone.ready.is_some())
     }
@@ -185,13 +197,20 @@ pub struct Dependencies {
     graveyard: Graveyard,
     watch: Watch,
     deps: Vec<Dependency>,
+    /// Which deaths the kubelet answers with a restart in place.
+    restarts: RestartPolicy,
 }
 
 impl Dependencies {
     /// Reads the dependencies named in `roles` (each name with the role it
     /// plays) in `graveyard`, and judges them: read before this returns,
-    /// but not watched until [`Dependencies::listen`].
-    pub fn open(graveyard: &Graveyard, roles: &[(&[Name], Role)]) -> Dependencies {
+    /// but not watched until [`Dependencies::listen`]. `restarts` says
+    /// which deaths are not for good.
+    pub fn open(
+        graveyard: &Graveyard,
+        roles: &[(&[Name], Role)],
+        restarts: RestartPolicy,
+    ) -> Dependencies {
         let mut deps: Vec<Dependency> = Vec::new();
         for (names, role) in roles {
             for name in *names {
@@ -217,6 +236,7 @@ impl Dependencies {
             watch: Watch::open(graveyard, &[]),
             graveyard: graveyard.clone(),
             deps,
+            restarts,
         };
         view.look_all(false);
         view
@@ -362,30 +382,58 @@ impl Dependencies {
     }
 
     /// The dependencies of `role` that have died (or were lost), in the
-    /// order configured.
+    /// order configured: for death and birth dependencies, those dead for
+    /// good (a death the kubelet answers with a restart in place is not);
+    /// for `stop-after`, every death (it concerns a pod being deleted,
+    /// where nothing is restarted).
     pub fn dead(&self, role: Role) -> Vec<Name> {
         self.of(role, true)
     }
 
-    /// The dependencies of `role` not dead yet: no tombstone, alive, or
-    /// unreadable.
+    /// The dependencies of `role` not dead yet, in the sense of
+    /// [`Dependencies::dead`]: no tombstone, alive, unreadable, or dead
+    /// and to be restarted.
     pub fn alive(&self, role: Role) -> Vec<Name> {
         self.of(role, false)
+    }
+
+    /// The dependencies of `role` that have died and will be started again
+    /// in place (none under the policy `Never`), each with the status it
+    /// ended with, if one was recorded.
+    pub fn restarting(&self, role: Role) -> Vec<(Name, Option<i32>)> {
+        self.deps
+            .iter()
+            .filter(|d| d.roles.has(role) && d.is_dead() && !d.is_dead_for_good(self.restarts))
+            .map(|d| {
+                let status = match (&d.lost, &d.seen) {
+                    (None, Seen::Stone(stone)) => stone.status(),
+                    _ => None,
+                };
+                (d.name.clone(), status)
+            })
+            .collect()
     }
 
     fn of(&self, role: Role, dead: bool) -> Vec<Name> {
         self.deps
             .iter()
-            .filter(|d| d.roles.has(role) && d.is_dead() == dead)
+            .filter(|d| d.roles.has(role) && self.counts_dead(d, role) == dead)
             .map(|d| d.name.clone())
             .collect()
+    }
+
+    fn counts_dead(&self, dep: &Dependency, role: Role) -> bool {
+        match role {
+            Role::StopAfter => dep.is_dead(),
+            Role::Death | Role::Birth => dep.is_dead_for_good(self.restarts),
+        }
     }
 
     /// Where the wait for the birth dependencies in the graveyard stands.
     pub fn births(&self) -> Verdict {
         let mut all_ready = true;
         for dep in self.deps.iter().filter(|d| d.roles.has(Role::Birth)) {
-            if dep.is_dead() {
+            if dep.is_dead_for_good(self.restarts) {
                 return Verdict::Died(dep.name.clone());
             }
             all_ready &= dep.is_ready();
@@ -416,6 +464,9 @@ impl Dependencies {
                     format!("no tombstone yet; the graveyard holds: {held}")
                 }
                 Seen::Unreadable => "unreadable tombstone".into(),
+                Seen::Stone(stone) if stone.is_dead() && !dep.is_dead_for_good(self.restarts) => {
+                    format!("dead, to be restarted: restartPolicy {}", self.restarts)
+                }
                 Seen::Stone(stone) if stone.is_dead() => "dead".into(),
                 Seen::Stone(stone) if stone.born.is_some() => "born, not ready".into(),
                 Seen::Stone(_) => "tombstone without Born".into(),
@@ -559,16 +610,71 @@ mod tests {
         }
     }
 
+    fn ended(status: i32, exit_status: Option<i32>) -> Tombstone {
+        Tombstone {
+            exit_code: Some(status),
+            exit_status,
+            ..stone(true, true)
+        }
+    }
+
+    #[test]
+    fn a_death_the_kubelet_answers_with_a_restart_is_not_for_good() {
+        let (_dir, graveyard) = yard();
+        let rt = runtime();
+        let _guard = rt.enter();
+        let roles: &[(&[Name], Role)] = &[
+            (&[name("main")], Role::Death),
+            (&[name("proxy")], Role::Birth),
+            (&[name("main")], Role::StopAfter),
+        ];
+        graveyard.write(&name("main"), &ended(1, None)).unwrap();
+        graveyard.write(&name("proxy"), &ended(143, None)).unwrap();
+        let view = Dependencies::open(&graveyard, roles, RestartPolicy::OnFailure);
+        assert!(view.dead(Role::Death).is_empty());
+        assert_eq!(view.alive(Role::Death), [name("main")]);
+        assert_eq!(view.restarting(Role::Death), [(name("main"), Some(1))]);
+        assert_eq!(view.births(), Verdict::Waiting, "waits for the next life");
+        // A pod being deleted restarts nothing: stop-after counts every death.
+        assert_eq!(view.dead(Role::StopAfter), [name("main")]);
+
+        // kubexit's own status is what the container ended with: a sidecar
+        // stopped on purpose ended with 0, whatever its child's 143 says.
+        graveyard.write(&name("main"), &ended(0, None)).unwrap();
+        graveyard
+            .write(&name("proxy"), &ended(143, Some(0)))
+            .unwrap();
+        let view = Dependencies::open(&graveyard, roles, RestartPolicy::OnFailure);
+        assert_eq!(view.dead(Role::Death), [name("main")]);
+        assert!(view.restarting(Role::Death).is_empty());
+        assert_eq!(view.births(), Verdict::Died(name("proxy")));
+
+        // Under Always nothing dies for good; under Never everything does.
+        let always = Dependencies::open(&graveyard, roles, RestartPolicy::Always);
+        assert!(always.dead(Role::Death).is_empty());
+        assert_eq!(always.births(), Verdict::Waiting);
+        let never = Dependencies::open(&graveyard, roles, RestartPolicy::Never);
+        assert_eq!(never.dead(Role::Death), [name("main")]);
+    }
+
     #[test]
     fn births_are_ready_only_when_every_one_is_ready_and_alive() {
         let (_dir, graveyard) = yard();
         let rt = runtime();
         let _guard = rt.enter();
-        let view = Dependencies::open(&graveyard, &[(&[name("a"), name("b")], Role::Birth)]);
+        let view = Dependencies::open(
+            &graveyard,
+            &[(&[name("a"), name("b")], Role::Birth)],
+            RestartPolicy::Never,
+        );
         assert_eq!(view.births(), Verdict::Waiting);
         graveyard.write(&name("a"), &stone(true, false)).unwrap();
         graveyard.write(&name("b"), &stone(false, false)).unwrap();
-        let mut view = Dependencies::open(&graveyard, &[(&[name("a"), name("b")], Role::Birth)]);
+        let mut view = Dependencies::open(
+            &graveyard,
+            &[(&[name("a"), name("b")], Role::Birth)],
+            RestartPolicy::Never,
+        );
         view.listen();
         assert_eq!(view.births(), Verdict::Waiting);
         assert_eq!(view.births_report(), "b (born, not ready)");
@@ -586,6 +692,7 @@ mod tests {
         let mut view = Dependencies::open(
             &graveyard,
             &[(&[name("a")], Role::Death), (&[name("a")], Role::Birth)],
+            RestartPolicy::Never,
         );
         view.listen();
         assert_eq!(view.deps.len(), 1);
@@ -602,7 +709,11 @@ mod tests {
         let rt = runtime();
         let _guard = rt.enter();
         graveyard.write(&name("dbb"), &stone(true, false)).unwrap();
-        let view = Dependencies::open(&graveyard, &[(&[name("db")], Role::Birth)]);
+        let view = Dependencies::open(
+            &graveyard,
+            &[(&[name("db")], Role::Birth)],
+            RestartPolicy::Never,
+        );
         assert_eq!(
             view.births_report(),
             "db (no tombstone yet; the graveyard holds: dbb)"
@@ -615,7 +726,11 @@ mod tests {
         let rt = runtime();
         let _guard = rt.enter();
         graveyard.write(&name("db"), &stone(true, false)).unwrap();
-        let mut view = Dependencies::open(&graveyard, &[(&[name("db")], Role::Death)]);
+        let mut view = Dependencies::open(
+            &graveyard,
+            &[(&[name("db")], Role::Death)],
+            RestartPolicy::Never,
+        );
         view.listen();
         graveyard
             .write(&name("sibling"), &stone(true, false))

@@ -52,11 +52,14 @@
 //!   filesystem is full.
 //!
 //! How the directory is watched is the [`watch`] module's business; what a
-//! tombstone means is [`tombstone`]'s; the liveness locks are [`liveness`]'s.
+//! tombstone means is [`tombstone`]'s, and whether a death is for good,
+//! where the kubelet restarts containers in place, [`restart`]'s; the
+//! liveness locks are [`liveness`]'s.
 
 pub(crate) mod entry;
 pub(crate) mod liveness;
 pub mod name;
+pub mod restart;
 pub mod tombstone;
 pub(crate) mod watch;
 

@@ -10,7 +10,8 @@
 //!   each key only once it has a value; timestamps in RFC 3339 with
 //!   nanoseconds, trailing zeros of the fraction trimmed, in the local zone
 //!   (`Z` for UTC), double-quoted. Keys of our own (`Ready`, `Awaiting`,
-//!   `Reason`) are plain YAML that Go's lenient reader ignores.
+//!   `ExitStatus`, `Reason`) are plain YAML that Go's lenient reader
+//!   ignores.
 //! * **What anyone writes, we survive.** [`Tombstone::parse`] accepts the
 //!   YAML and JSON forms, any key case, quoted or unquoted times, and treats
 //!   an empty document as "alive". The form kubexit and Go kubexit write is
@@ -51,6 +52,11 @@ pub struct Tombstone {
     /// The child's status: its exit code, 128+N when killed by signal N,
     /// -1 when it never started (as upstream writes).
     pub exit_code: Option<i32>,
+    /// kubexit's own exit status, the one its container ends with, where it
+    /// differs from `exit_code`: a child stopped for a death dependency (0
+    /// by default, where the child's is 143), or never started (kubexit's
+    /// own key; Go ignores it). What a kubelet restarts by.
+    pub exit_status: Option<i32>,
     /// Why it died, in words (kubexit's own key; Go ignores it).
     pub reason: Option<String>,
 }
@@ -72,6 +78,13 @@ impl Tombstone {
         self.died.is_some()
     }
 
+    /// The exit status of the process that ended (kubexit's, where it is
+    /// recorded, else the child's, as Go kubexit exits with it); `None`
+    /// while it lives, or when nothing was recorded.
+    pub fn status(&self) -> Option<i32> {
+        self.exit_status.or(self.exit_code)
+    }
+
     /// The bytes of this tombstone, in upstream's format, times shown in `tz`.
     pub fn render(&self, tz: &TimeZone) -> String {
         fn time_line(out: &mut String, key: &str, at: Option<Timestamp>, tz: &TimeZone) {
@@ -88,6 +101,9 @@ impl Tombstone {
         time_line(&mut out, "Died", self.died, tz);
         if let Some(code) = self.exit_code {
             let _ = writeln!(out, "ExitCode: {code}");
+        }
+        if let Some(status) = self.exit_status {
+            let _ = writeln!(out, "ExitStatus: {status}");
         }
         if let Some(reason) = &self.reason {
             let _ = writeln!(out, "Reason: {}", Quoted(reason));
@@ -156,19 +172,24 @@ fn parse_canonical(text: &str) -> Option<Tombstone> {
             "Born" => once(&mut stone.born, time(value))?,
             "Ready" => once(&mut stone.ready, time(value))?,
             "Died" => once(&mut stone.died, time(value))?,
-            "ExitCode" => {
-                let digits = value.strip_prefix('-').unwrap_or(value);
-                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                    return None;
-                }
-                once(&mut stone.exit_code, value.parse().ok())?
-            }
+            "ExitCode" => once(&mut stone.exit_code, integer(value))?,
+            "ExitStatus" => once(&mut stone.exit_status, integer(value))?,
             "Reason" => once(&mut stone.reason, quoted(value).map(str::to_owned))?,
             "Awaiting" => once(&mut stone.awaiting, quoted(value).map(str::to_owned))?,
             _ => return None,
         }
     }
     Some(stone)
+}
+
+/// A plain integer, an optional `-` and digits, as kubexit and Go write
+/// exit codes.
+fn integer(value: &str) -> Option<i32> {
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
 }
 
 /// The text between double quotes that hold no quote, backslash or control
@@ -385,6 +406,7 @@ enum Key {
     Ready,
     Died,
     ExitCode,
+    ExitStatus,
     Reason,
     Awaiting,
     Other,
@@ -397,6 +419,7 @@ impl Key {
             "ready" => Key::Ready,
             "died" => Key::Died,
             "exitcode" => Key::ExitCode,
+            "exitstatus" => Key::ExitStatus,
             "reason" => Key::Reason,
             "awaiting" => Key::Awaiting,
             _ => Key::Other,
@@ -427,7 +450,10 @@ impl<'de> Visitor<'de> for TombstoneVisitor {
                 Key::Born => stone.born = map.next_value::<Scalar>()?.into_time(&key)?,
                 Key::Ready => stone.ready = map.next_value::<Scalar>()?.into_time(&key)?,
                 Key::Died => stone.died = map.next_value::<Scalar>()?.into_time(&key)?,
-                Key::ExitCode => stone.exit_code = map.next_value::<Scalar>()?.into_code()?,
+                Key::ExitCode => stone.exit_code = map.next_value::<Scalar>()?.into_code(&key)?,
+                Key::ExitStatus => {
+                    stone.exit_status = map.next_value::<Scalar>()?.into_code(&key)?;
+                }
                 Key::Reason => stone.reason = map.next_value::<Scalar>()?.into_text(),
                 Key::Awaiting => stone.awaiting = map.next_value::<Scalar>()?.into_text(),
                 Key::Other => {
@@ -466,9 +492,9 @@ impl Scalar {
         }
     }
 
-    fn into_code<E: de::Error>(self) -> Result<Option<i32>, E> {
+    fn into_code<E: de::Error>(self, key: &str) -> Result<Option<i32>, E> {
         let invalid =
-            |shown: &dyn fmt::Display| E::custom(format!("ExitCode: {shown} is not an exit code"));
+            |shown: &dyn fmt::Display| E::custom(format!("{key}: {shown} is not an exit code"));
         match self {
             Scalar::Null => Ok(None),
             Scalar::Int(n) => i32::try_from(n).map(Some).map_err(|_| invalid(&n)),
@@ -585,6 +611,7 @@ mod tests {
             awaiting: Some("the deaths of app and \"worker\"".into()),
             died: Some(at("2026-11-24T19:48:00.000000001Z")),
             exit_code: Some(143),
+            exit_status: Some(0),
             reason: Some("stopped: \"db\" died\n\\ \u{7}".into()),
         };
         let text = stone.render(&kolkata());
@@ -599,6 +626,7 @@ mod tests {
             awaiting: Some("the deaths of app and worker".into()),
             died: Some(at("2026-11-24T19:48:00.000000001Z")),
             exit_code: Some(-1),
+            exit_status: Some(0),
             reason: Some("stopped because db died".into()),
         };
         for zone in [TimeZone::UTC, kolkata()] {
@@ -629,7 +657,7 @@ mod tests {
         fn whatever_the_canonical_reader_takes_the_yaml_reader_reads_the_same(
             lines in proptest::collection::vec(
                 (
-                    "(Born|Ready|Died|Awaiting|Reason|ExitCode|born|Other)",
+                    "(Born|Ready|Died|Awaiting|Reason|ExitCode|ExitStatus|born|Other)",
                     "(\"2026-11-2[0-9]T1[0-9]:4[0-9]:5[0-9](\\.[0-9]{1,9})?(Z|[+-]0[0-9]:[03]0)\"|\"[a-z ,.:'#-]{0,12}\"|-?[0-9]{1,4}|[a-z0-9 :.]{0,8})",
                 ),
                 0..7,

@@ -53,6 +53,7 @@ use super::additions::{
 };
 use super::kubelet_probe;
 use super::vocabulary::{self, Annotations, ReadyProbe, Setting, Value as Given};
+use crate::graveyard::restart::RestartPolicy;
 
 /// Why the pod's containers cannot be coordinated as asked. Each message
 /// names the container or the annotation concerned and says what to
@@ -158,6 +159,8 @@ pub struct Pod<'a> {
     /// Init container names, each with whether it is a native sidecar.
     init: Vec<(String, bool)>,
     volumes: Vec<String>,
+    /// `spec.restartPolicy`, as the API server defaults it.
+    restart_policy: RestartPolicy,
 }
 
 impl<'a> Pod<'a> {
@@ -198,10 +201,21 @@ impl<'a> Pod<'a> {
             .into_iter()
             .map(|v| name_of(v).to_owned())
             .collect();
+        let restart_policy = match spec.get("restartPolicy") {
+            None | Some(Value::Null) => RestartPolicy::Always,
+            Some(Value::String(policy)) => RestartPolicy::parse(policy)
+                .map_err(|why| PlanError::Malformed(format!("spec.restartPolicy: {why}")))?,
+            Some(_) => {
+                return Err(PlanError::Malformed(
+                    "spec.restartPolicy is not a string".into(),
+                ));
+            }
+        };
         Ok(Pod {
             containers,
             init,
             volumes,
+            restart_policy,
         })
     }
 
@@ -550,6 +564,14 @@ fn settle(pod: &Pod, read: &Annotations, container: &Container) -> Result<Planne
         ("KUBEXIT_NAME".into(), name.clone()),
         ("KUBEXIT_GRAVEYARD".into(), GRAVEYARD_PATH.into()),
     ];
+    // Where the kubelet restarts containers in place, a dependency's end
+    // may not be for good: those that depend on one are told the policy.
+    if pod.restart_policy != RestartPolicy::Never && !(births.is_empty() && deaths.is_empty()) {
+        env.push((
+            "KUBEXIT_RESTART_POLICY".into(),
+            pod.restart_policy.to_string(),
+        ));
+    }
     for setting in Setting::all() {
         let Some(variable) = setting.variable() else {
             continue;

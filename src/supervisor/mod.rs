@@ -124,8 +124,10 @@ pub async fn supervise(config: &Config, signals: &Signals) -> Outcome {
                 (Births::in_graveyard(config), Role::Birth),
                 (&config.stop_after, Role::StopAfter),
             ],
+            config.restart_policy,
         ),
         deaths_seen: Vec::new(),
+        restarts_seen: Vec::new(),
         stopped_for: Vec::new(),
         hold: None,
         terminal: None,
@@ -133,7 +135,9 @@ pub async fn supervise(config: &Config, signals: &Signals) -> Outcome {
     };
     let outcome = supervision.run().await;
     // Dependents are waiting: the death is recorded first.
-    supervision.record.died(&outcome);
+    supervision
+        .record
+        .died(&outcome, outcome.exit_status(config.stopped_exit_code));
     tokio::join!(
         quit::quit_all(&config.quit, config.quit_timeout),
         supervision.stop_leftovers()
@@ -154,6 +158,9 @@ struct Supervision<'a> {
     view: Dependencies,
     /// The death dependencies already seen dead (and said so).
     deaths_seen: Vec<Name>,
+    /// The death dependencies seen dead and to be restarted in place (and
+    /// said so), until they live again.
+    restarts_seen: Vec<Name>,
     /// The death dependencies whose deaths made kubexit stop the child.
     stopped_for: Vec<Name>,
     /// A stop signal from outside, held for the processes of `stop-after`.
@@ -264,6 +271,23 @@ impl Supervision<'_> {
                 self.deaths_seen.push(dead);
             }
         }
+        let restarting = self.view.restarting(Role::Death);
+        for (name, status) in &restarting {
+            if !self.restarts_seen.contains(name) {
+                let ended = status
+                    .map(|s| format!(" with status {s}"))
+                    .unwrap_or_default();
+                tracing::info!(
+                    dependency = %name,
+                    "{name} ended{ended}, and the kubelet starts it again (restartPolicy {}): \
+                     not a death for good, the child keeps running",
+                    self.config.restart_policy
+                );
+                self.restarts_seen.push(name.clone());
+            }
+        }
+        self.restarts_seen
+            .retain(|seen| restarting.iter().any(|(name, _)| name == seen));
         if self.config.death_policy == DeathPolicy::All && self.config.death_deps.len() > 1 {
             let awaited = self.view.alive(Role::Death);
             if !awaited.is_empty() && !self.deaths_seen.is_empty() {

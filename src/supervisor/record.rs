@@ -4,7 +4,8 @@
 //! behind the liveness lock; `Ready` when the probe first succeeds;
 //! `Awaiting` while kubexit waits for more than one death before it stops
 //! the child (the policy `all`, or a stop signal held for `stop-after`);
-//! `Died`, `ExitCode` and `Reason` once, as soon as the outcome is known. A write
+//! `Died`, `ExitCode`, `ExitStatus` (kubexit's own exit status, where it is
+//! not the child's) and `Reason` once, as soon as the outcome is known. A write
 //! that fails before the child starts keeps it from starting (a child is
 //! never started before its tombstone is written); later failures are
 //! logged, and the exit status still tells the truth.
@@ -93,8 +94,9 @@ impl Record {
         }
     }
 
-    /// Records the death once; later calls do nothing.
-    pub fn died(&mut self, outcome: &Outcome) {
+    /// Records the death once, with `status`, the exit status kubexit is
+    /// about to exit with; later calls do nothing.
+    pub fn died(&mut self, outcome: &Outcome, status: u8) {
         if self.written_death {
             return;
         }
@@ -106,7 +108,11 @@ impl Record {
         }
         self.stone.awaiting = None;
         self.stone.died = Some(Timestamp::now());
-        self.stone.exit_code = Some(outcome.recorded_code());
+        let code = outcome.recorded_code();
+        self.stone.exit_code = Some(code);
+        // What the container ends with, which a kubelet restarts by, where
+        // the child's code does not say it (dependents judge restarts).
+        self.stone.exit_status = (i32::from(status) != code).then_some(i32::from(status));
         self.stone.reason = Some(outcome.to_string());
         tracing::info!(
             "Updating tombstone: {}",

@@ -34,6 +34,7 @@ mod processes;
 mod properties;
 mod readiness;
 mod release;
+mod restarts;
 mod robustness;
 mod sidecars;
 mod signals;

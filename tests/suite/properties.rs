@@ -33,16 +33,18 @@ fn tombstone() -> impl Strategy<Value = Tombstone> {
         proptest::option::of(timestamp()),
         proptest::option::of(timestamp()),
         proptest::option::of(any::<i32>()),
+        proptest::option::of(any::<i32>()),
         proptest::option::of(any::<String>()),
         proptest::option::of(any::<String>()),
     )
         .prop_map(
-            |(born, ready, died, exit_code, reason, awaiting)| Tombstone {
+            |(born, ready, died, exit_code, exit_status, reason, awaiting)| Tombstone {
                 born,
                 ready,
                 awaiting,
                 died,
                 exit_code,
+                exit_status,
                 reason,
             },
         )

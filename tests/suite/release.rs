@@ -113,6 +113,20 @@ fn archive_architectures(archive: &Path) -> Vec<String> {
             .join(digest.trim_start_matches("sha256:"))
     };
     let mut index = read(dir.path().join("index.json"));
+    // Named as the published image, so that a node that imports the
+    // archive has what `kubexit inject` installs from.
+    let name = archive
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_end_matches(".oci.tar")
+        .replacen("kubexit-", "ghcr.io/kubexit/kubexit:", 1);
+    assert_eq!(
+        index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        Value::String(name),
+        "{}: {index}",
+        archive.display()
+    );
     // The archive's index points at the image index pushed into it.
     if let [only] = index["manifests"].as_array().unwrap().as_slice()
         && only["mediaType"] == "application/vnd.oci.image.index.v1+json"

@@ -43,6 +43,8 @@ mod stopping;
 mod terminal;
 mod tombstones;
 
+#[cfg(feature = "webhook")]
+mod cluster;
 #[cfg(feature = "kubernetes")]
 mod containers;
 #[cfg(feature = "kubernetes")]

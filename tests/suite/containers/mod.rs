@@ -19,14 +19,13 @@
 
 use crate::util::{self, assert_contains};
 
-mod podman;
 mod shapes;
 
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use podman::{Cleanup, Podman, podman, unique};
+use crate::util::podman::{Cleanup, Podman, podman, unique};
 use serde_json::{Value, json};
 
 /// Long enough for a loaded 2-core machine to start a few containers.

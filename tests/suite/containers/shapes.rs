@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::podman::{Cleanup, Podman, unique};
 use crate::util::files::root;
+use crate::util::podman::{Cleanup, Podman, unique};
 
 const DEADLINE: Duration = Duration::from_secs(180);
 

@@ -5,7 +5,9 @@
 //! its service account there (`cluster_pod`), a recording relay in front of
 //! it (`relay`), a fake server for faults the real one cannot show
 //! (`fake_apiserver`), loopback TLS (`loopback_tls`), the webhook under test
-//! (`webhook`), and the repository's own files (`files`).
+//! (`webhook`), podman with a store of its own and the images built into it
+//! (`podman`), a real node whose kubelet runs pods (`node`), and the
+//! repository's own files (`files`).
 
 #[cfg(feature = "kubernetes")]
 pub mod cluster_pod;
@@ -16,6 +18,10 @@ pub mod files;
 pub mod k8s;
 #[cfg(feature = "kubernetes")]
 pub mod loopback_tls;
+#[cfg(feature = "webhook")]
+pub mod node;
+#[cfg(feature = "kubernetes")]
+pub mod podman;
 #[cfg(feature = "kubernetes")]
 pub mod relay;
 #[cfg(feature = "webhook")]

@@ -48,7 +48,7 @@ mod cluster;
 #[cfg(feature = "kubernetes")]
 mod containers;
 #[cfg(feature = "kubernetes")]
-mod examples;
+mod docs;
 #[cfg(feature = "inject")]
 mod inject;
 #[cfg(feature = "inject")]

@@ -10,29 +10,43 @@
 //! `KUBEXIT_QUIT`, the main container's kubexit calls them once its child
 //! has ended (or never started) and its `Died` is recorded; or at once,
 //! with nothing recorded, when the graveyard cannot be opened, since no
-//! child will run. How endpoints are written is
-//! `endpoint`'s; the requests are made by the readiness probes' HTTP
-//! client (`readiness::http`); when to call is the supervisor's.
+//! child will run. How endpoints are written is `endpoint`'s; the requests
+//! are made by the readiness probes' HTTP client (`readiness::http`); when
+//! to call is the supervisor's.
 //!
 //! Each endpoint is called on its own, all at once. A call succeeds on a
-//! 2xx answer. A refused connection is taken to mean that nothing listens
-//! there any more: that sidecar is already gone, which is what was wanted.
-//! A sidecar that has not begun to listen yet (one still starting when a
-//! short-lived child has already ended) is refused the same way, and so
-//! taken for gone as well. Anything else (a 5xx, a reset, no answer within
-//! a second) is tried again after a short backoff (100 ms, doubling up to
-//! 1 s) until the quit timeout (`KUBEXIT_QUIT_TIMEOUT`, 10 s by default)
-//! has passed: no call begins after it, and the last one begun may take
-//! its second. Each call's result is logged (the tries between, at debug
-//! level). Nothing here changes
-//! kubexit's exit status: the child's work is what it reports, and a
-//! sidecar that will not quit is the pod's to end.
+//! 2xx answer. Anything else is tried again after a short backoff (100 ms,
+//! doubling up to 1 s) until the quit timeout (`KUBEXIT_QUIT_TIMEOUT`, 10 s
+//! by default) has passed: no call begins after it, the last one is made
+//! at that moment, and it may take its second. A refused connection is
+//! read by what the endpoint has shown before:
+//!
+//! * **Never accepted a connection: not listening yet.** A proxy still
+//!   starting when a short-lived child has already ended (no birth probe
+//!   made the child wait for it) refuses, and would then run forever. So
+//!   kubexit keeps trying, as for any failure, and says once that it does
+//!   (`not listening yet; trying again until the quit timeout (10s) has
+//!   passed`); at the timeout it warns that nothing ever listened. A
+//!   sidecar already gone before the first call is refused the same way,
+//!   and costs the quit timeout: the records cannot tell the two apart,
+//!   and giving up too early is the worse mistake (the Job never ends),
+//!   where waiting only delays this container's end.
+//! * **Accepted one before (an answer, a reset): gone.** It was there and
+//!   has stopped listening, which is what was wanted: the call ends at
+//!   once (`the sidecar is already gone`).
+//!
+//! A birth probe on the proxy's readiness is the other half of the
+//! answer: the child starts only once the proxy is up, and its quit finds
+//! it listening. Each call's result is logged (the tries between, at
+//! debug level). Nothing here changes kubexit's exit status: the child's
+//! work is what it reports, and a sidecar that will not quit is the pod's
+//! to end.
 
 pub mod endpoint;
 
 use std::time::Duration;
 
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::duration::GoDuration;
 use crate::quit::endpoint::Endpoint;
@@ -75,6 +89,10 @@ async fn join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<It
 async fn quit(endpoint: &Endpoint, deadline: Instant, limit: Duration) {
     let resolver = Resolver::new(&endpoint.target.host, endpoint.target.port);
     let mut backoff = BACKOFF_FIRST;
+    // Whether a connection was ever accepted there: until one was, a
+    // refused connection means the sidecar has not begun to listen yet.
+    let mut listened = false;
+    let mut said_not_yet = false;
     let mut last;
     loop {
         let attempt = timeout(CALL_TIMEOUT, call(endpoint, &resolver)).await;
@@ -84,21 +102,43 @@ async fn quit(endpoint: &Endpoint, deadline: Instant, limit: Duration) {
                 return;
             }
             Ok(Err(Failure::Connect(err))) if err.is_refused() => {
-                tracing::info!(
-                    endpoint = %endpoint,
-                    "Quit {endpoint}: connection refused, the sidecar is already gone"
-                );
-                return;
+                if listened {
+                    tracing::info!(
+                        endpoint = %endpoint,
+                        "Quit {endpoint}: connection refused, the sidecar is already gone"
+                    );
+                    return;
+                }
+                if !std::mem::replace(&mut said_not_yet, true) {
+                    tracing::info!(
+                        endpoint = %endpoint,
+                        "Quit {endpoint}: connection refused, not listening yet; trying again \
+                         until the quit timeout ({}) has passed",
+                        GoDuration(limit)
+                    );
+                }
+                last = "connection refused throughout: nothing listened there (the sidecar \
+                        never started, or had gone before the first call)"
+                    .to_owned();
             }
-            Ok(Ok(status)) => last = format!("HTTP {status}"),
-            Ok(Err(failure)) => last = failure.to_string(),
+            Ok(Err(failure @ Failure::Connect(_))) => last = failure.to_string(),
+            Ok(Ok(status)) => {
+                listened = true;
+                last = format!("HTTP {status}");
+            }
+            Ok(Err(failure)) => {
+                listened = true;
+                last = failure.to_string();
+            }
             Err(_) => last = format!("no answer within {}", GoDuration(CALL_TIMEOUT)),
         }
-        if Instant::now() + backoff >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             break;
         }
         tracing::debug!(endpoint = %endpoint, "Quit {endpoint}: {last}; trying again");
-        sleep(backoff).await;
+        // The last try is made at the deadline itself, not a backoff before it.
+        sleep_until((now + backoff).min(deadline)).await;
         backoff = (backoff * 2).min(BACKOFF_CAP);
     }
     tracing::warn!(

@@ -32,6 +32,7 @@ mod observing;
 mod pods;
 mod processes;
 mod properties;
+mod quitting;
 mod readiness;
 mod release;
 mod restarts;

@@ -229,25 +229,6 @@ fn once_the_child_has_ended_every_quit_endpoint_is_called_as_the_proxies_want() 
 }
 
 #[test]
-fn a_refused_quit_means_the_sidecar_is_already_gone() {
-    let yard = Yard::new();
-    let gone = free_port();
-    let started = Instant::now();
-    let done = Kubexit::named("main", &yard)
-        .env("KUBEXIT_QUIT", format!("istio:{gone}"))
-        .env("KUBEXIT_QUIT_TIMEOUT", "10s")
-        .args(["true"])
-        .run();
-    assert_eq!(done.code(), 0, "{}", done.stderr);
-    assert_contains(
-        &done.stderr,
-        "connection refused, the sidecar is already gone",
-    );
-    // Not retried until the timeout.
-    assert!(started.elapsed() < Duration::from_secs(10));
-}
-
-#[test]
 fn a_quit_endpoint_that_fails_is_given_up_after_the_quit_timeout_and_the_status_stays() {
     let yard = Yard::new();
     let broken = Endpoint::start(&[Reply::Status(500)]);

@@ -8,7 +8,9 @@
 //!   and the plain ones through `kubexit inject`;
 //! - `lifecycle`: deletion (holding the line with `stop-after`), restarts
 //!   in place (a Job under `OnFailure`, a Deployment's app), native
-//!   sidecars beside wrapped containers.
+//!   sidecars beside wrapped containers;
+//! - `meshes`: a proxy nobody wraps, asked to quit by a main container
+//!   that ends before the proxy listens.
 //!
 //! Each test has a namespace of its own, so tests run side by side on the
 //! node; those whose pods use the host's network take
@@ -20,6 +22,7 @@
 
 mod examples;
 mod lifecycle;
+mod meshes;
 
 use std::collections::BTreeMap;
 use std::fmt;

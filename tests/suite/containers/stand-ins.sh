@@ -18,7 +18,9 @@
 #   migrate (migrate/migrate)        wget of the -database address's HOST:PORT
 #   pilot-agent (istio/proxyv2)      the entrypoint of Istio's proxy: /healthz/ready (and
 #                                    a page, /run) on 15021; POST /quitquitquit on 15020
-#                                    ends it, as pilot-agent does
+#                                    ends it, as pilot-agent does; with
+#                                    STAND_IN_START_DELAY=SECONDS, it listens only after
+#                                    that long (a proxy slow to start)
 #
 # Run by tests/containers with buildah's settings in the environment; times
 # are fixed, so that a rebuild gives the same image IDs.
@@ -71,7 +73,14 @@ done
 echo "cloud-sql-proxy (stand-in): listening on 127.0.0.1:$port, health on $address:9090" >&2
 httpd -f -p "127.0.0.1:$port" -h /www &
 exec httpd -f -p "$address:9090" -h /health'
-script /usr/local/bin/pilot-agent 'echo "pilot-agent (stand-in): ready on :15021, quit on :15020" >&2
+script /usr/local/bin/pilot-agent '# The quit below ends this shell with SIGTERM; as PID 1 it is deaf to
+# it without a trap, so the trap comes before anything listens.
+trap "exit 0" TERM
+if [ -n "${STAND_IN_START_DELAY:-}" ]; then
+    echo "pilot-agent (stand-in): starting in ${STAND_IN_START_DELAY}s" >&2
+    sleep "$STAND_IN_START_DELAY"
+fi
+echo "pilot-agent (stand-in): ready on :15021, quit on :15020" >&2
 main=$$
 (
     while :; do
@@ -87,7 +96,6 @@ main=$$
 # Ready only once the quit endpoint listens (15020 is 3AAC), as the real
 # pilot-agent serves both before it says ready.
 until grep -qs ":3AAC [0-9A-F]*:0000 0A" /proc/net/tcp /proc/net/tcp6; do sleep 0.05; done
-trap "exit 0" TERM
 httpd -f -p 15021 -h /istio &
 wait'
 script /sbin/apk 'echo "apk (stand-in): $* (the stand-in has every program already)" >&2'

@@ -576,7 +576,15 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn start(initial_status: u16) -> HttpServer {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        HttpServer::on(
+            std::net::TcpListener::bind("127.0.0.1:0").expect("bind"),
+            initial_status,
+        )
+    }
+
+    /// A server on a listener the test bound (on a port it chose, at the
+    /// moment it chose).
+    pub fn on(listener: std::net::TcpListener, initial_status: u16) -> HttpServer {
         let port = listener.local_addr().unwrap().port();
         let status = Arc::new(Mutex::new(initial_status));
         let requests = Arc::new(Mutex::new(Vec::new()));

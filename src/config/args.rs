@@ -174,7 +174,18 @@ settings! {
                 default: (none "none"),
                 parse: parse::quit,
             }
-            /// How long the quit endpoints are tried
+            /// Comma-separated names: the other main containers that share the sidecars of
+            /// --quit; the endpoints are asked only once they have all died (the last one out
+            /// asks), waiting at most --quit-timeout for those that have not started
+            quit_after: Vec<Name> = QUIT_AFTER {
+                flag: "quit-after",
+                variable: "KUBEXIT_QUIT_AFTER",
+                value_name: "NAMES",
+                default: (none "none"),
+                parse: parse::names,
+            }
+            /// How long the quit endpoints are tried (and, first, how long the processes of
+            /// --quit-after that have not started are waited for)
             quit_timeout: Duration = QUIT_TIMEOUT {
                 flag: "quit-timeout",
                 variable: "KUBEXIT_QUIT_TIMEOUT",

@@ -96,6 +96,8 @@ pub struct Config {
     pub ready_period: Duration,
     pub ready_timeout: Duration,
     pub quit: Vec<Endpoint>,
+    /// The other main containers that share the sidecars of `quit`.
+    pub quit_after: Vec<Name>,
     pub quit_timeout: Duration,
     /// A stop signal from outside waits for these to die.
     pub stop_after: Vec<Name>,
@@ -185,6 +187,7 @@ impl Config {
         let restart_policy = args.restart_policy(env)?;
         let birth_probes = args.birth_probes(env)?.unwrap_or_default();
         let quit = args.quit(env)?.unwrap_or_default();
+        let quit_after = dependencies(QUIT_AFTER.label(), args.quit_after(env)?, &name)?;
         let quit_timeout = args.quit_timeout(env)?;
         let stop_after = dependencies(STOP_AFTER.label(), args.stop_after(env)?, &name)?;
         let stop_after_timeout = args.stop_after_timeout(env)?;
@@ -236,6 +239,13 @@ impl Config {
                 return refuse(QUIT.label());
             }
         }
+        if !quit_after.is_empty() && quit.is_empty() {
+            return Err(invalid(
+                QUIT_AFTER.label(),
+                "says whom to wait for before the quit endpoints are asked, but KUBEXIT_QUIT \
+                 names none; set KUBEXIT_QUIT too, or unset KUBEXIT_QUIT_AFTER",
+            ));
+        }
         if args.command.is_empty() {
             return Err(ConfigError::NoCommand);
         }
@@ -262,6 +272,7 @@ impl Config {
             ready_period,
             ready_timeout,
             quit,
+            quit_after,
             quit_timeout,
             stop_after,
             stop_after_timeout,
@@ -304,6 +315,12 @@ impl Config {
         if !self.quit.is_empty() {
             let quit: Vec<String> = self.quit.iter().map(ToString::to_string).collect();
             tracing::info!("Quit: {}", quit.join(","));
+            if !self.quit_after.is_empty() {
+                tracing::info!(
+                    "Quit After: {} (the last one out asks)",
+                    Name::display_list(&self.quit_after)
+                );
+            }
         }
         tracing::info!("Birth Timeout: {}", GoDuration(self.birth_timeout));
         tracing::info!("Grace Period: {}", GoDuration(self.grace_period));
@@ -470,6 +487,34 @@ mod tests {
         assert!(
             err.starts_with("KUBEXIT_DEATH_DEPS (--death-deps): "),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn quit_after_needs_quit_endpoints_and_may_not_name_this_process() {
+        let mut a = args("app", &["true"]);
+        a.quit_after = Some("worker".into());
+        let err = config(a).unwrap_err().to_string();
+        assert!(
+            err.starts_with("KUBEXIT_QUIT_AFTER (--quit-after): ") && err.contains("KUBEXIT_QUIT"),
+            "{err}"
+        );
+        let mut a = args("app", &["true"]);
+        a.quit = Some("istio".into());
+        a.quit_after = Some("worker, app".into());
+        assert!(
+            config(a)
+                .unwrap_err()
+                .to_string()
+                .contains("depends on itself")
+        );
+        let mut a = args("app", &["true"]);
+        a.quit = Some("istio".into());
+        a.quit_after = Some("worker,report".into());
+        let parsed = config(a).unwrap();
+        assert_eq!(
+            parsed.quit_after,
+            [Name::new("worker").unwrap(), Name::new("report").unwrap()]
         );
     }
 

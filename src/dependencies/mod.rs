@@ -5,7 +5,8 @@
 //! once more when it is armed again, below, and a tombstone whose holder
 //! may be lost once more under the holder's lock, by [`liveness::lost`]),
 //! and the view answers every question asked of it: is it dead (its
-//! tombstone records `Died`, or its holder was judged lost), is it ready.
+//! tombstone records `Died`, or its holder was judged lost), is it ready,
+//! which quit endpoints does its kubexit call.
 //! The supervisor asks the view; nothing else in a supervising kubexit
 //! reads a dependency's tombstone (`kubexit status` reads every tombstone,
 //! to show them, and decides nothing).
@@ -86,6 +87,9 @@ pub enum Role {
     Birth,
     /// A stop signal from outside waits for its death (`KUBEXIT_STOP_AFTER`).
     StopAfter,
+    /// It may share a sidecar this kubexit asks to quit: named in
+    /// `KUBEXIT_QUIT_AFTER`, or in the graveyard when the child has ended.
+    Quit,
 }
 
 /// Every role a dependency has; a name may have several.
@@ -94,6 +98,7 @@ struct Roles {
     death: bool,
     birth: bool,
     stop_after: bool,
+    quit: bool,
 }
 
 impl Roles {
@@ -102,6 +107,7 @@ impl Roles {
             Role::Death => self.death,
             Role::Birth => self.birth,
             Role::StopAfter => self.stop_after,
+            Role::Quit => self.quit,
         }
     }
 
@@ -110,6 +116,7 @@ impl Roles {
             Role::Death => self.death = true,
             Role::Birth => self.birth = true,
             Role::StopAfter => self.stop_after = true,
+            Role::Quit => self.quit = true,
         }
     }
 }
@@ -382,8 +389,9 @@ impl Dependencies {
     }
 
     /// The dependencies of `role` that have died (or were lost), in the
-    /// order configured: for death and birth dependencies, those dead for
-    /// good (a death the kubelet answers with a restart in place is not);
+    /// order configured: for death and birth dependencies and those of
+    /// [`Role::Quit`], those dead for good (a death the kubelet answers
+    /// with a restart in place is not);
     /// for `stop-after`, every death (it concerns a pod being deleted,
     /// where nothing is restarted).
     pub fn dead(&self, role: Role) -> Vec<Name> {
@@ -425,8 +433,22 @@ impl Dependencies {
     fn counts_dead(&self, dep: &Dependency, role: Role) -> bool {
         match role {
             Role::StopAfter => dep.is_dead(),
-            Role::Death | Role::Birth => dep.is_dead_for_good(self.restarts),
+            Role::Death | Role::Birth | Role::Quit => dep.is_dead_for_good(self.restarts),
         }
+    }
+
+    /// Whether `name`'s tombstone names `endpoint` (as printed) among the
+    /// quit endpoints its kubexit calls.
+    pub fn quits(&self, name: &Name, endpoint: &str) -> bool {
+        self.index(name).is_some_and(|i| {
+            let dep = &self.deps[i];
+            let stone = match (&dep.lost, &dep.seen) {
+                (Some(lost), _) => Some(lost),
+                (None, Seen::Stone(stone)) => Some(stone),
+                (None, _) => None,
+            };
+            stone.is_some_and(|stone| stone.quits(endpoint))
+        })
     }
 
     /// Where the wait for the birth dependencies in the graveyard stands.

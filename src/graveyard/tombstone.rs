@@ -9,9 +9,9 @@
 //!   bytes exactly: `Born`, `Died`, `ExitCode`, in that order, one per line,
 //!   each key only once it has a value; timestamps in RFC 3339 with
 //!   nanoseconds, trailing zeros of the fraction trimmed, in the local zone
-//!   (`Z` for UTC), double-quoted. Keys of our own (`Ready`, `Awaiting`,
-//!   `ExitStatus`, `Reason`) are plain YAML that Go's lenient reader
-//!   ignores.
+//!   (`Z` for UTC), double-quoted. Keys of our own (`Ready`, `Quit`,
+//!   `Awaiting`, `ExitStatus`, `Reason`) are plain YAML that Go's lenient
+//!   reader ignores.
 //! * **What anyone writes, we survive.** [`Tombstone::parse`] accepts the
 //!   YAML and JSON forms, any key case, quoted or unquoted times, and treats
 //!   an empty document as "alive". The form kubexit and Go kubexit write is
@@ -43,6 +43,10 @@ pub struct Tombstone {
     pub born: Option<Timestamp>,
     /// When the child was judged ready (kubexit's own key; Go ignores it).
     pub ready: Option<Timestamp>,
+    /// The quit endpoints its kubexit calls once the child has ended, as
+    /// printed (URLs), comma-separated: the sidecars it shares with other
+    /// processes that name them too (kubexit's own key; Go ignores it).
+    pub quit: Option<String>,
     /// While the child runs: what its kubexit still waits for before it
     /// stops it, such as the deaths still awaited under the death policy
     /// `all` (kubexit's own key; Go ignores it).
@@ -78,6 +82,14 @@ impl Tombstone {
         self.died.is_some()
     }
 
+    /// Whether its kubexit names `endpoint` (as printed) among its quit
+    /// endpoints.
+    pub fn quits(&self, endpoint: &str) -> bool {
+        self.quit
+            .as_deref()
+            .is_some_and(|list| list.split(',').any(|e| e.trim() == endpoint))
+    }
+
     /// The exit status of the process that ended (kubexit's, where it is
     /// recorded, else the child's, as Go kubexit exits with it); `None`
     /// while it lives, or when nothing was recorded.
@@ -95,6 +107,9 @@ impl Tombstone {
         let mut out = String::with_capacity(160);
         time_line(&mut out, "Born", self.born, tz);
         time_line(&mut out, "Ready", self.ready, tz);
+        if let Some(quit) = &self.quit {
+            let _ = writeln!(out, "Quit: {}", Quoted(quit));
+        }
         if let Some(awaiting) = &self.awaiting {
             let _ = writeln!(out, "Awaiting: {}", Quoted(awaiting));
         }
@@ -176,6 +191,7 @@ fn parse_canonical(text: &str) -> Option<Tombstone> {
             "ExitStatus" => once(&mut stone.exit_status, integer(value))?,
             "Reason" => once(&mut stone.reason, quoted(value).map(str::to_owned))?,
             "Awaiting" => once(&mut stone.awaiting, quoted(value).map(str::to_owned))?,
+            "Quit" => once(&mut stone.quit, quoted(value).map(str::to_owned))?,
             _ => return None,
         }
     }
@@ -409,6 +425,7 @@ enum Key {
     ExitStatus,
     Reason,
     Awaiting,
+    Quit,
     Other,
 }
 
@@ -422,6 +439,7 @@ impl Key {
             "exitstatus" => Key::ExitStatus,
             "reason" => Key::Reason,
             "awaiting" => Key::Awaiting,
+            "quit" => Key::Quit,
             _ => Key::Other,
         }
     }
@@ -456,6 +474,7 @@ impl<'de> Visitor<'de> for TombstoneVisitor {
                 }
                 Key::Reason => stone.reason = map.next_value::<Scalar>()?.into_text(),
                 Key::Awaiting => stone.awaiting = map.next_value::<Scalar>()?.into_text(),
+                Key::Quit => stone.quit = map.next_value::<Scalar>()?.into_text(),
                 Key::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -608,6 +627,9 @@ mod tests {
         let stone = Tombstone {
             born: Some(at("2026-11-24T19:47:53.1Z")),
             ready: Some(at("2026-11-24T19:47:54Z")),
+            quit: Some(
+                "GET:http://[::1]:8080/stop \"now\",http://127.0.0.1:15020/quitquitquit".into(),
+            ),
             awaiting: Some("the deaths of app and \"worker\"".into()),
             died: Some(at("2026-11-24T19:48:00.000000001Z")),
             exit_code: Some(143),
@@ -619,10 +641,25 @@ mod tests {
     }
 
     #[test]
+    fn the_quit_endpoints_named_are_the_entries_of_the_list_as_printed() {
+        let stone = Tombstone {
+            quit: Some(
+                "http://127.0.0.1:15020/quitquitquit, http://127.0.0.1:4191/shutdown".into(),
+            ),
+            ..Tombstone::default()
+        };
+        assert!(stone.quits("http://127.0.0.1:15020/quitquitquit"));
+        assert!(stone.quits("http://127.0.0.1:4191/shutdown"));
+        assert!(!stone.quits("http://127.0.0.1:15020/"));
+        assert!(!Tombstone::default().quits("http://127.0.0.1:15020/quitquitquit"));
+    }
+
+    #[test]
     fn the_canonical_reader_agrees_with_the_yaml_reader_and_leaves_it_the_rest() {
         let stone = Tombstone {
             born: Some(at("2026-11-24T19:47:53.1Z")),
             ready: Some(at("2026-11-24T19:47:54Z")),
+            quit: Some("http://127.0.0.1:15020/quitquitquit,http://[::1]:4191/shutdown".into()),
             awaiting: Some("the deaths of app and worker".into()),
             died: Some(at("2026-11-24T19:48:00.000000001Z")),
             exit_code: Some(-1),
@@ -657,8 +694,8 @@ mod tests {
         fn whatever_the_canonical_reader_takes_the_yaml_reader_reads_the_same(
             lines in proptest::collection::vec(
                 (
-                    "(Born|Ready|Died|Awaiting|Reason|ExitCode|ExitStatus|born|Other)",
-                    "(\"2026-11-2[0-9]T1[0-9]:4[0-9]:5[0-9](\\.[0-9]{1,9})?(Z|[+-]0[0-9]:[03]0)\"|\"[a-z ,.:'#-]{0,12}\"|-?[0-9]{1,4}|[a-z0-9 :.]{0,8})",
+                    "(Born|Ready|Died|Awaiting|Quit|Reason|ExitCode|ExitStatus|born|Other)",
+                    "(\"2026-11-2[0-9]T1[0-9]:4[0-9]:5[0-9](\\.[0-9]{1,9})?(Z|[+-]0[0-9]:[03]0)\"|\"[a-z ,.:'#/-]{0,12}\"|-?[0-9]{1,4}|[a-z0-9 :.]{0,8})",
                 ),
                 0..7,
             ),

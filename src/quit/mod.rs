@@ -10,9 +10,11 @@
 //! `KUBEXIT_QUIT`, the main container's kubexit calls them once its child
 //! has ended (or never started) and its `Died` is recorded; or at once,
 //! with nothing recorded, when the graveyard cannot be opened, since no
-//! child will run. How endpoints are written is `endpoint`'s; the requests
-//! are made by the readiness probes' HTTP client (`readiness::http`); when
-//! to call is the supervisor's.
+//! child will run. How endpoints are written is `endpoint`'s; which of
+//! them are this kubexit's to call, when several main containers share a
+//! sidecar (the last one out asks), is `sharing`'s; the requests are made
+//! by the readiness probes' HTTP client (`readiness::http`); when to call
+//! is the supervisor's.
 //!
 //! Each endpoint is called on its own, all at once. A call succeeds on a
 //! 2xx answer. Anything else is tried again after a short backoff (100 ms,
@@ -43,6 +45,7 @@
 //! to end.
 
 pub mod endpoint;
+pub mod sharing;
 
 use std::time::Duration;
 

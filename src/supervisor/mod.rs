@@ -45,10 +45,14 @@
 //!    deletion. The readiness probe runs until it first succeeds, and
 //!    `Ready` is recorded.
 //! 3. **After the child.** `Died` is written at once (dependents are
-//!    waiting); then, together, the quit endpoints of sidecars nobody wraps
-//!    are called, and whatever the child left behind is stopped by the same
-//!    sequence, with the same deadline if one was running; the child's
-//!    zombie is reaped last.
+//!    waiting, and the other users of a shared sidecar judge by it); then,
+//!    together, the quit endpoints of sidecars nobody wraps are asked (those
+//!    that are this kubexit's to ask, the last one out of the processes
+//!    sharing them, after waiting at most the quit timeout for those of
+//!    `KUBEXIT_QUIT_AFTER` that have said nothing yet: see `quit::sharing`),
+//!    and whatever the child left behind is stopped by the same sequence,
+//!    with the same deadline if one was running; the child's zombie is
+//!    reaped last.
 //!
 //! Phases 2 and 3 are one loop ([`Supervision::turn`]): only its end
 //! differs (the child's exit; nothing left behind alive, or the stop
@@ -93,6 +97,7 @@ use crate::process::child::{self, Terminal};
 use crate::process::reaper::{ChildStatus, Reaper};
 use crate::process::signals::{Received, SignalNumber, Signals};
 use crate::quit;
+use crate::quit::sharing::{self, Users};
 use crate::readiness::{Readiness, ReadinessEvent};
 use crate::supervisor::outcome::{Listed, NeverStarted, Outcome};
 use crate::supervisor::record::Record;
@@ -114,7 +119,7 @@ pub async fn supervise(config: &Config, signals: &Signals) -> Outcome {
     let mut supervision = Supervision {
         config,
         signals,
-        record: Record::new(&graveyard, &config.name),
+        record: Record::new(&graveyard, &config.name, &config.quit),
         reaper: Reaper::new(),
         stop: Stop::new(config.stop_signal, config.grace_period),
         view: Dependencies::open(
@@ -139,7 +144,7 @@ pub async fn supervise(config: &Config, signals: &Signals) -> Outcome {
         .record
         .died(&outcome, outcome.exit_status(config.stopped_exit_code));
     tokio::join!(
-        quit::quit_all(&config.quit, config.quit_timeout),
+        quit_sidecars(config, &graveyard),
         supervision.stop_leftovers()
     );
     if let Some(terminal) = supervision.terminal {
@@ -613,6 +618,22 @@ impl Supervision<'_> {
         }
         self.reaper.release();
     }
+}
+
+/// Phase 3's quit: the endpoints that are this kubexit's to ask (it is the
+/// last one out of those who share them), asked once its death is recorded.
+async fn quit_sidecars(config: &Config, graveyard: &Graveyard) {
+    if config.quit.is_empty() {
+        return;
+    }
+    let users = Users {
+        graveyard,
+        me: &config.name,
+        after: &config.quit_after,
+        restarts: config.restart_policy,
+    };
+    let mine = sharing::mine(&users, &config.quit, config.quit_timeout).await;
+    quit::quit_all(&mine, config.quit_timeout).await;
 }
 
 /// The next readiness event, while the child runs; pends forever after.

@@ -1,7 +1,8 @@
 //! kubexit's own tombstone: the one place that writes it.
 //!
-//! `Born` (with `Ready` when no probe is needed) before the child starts,
-//! behind the liveness lock; `Ready` when the probe first succeeds;
+//! `Born` (with `Ready` when no probe is needed, and `Quit`, the quit
+//! endpoints, so that the processes sharing those sidecars know who else
+//! uses them) before the child starts, behind the liveness lock; `Ready` when the probe first succeeds;
 //! `Awaiting` while kubexit waits for more than one death before it stops
 //! the child (the policy `all`, or a stop signal held for `stop-after`);
 //! `Died`, `ExitCode`, `ExitStatus` (kubexit's own exit status, where it is
@@ -16,23 +17,29 @@ use crate::graveyard::liveness::LifeLock;
 use crate::graveyard::name::Name;
 use crate::graveyard::tombstone::Tombstone;
 use crate::graveyard::{Graveyard, WriteError};
+use crate::quit::endpoint::Endpoint;
 use crate::supervisor::outcome::Outcome;
 
 pub struct Record {
     graveyard: Graveyard,
     name: Name,
     stone: Tombstone,
+    /// The quit endpoints as printed, comma-separated: `Quit`, in every
+    /// record from `Born` on.
+    quit: Option<String>,
     written_death: bool,
     /// Held from before `Born` is written until kubexit ends.
     life: Option<LifeLock>,
 }
 
 impl Record {
-    pub fn new(graveyard: &Graveyard, name: &Name) -> Record {
+    pub fn new(graveyard: &Graveyard, name: &Name, quit: &[Endpoint]) -> Record {
+        let quit: Vec<String> = quit.iter().map(ToString::to_string).collect();
         Record {
             graveyard: graveyard.clone(),
             name: name.clone(),
             stone: Tombstone::default(),
+            quit: (!quit.is_empty()).then(|| quit.join(",")),
             written_death: false,
             life: None,
         }
@@ -51,6 +58,7 @@ impl Record {
         }
         self.stone.born = Some(now);
         self.stone.ready = ready.then_some(now);
+        self.stone.quit.clone_from(&self.quit);
         tracing::info!(
             "Creating tombstone: {}",
             self.graveyard.path_of(&self.name).display()
@@ -107,6 +115,7 @@ impl Record {
             self.stone.ready = None;
         }
         self.stone.awaiting = None;
+        self.stone.quit.clone_from(&self.quit);
         self.stone.died = Some(Timestamp::now());
         let code = outcome.recorded_code();
         self.stone.exit_code = Some(code);

@@ -36,11 +36,13 @@ fn tombstone() -> impl Strategy<Value = Tombstone> {
         proptest::option::of(any::<i32>()),
         proptest::option::of(any::<String>()),
         proptest::option::of(any::<String>()),
+        proptest::option::of(any::<String>()),
     )
         .prop_map(
-            |(born, ready, died, exit_code, exit_status, reason, awaiting)| Tombstone {
+            |(born, ready, died, exit_code, exit_status, reason, awaiting, quit)| Tombstone {
                 born,
                 ready,
+                quit,
                 awaiting,
                 died,
                 exit_code,

@@ -1,6 +1,6 @@
 //! A proxy nobody wraps, as a mesh injects it, beside main containers
 //! whose kubexits ask it to quit: a proxy that listens only after the main
-//! has ended. The proxy is the Istio stand-in
+//! has ended, and a proxy shared by two mains, asked by the last one out. The proxy is the Istio stand-in
 //! (`docker.io/istio/proxyv2:1.24.0` of `tests/suite/containers/stand-ins.sh`:
 //! readiness on 15021, `POST /quitquitquit` on 15020), slowed down where a
 //! test needs a proxy slow to start.
@@ -8,8 +8,8 @@
 use serde_json::{Value, json};
 
 use super::{Adapt, only, scene};
-use crate::util::assert_contains;
 use crate::util::node::terminated;
+use crate::util::{assert_contains, assert_lacks};
 
 /// A main container that ends at once, with no birth probe, beside a proxy
 /// that listens only 2 s after it started: the main's quit is refused at
@@ -105,4 +105,66 @@ fn a_job_whose_main_ends_before_the_proxy_listens_still_quits_it_and_completes()
     let proxy = node.logs(&ns, &name, "istio-proxy", false);
     assert_contains(&proxy, "pilot-agent (stand-in): starting in 2s");
     assert_contains(&proxy, "pilot-agent (stand-in): quitquitquit");
+}
+
+/// Two main containers share the proxy, each naming the other in
+/// `KUBEXIT_QUIT_AFTER`: the first to end leaves the quit to the other,
+/// which still reads a page through the proxy and asks once it ends; the
+/// proxy ends then, and the Job completes. (Asked by the first, the proxy
+/// was gone before the second's read, and the Job failed.)
+#[test]
+fn two_mains_sharing_the_proxy_leave_its_quit_to_the_last_one_out() {
+    let Some((node, ns)) = scene("meshes_two_mains") else {
+        return;
+    };
+    let after = |other: &str| json!([{"name": "KUBEXIT_QUIT_AFTER", "value": other}]);
+    let job = mesh_job(
+        &[
+            (
+                "migrate",
+                json!(["/kubexit/kubexit", "sh", "-c", "sleep 1; echo migrated"]),
+                after("report"),
+            ),
+            (
+                "report",
+                json!([
+                    "/kubexit/kubexit",
+                    "sh",
+                    "-c",
+                    "sleep 4; wget -q -O - http://127.0.0.1:15021/run",
+                ]),
+                after("migrate"),
+            ),
+        ],
+        json!([]),
+    );
+    node.create_all(&ns, &Adapt::default().apply(vec![job]));
+    let pods = node.complete_job(&ns, "report");
+    let (pod, name) = only(&pods);
+    for main in ["migrate", "report", "istio-proxy"] {
+        let (code, message) = terminated(pod, main);
+        assert_eq!(code, 0, "{main}: {message}");
+    }
+    let migrate = node.logs(&ns, &name, "migrate", false);
+    assert_contains(
+        &migrate,
+        "Quit http://127.0.0.1:15020/quitquitquit: left to report, which uses it too and has \
+         not ended",
+    );
+    assert_lacks(&migrate, "HTTP 200");
+    let report = node.logs(&ns, &name, "report", false);
+    // Through the proxy, after migrate had ended.
+    assert_contains(&report, "report run (stand-in)");
+    assert_contains(
+        &report,
+        "Quit http://127.0.0.1:15020/quitquitquit: HTTP 200",
+    );
+    let proxy = node.logs(&ns, &name, "istio-proxy", false);
+    assert_eq!(
+        proxy
+            .matches("pilot-agent (stand-in): quitquitquit")
+            .count(),
+        1,
+        "{proxy}"
+    );
 }

@@ -10,7 +10,7 @@
 //!   in place (a Job under `OnFailure`, a Deployment's app), native
 //!   sidecars beside wrapped containers;
 //! - `meshes`: a proxy nobody wraps, asked to quit by a main container
-//!   that ends before the proxy listens.
+//!   that ends before the proxy listens, and by the last of two mains.
 //!
 //! Each test has a namespace of its own, so tests run side by side on the
 //! node; those whose pods use the host's network take

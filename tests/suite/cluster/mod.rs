@@ -8,7 +8,10 @@
 //!   and the plain ones through `kubexit inject`;
 //! - `lifecycle`: deletion (holding the line with `stop-after`), restarts
 //!   in place (a Job under `OnFailure`, a Deployment's app), native
-//!   sidecars beside wrapped containers.
+//!   sidecars beside wrapped containers;
+//! - `webhook`: the webhook deployed from `deploy/webhook/`, the Job
+//!   controller's pods sent to it, `failurePolicy: Fail` with it down, and
+//!   its own pods never sent to it.
 //!
 //! Each test has a namespace of its own, so tests run side by side on the
 //! node; those whose pods use the host's network take
@@ -20,6 +23,7 @@
 
 mod examples;
 mod lifecycle;
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -18,11 +18,12 @@
 //!    Complete or Failed (a deadline, never a fixed wait); then it is
 //!    deleted, and the next one is created once its pod is gone, so that no
 //!    Job's teardown runs beside another's start;
-//! 4. **the report** (`pods.md`, `pods.json`): each way's seconds from the
-//!    POST to the Job's end, medians with min and max and the ratio to the
-//!    plain Job measured in the same run; what the install step costs (the
-//!    installed way less the one whose images carry kubexit); and where
-//!    the time goes, each step as first seen in the pod's status.
+//! 4. **the report** (`pods.md`, `pods.json`, see `report`): each way's
+//!    seconds from the POST to the Job's end, mean, median, min and max,
+//!    and the ratio of means to the plain Job measured in the same run;
+//!    what the install step costs (the installed way less the one whose
+//!    images carry kubexit); and where the time goes, each step as first
+//!    seen in the pod's status.
 //!
 //! The smoke run measures nothing here unless `--only pods` asks for it
 //! (one run of each, no warm-up): a node takes seconds to start and the

@@ -9,6 +9,8 @@
 //! - `lifecycle`: deletion (holding the line with `stop-after`), restarts
 //!   in place (a Job under `OnFailure`, a Deployment's app), native
 //!   sidecars beside wrapped containers;
+//! - `install`: `kubexit.io/install: none`, a Job whose images carry
+//!   kubexit, with no init container to install it;
 //! - `webhook`: the webhook deployed from `deploy/webhook/`, the Job
 //!   controller's pods sent to it, `failurePolicy: Fail` with it down, and
 //!   its own pods never sent to it.
@@ -22,6 +24,7 @@
 //! clients and httpGet probes need the host's network on this node.
 
 mod examples;
+mod install;
 mod lifecycle;
 mod webhook;
 

@@ -9,8 +9,13 @@
 //! - `lifecycle`: deletion (holding the line with `stop-after`), restarts
 //!   in place (a Job under `OnFailure`, a Deployment's app), native
 //!   sidecars beside wrapped containers;
+//! - `install`: `kubexit.io/install: none`, a Job whose images carry
+//!   kubexit, with no init container to install it;
 //! - `meshes`: a proxy nobody wraps, asked to quit by a main container
-//!   that ends before the proxy listens, and by the last of two mains.
+//!   that ends before the proxy listens, and by the last of two mains;
+//! - `webhook`: the webhook deployed from `deploy/webhook/`, the Job
+//!   controller's pods sent to it, `failurePolicy: Fail` with it down, and
+//!   its own pods never sent to it.
 //!
 //! Each test has a namespace of its own, so tests run side by side on the
 //! node; those whose pods use the host's network take
@@ -21,8 +26,10 @@
 //! clients and httpGet probes need the host's network on this node.
 
 mod examples;
+mod install;
 mod lifecycle;
 mod meshes;
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::fmt;

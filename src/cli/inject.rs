@@ -64,6 +64,11 @@ pub struct InjectArgs {
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
 
+    /// A manifest to read, as kubectl, istioctl and linkerd take it (`-f -` is standard
+    /// input); repeatable, read after the FILEs
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub filenames: Vec<PathBuf>,
+
     /// What to write: yaml, or json (one object after another)
     #[arg(short = 'o', long, value_name = "FORMAT", default_value = "yaml",
           value_parser = ["yaml", "json"])]
@@ -186,13 +191,20 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
         overrides,
     };
 
-    let inputs: Vec<PathBuf> = if parsed.files.is_empty() {
+    let named: Vec<PathBuf> = parsed
+        .files
+        .iter()
+        .chain(&parsed.filenames)
+        .cloned()
+        .collect();
+    let inputs: Vec<PathBuf> = if named.is_empty() {
         vec![PathBuf::from("-")]
     } else {
-        parsed.files.clone()
+        named
     };
     let mut output = Vec::new();
     let mut changes = Vec::new();
+    let mut warnings = Vec::new();
     let mut errors = Vec::new();
     for input in &inputs {
         let (origin, text) = match read_input(input) {
@@ -210,7 +222,14 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
             }
         };
         for document in &documents {
-            match transform(document, &origin, parsed.uninject, &options, &mut changes) {
+            match transform(
+                document,
+                &origin,
+                parsed.uninject,
+                &options,
+                &mut changes,
+                &mut warnings,
+            ) {
                 Ok(done) => output.push(done),
                 Err(err) => errors.push(err.to_string()),
             }
@@ -235,8 +254,16 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
         eprintln!("Error: cannot write to standard output: {err}");
         return ExitCode::from(EXIT_FAILURE);
     }
+    // One list of warnings per pod template, in the order of the changes
+    // that have one.
+    let mut warned = warnings.into_iter();
     for change in &changes {
         eprintln!("{}", describe(change, parsed.uninject));
+        if change.has_pod {
+            for warning in warned.next().unwrap_or_default() {
+                eprintln!("Warning: {}: {warning}", change.object);
+            }
+        }
     }
     ExitCode::SUCCESS
 }
@@ -247,6 +274,7 @@ fn transform(
     uninject: bool,
     options: &Options,
     changes: &mut Vec<Change>,
+    warnings: &mut Vec<Vec<String>>,
 ) -> Result<serde_json::Value, ManifestError> {
     if uninject {
         manifest::transform(
@@ -254,7 +282,9 @@ fn transform(
             origin,
             &mut |template| {
                 let containers = pod::injected_containers(template)?;
-                Ok((pod::uninject(template)?, containers))
+                let template = pod::uninject(template)?;
+                warnings.push(Vec::new());
+                Ok((template, containers))
             },
             changes,
         )
@@ -264,6 +294,7 @@ fn transform(
             origin,
             &mut |template| {
                 let injection = pod::inject(template, options)?;
+                warnings.push(injection.warnings);
                 Ok((injection.template, injection.containers))
             },
             changes,

@@ -15,9 +15,11 @@
 //!   with kubexit's own parsers;
 //! - `kubelet_probe`: a container's readinessProbe in kubexit's probe
 //!   syntax;
+//! - `mesh`: what Istio's and Linkerd's injectors added to the pod, by
+//!   their own records, and their proxies' readiness and quit endpoints;
 //! - `additions`: the names and paths of what an injection adds;
-//! - `plan`: who does what (sidecars, main containers, readiness), every
-//!   name checked against the pod, in phases;
+//! - `plan`: who does what (sidecars, main containers, readiness, a mesh's
+//!   proxy), every name checked against the pod, in phases;
 //! - `pod`: the transformation itself, a pure function from a pod (or pod
 //!   template) with its annotations to the coordinated pod or an error
 //!   naming the container and the fix: [`inject`], [`uninject`],
@@ -36,6 +38,7 @@
 mod additions;
 pub mod kubelet_probe;
 pub mod manifest;
+pub mod mesh;
 pub mod plan;
 pub mod pod;
 pub mod record;

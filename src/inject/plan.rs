@@ -4,10 +4,13 @@
 //! with every name checked against the pod.
 //!
 //! - **Coordinated containers** are the pod's `containers`, less those in
-//!   `kubexit.io/skip`. Init containers, native sidecars (init containers
-//!   with `restartPolicy: Always`) included, are never wrapped: they run
-//!   before the main containers, and the kubelet already stops native
-//!   sidecars after them.
+//!   `kubexit.io/skip` and those a mesh's injector added (see `mesh`):
+//!   those are never wrapped nor counted as main containers, and an
+//!   annotation that names one for anything but `skip` is refused. Init
+//!   containers, native sidecars (init containers with
+//!   `restartPolicy: Always`) included, are never wrapped: they run before
+//!   the main containers, and the kubelet already stops native sidecars
+//!   after them.
 //! - **Sidecars** (`kubexit.io/sidecars`) are stopped once every main
 //!   container (the coordinated containers that are not sidecars) has
 //!   died: their death dependencies are the main containers, with the
@@ -18,6 +21,18 @@
 //!   readinessProbe that kubexit can run itself (see `kubelet_probe`), is
 //!   a birth dependency of every main container, and its probe becomes its
 //!   `KUBEXIT_READY_PROBE`. `kubexit.io/ready-probe.NAME: none` opts out.
+//! - **Main containers are coordinated with a mesh's proxy** that runs as a
+//!   regular container: each waits for the proxy's readiness endpoint (its
+//!   `KUBEXIT_BIRTH_PROBES`) and, in a pod that completes (`restartPolicy`
+//!   `Never` or `OnFailure`), asks it to quit when it ends (`KUBEXIT_QUIT`,
+//!   the mesh's preset). `kubexit.io/birth-probes` and `kubexit.io/quit`,
+//!   pod-wide or a container's own, replace these defaults. A native-sidecar
+//!   proxy gets nothing: the kubelet starts it first and stops it last.
+//!   Under Linkerd, a proxy whose shutdown endpoint is off is warned about
+//!   ([`Plan::warnings`]): the quit would be refused.
+//! - **Several main containers that ask the same quit** (the mesh's, or a
+//!   pod-wide `kubexit.io/quit`) each name the others in
+//!   `KUBEXIT_QUIT_AFTER`: the last one out asks (see `quit::sharing`).
 //! - Explicit `birth-deps`, `death-deps` and `death-policy` of a container
 //!   replace these defaults for that container; every other setting is
 //!   passed to the containers it concerns as its variable.
@@ -27,7 +42,7 @@
 //! their order is the order in which a pod's mistakes are told:
 //!
 //! 1. [`Pod::of`] (the caller's) reads the pod's containers, init
-//!    containers and volumes;
+//!    containers and volumes, and the mesh that injected it, if any;
 //! 2. `classify` sorts the containers into coordinated, skipped,
 //!    sidecars and main ones (`Roles`), checking every name in `skip`,
 //!    `sidecars` and in a container's key (`Names`);
@@ -37,8 +52,10 @@
 //!    its `stop-after` (`Links`), explicit or by default, every name
 //!    checked;
 //! 5. `check_whole` checks what only the whole can show: no cycle of
-//!    birth dependencies, a pod-wide quit only with one main container;
-//! 6. `settle` makes each container's command and variables
+//!    birth dependencies;
+//! 6. `quits` gives each main container its quit, its own, the pod's or
+//!    the mesh's, and the other mains that ask the same;
+//! 7. `settle` makes each container's command and variables
 //!    ([`Planned`]).
 //!
 //! [`check_room`] then checks that what the injection adds (`additions`)
@@ -53,6 +70,7 @@ use super::additions::{
     BINARY_DIR, BINARY_VOLUME, GRAVEYARD_PATH, GRAVEYARD_VOLUME, INSTALL_CONTAINER,
 };
 use super::kubelet_probe;
+use super::mesh::{self, Mesh, MeshError};
 use super::vocabulary::{self, Annotations, Install, ReadyProbe, Setting, Value as Given};
 use crate::graveyard::restart::RestartPolicy;
 
@@ -137,12 +155,17 @@ pub enum PlanError {
     )]
     ProbeNotTranslatable { container: String, why: String },
     #[error(
-        "kubexit.io/quit is pod-wide, but there are several main containers ({}): the first to end \
-         would stop the sidecar the others still use; set kubexit.io/quit.CONTAINER on the one that \
-         ends last",
-        mains.join(", ")
+        "annotation {key} names {name}, which {mesh}'s injector added: kubexit leaves it alone and \
+         coordinates the main containers with it through its readiness and quit endpoints (see \
+         docs/meshes.md); take {name} out of {key}"
     )]
-    QuitWithSeveralMains { mains: Vec<String> },
+    MeshContainer {
+        key: String,
+        name: String,
+        mesh: &'static str,
+    },
+    #[error("{0}")]
+    Mesh(#[from] MeshError),
     #[error("{0}")]
     Malformed(String),
 }
@@ -162,6 +185,8 @@ pub struct Pod<'a> {
     volumes: Vec<String>,
     /// `spec.restartPolicy`, as the API server defaults it.
     restart_policy: RestartPolicy,
+    /// The mesh whose injector ran on the pod.
+    mesh: Option<Mesh>,
 }
 
 impl<'a> Pod<'a> {
@@ -217,6 +242,7 @@ impl<'a> Pod<'a> {
             init,
             volumes,
             restart_policy,
+            mesh: mesh::recognise(template)?,
         })
     }
 
@@ -251,6 +277,9 @@ pub struct Plan {
     /// The coordinated containers, in the pod's order.
     pub order: Vec<String>,
     pub containers: BTreeMap<String, Planned>,
+    /// What will not work as the pod stands, though kubexit can inject it:
+    /// said on standard error, and in the webhook's admission warnings.
+    pub warnings: Vec<String>,
 }
 
 /// Decides every container's settings, checking every name: the phases
@@ -260,7 +289,9 @@ pub fn plan(pod: &Pod, read: &Annotations) -> Result<Plan, PlanError> {
     let roles = classify(read, &names)?;
     let ready = ready_sidecars(pod, read, &roles)?;
     let links = link(read, &names, &roles, &ready)?;
-    check_whole(read, &roles, &links)?;
+    check_whole(&roles, &links)?;
+    let defaults = MeshDefaults::of(pod);
+    let quits = quits(read, &roles, &defaults);
     let waited_for: BTreeSet<&String> = links.values().flat_map(|l| &l.birth).collect();
     let mut containers = BTreeMap::new();
     for name in &roles.coordinated {
@@ -269,12 +300,21 @@ pub fn plan(pod: &Pod, read: &Annotations) -> Result<Plan, PlanError> {
             sidecar: roles.is_sidecar(name),
             links: &links[name],
             waited_for: waited_for.contains(name),
+            quit: quits.get(name),
+            birth_probe: defaults.birth_probe,
         };
         containers.insert(name.clone(), settle(pod, read, &container)?);
+    }
+    let mut warnings = Vec::new();
+    if !quits.is_empty()
+        && let Some(refused) = pod.mesh.as_ref().and_then(Mesh::quit_refused)
+    {
+        warnings.push(refused);
     }
     Ok(Plan {
         order: roles.coordinated,
         containers,
+        warnings,
     })
 }
 
@@ -286,6 +326,8 @@ struct Names<'p> {
     all: Vec<String>,
     /// Those in `kubexit.io/skip`.
     skip: Vec<String>,
+    /// Those a mesh's injector added, with the mesh's name.
+    mesh: (Vec<String>, &'static str),
 }
 
 impl<'p> Names<'p> {
@@ -294,6 +336,10 @@ impl<'p> Names<'p> {
             pod,
             all: pod.names(),
             skip: names_in(read, Setting::Skip),
+            mesh: match &pod.mesh {
+                Some(mesh) => (mesh.containers.clone(), mesh.kind.name()),
+                None => (Vec::new(), ""),
+            },
         }
     }
 
@@ -302,6 +348,13 @@ impl<'p> Names<'p> {
     /// the error that says what `name` is instead.
     fn check(&self, key: &str, name: &str, coordinated_only: bool) -> Result<(), PlanError> {
         if self.all.iter().any(|c| c == name) {
+            if coordinated_only && self.mesh.0.iter().any(|m| m == name) {
+                return Err(PlanError::MeshContainer {
+                    key: key.to_owned(),
+                    name: name.to_owned(),
+                    mesh: self.mesh.1,
+                });
+            }
             if coordinated_only && self.skip.iter().any(|s| s == name) {
                 return Err(PlanError::Skipped {
                     key: key.to_owned(),
@@ -362,7 +415,8 @@ fn names_in(read: &Annotations, setting: Setting) -> Vec<String> {
 
 /// The coordinated containers by role.
 struct Roles {
-    /// The pod's containers less the skipped ones, in the pod's order.
+    /// The pod's containers less the skipped ones and the mesh's, in the
+    /// pod's order.
     coordinated: Vec<String>,
     /// `kubexit.io/sidecars`, in its order.
     sidecars: Vec<String>,
@@ -394,7 +448,7 @@ fn classify(read: &Annotations, names: &Names) -> Result<Roles, PlanError> {
     let coordinated: Vec<String> = names
         .all
         .iter()
-        .filter(|c| !names.skip.contains(c))
+        .filter(|c| !names.skip.contains(c) && !names.mesh.0.contains(c))
         .cloned()
         .collect();
     let mains: Vec<String> = coordinated
@@ -502,29 +556,78 @@ fn link(
 }
 
 /// Phase 5: what only the whole pod can show. Birth dependencies must not
-/// form a cycle (nothing in it would start), and a pod-wide quit needs one
-/// main container, or a quit of each main's own (the first to end would
-/// stop a sidecar the others still use).
-fn check_whole(
-    read: &Annotations,
-    roles: &Roles,
-    links: &BTreeMap<String, Links>,
-) -> Result<(), PlanError> {
+/// form a cycle: nothing in it would start.
+fn check_whole(roles: &Roles, links: &BTreeMap<String, Links>) -> Result<(), PlanError> {
     if let Some(cycle) = birth_cycle(&roles.coordinated, links) {
         return Err(PlanError::BirthCycle { cycle });
     }
-    if roles.mains.len() > 1 && read.pod(Setting::Quit).is_some() {
-        let unset = roles
-            .mains
-            .iter()
-            .any(|m| read.own(m, Setting::Quit).is_none());
-        if unset {
-            return Err(PlanError::QuitWithSeveralMains {
-                mains: roles.mains.clone(),
-            });
+    Ok(())
+}
+
+/// What the main containers get, untold, beside a mesh's regular proxy.
+struct MeshDefaults {
+    /// The proxy's readiness, their birth probe.
+    birth_probe: Option<&'static str>,
+    /// The proxy's quit preset, in a pod that completes: under
+    /// `restartPolicy: Always` a main that ends is started again and needs
+    /// the proxy still.
+    quit: Option<&'static str>,
+}
+
+impl MeshDefaults {
+    fn of(pod: &Pod) -> MeshDefaults {
+        let kind = pod
+            .mesh
+            .as_ref()
+            .filter(|mesh| mesh.regular_proxy().is_some())
+            .map(|mesh| mesh.kind);
+        MeshDefaults {
+            birth_probe: kind.map(mesh::Kind::readiness),
+            quit: kind
+                .filter(|_| pod.restart_policy != RestartPolicy::Always)
+                .map(mesh::Kind::quit),
         }
     }
-    Ok(())
+}
+
+/// One main container's quit, and the other main containers that ask the
+/// same endpoints (its `KUBEXIT_QUIT_AFTER`).
+struct Quit {
+    endpoints: String,
+    after: Vec<String>,
+}
+
+/// Phase 6: each main container's quit: its own, else the pod-wide one,
+/// else the mesh's; mains that ask the same share it, the last one out
+/// asking.
+fn quits(read: &Annotations, roles: &Roles, defaults: &MeshDefaults) -> BTreeMap<String, Quit> {
+    let mut asked: Vec<(&String, String)> = Vec::new();
+    for main in &roles.mains {
+        let given = match read.for_container(main, Setting::Quit) {
+            Some((_, Given::Text(endpoints))) => Some(endpoints.clone()),
+            _ => defaults.quit.map(str::to_owned),
+        };
+        if let Some(endpoints) = given {
+            asked.push((main, endpoints));
+        }
+    }
+    asked
+        .iter()
+        .map(|(main, endpoints)| {
+            let after = asked
+                .iter()
+                .filter(|(other, same)| other != main && same == endpoints)
+                .map(|(other, _)| (*other).clone())
+                .collect();
+            (
+                (*main).clone(),
+                Quit {
+                    endpoints: endpoints.clone(),
+                    after,
+                },
+            )
+        })
+        .collect()
 }
 
 /// What the last phase knows of one coordinated container.
@@ -535,15 +638,22 @@ struct Container<'a> {
     /// Whether another container waits for it: then its readiness probe,
     /// declared or translated, is set.
     waited_for: bool,
+    /// Its quit, for a main container that asks one.
+    quit: Option<&'a Quit>,
+    /// The mesh proxy's readiness, a main container's birth probe unless
+    /// an annotation gives its own.
+    birth_probe: Option<&'static str>,
 }
 
-/// Phase 6: one container's command (when it has none) and variables.
+/// Phase 7: one container's command (when it has none) and variables.
 fn settle(pod: &Pod, read: &Annotations, container: &Container) -> Result<Planned, PlanError> {
     let Container {
         name,
         sidecar,
         links,
         waited_for,
+        quit,
+        birth_probe,
     } = *container;
     let entrypoint = entrypoint(pod, read, name)?;
     let text = |setting: Setting| match read.for_container(name, setting) {
@@ -551,15 +661,19 @@ fn settle(pod: &Pod, read: &Annotations, container: &Container) -> Result<Planne
         _ => None,
     };
     let own = |setting: Setting| read.own(name, setting).is_some();
-    // A main container takes the pod-wide quit and birth probes; a
-    // sidecar only its own.
+    // A main container takes the pod-wide quit and birth probes, else the
+    // mesh's; a sidecar only its own.
     let own_or_main = |setting: Setting| match read.own(name, setting) {
         Some((_, Given::Text(value))) => Some(value.clone()),
         _ if !sidecar => text(setting),
         _ => None,
     };
-    let quit = own_or_main(Setting::Quit);
-    let birth_probes = own_or_main(Setting::BirthProbes);
+    let (quit, quit_after) = match quit {
+        Some(quit) => (Some(quit.endpoints.clone()), quit.after.join(",")),
+        None => (own_or_main(Setting::Quit), String::new()),
+    };
+    let birth_probes = own_or_main(Setting::BirthProbes)
+        .or_else(|| birth_probe.filter(|_| !sidecar).map(str::to_owned));
     let (births, deaths) = (&links.birth, &links.death);
     let mut env: Vec<(String, String)> = vec![
         ("KUBEXIT_NAME".into(), name.clone()),
@@ -607,6 +721,9 @@ fn settle(pod: &Pod, read: &Annotations, container: &Container) -> Result<Planne
         };
         if let Some(value) = value {
             env.push((variable.to_owned(), value));
+        }
+        if setting == Setting::Quit && !quit_after.is_empty() {
+            env.push(("KUBEXIT_QUIT_AFTER".into(), quit_after.clone()));
         }
     }
     Ok(Planned { entrypoint, env })

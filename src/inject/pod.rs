@@ -80,6 +80,9 @@ pub struct Injection {
     /// was injected (`kubexit.io/inject: disabled`, or every container
     /// skipped).
     pub containers: Vec<String>,
+    /// What will not work as the pod stands (a mesh proxy that will refuse
+    /// the quit), for the caller to say.
+    pub warnings: Vec<String>,
 }
 
 /// Why a pod cannot be injected. Each message names the container or the
@@ -175,6 +178,7 @@ pub fn inject(template: &Value, options: &Options) -> Result<Injection, InjectEr
         Ok(Injection {
             template: uninject(template)?,
             containers: Vec::new(),
+            warnings: Vec::new(),
         })
     };
     if !read.enabled() {
@@ -327,6 +331,7 @@ pub fn inject(template: &Value, options: &Options) -> Result<Injection, InjectEr
     Ok(Injection {
         template: base,
         containers: plan.order,
+        warnings: plan.warnings,
     })
 }
 

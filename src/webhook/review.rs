@@ -152,6 +152,10 @@ fn decide(
         }
         Ok(injection) => {
             let patch = patch::between(&pod, &injection.template);
+            let mut response = response;
+            if !injection.warnings.is_empty() {
+                response.warnings = Some(injection.warnings);
+            }
             match response.clone().with_patch(patch) {
                 Ok(patched) => (patched, Outcome::Injected(injection.containers)),
                 Err(err) => (response, Outcome::Fault(err.to_string())),

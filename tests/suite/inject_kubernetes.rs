@@ -181,3 +181,39 @@ fn a_pod_made_from_an_injected_job_template_reads_back_coordinated() {
         json!(["/cloud-sql-proxy"])
     );
 }
+
+/// The meshes' own outputs (`tests/fixtures/meshes/`), piped through
+/// `kubexit inject` as users do after `istioctl kube-inject` or
+/// `linkerd inject`: the API server accepts every one, native sidecars
+/// included.
+#[test]
+fn every_mesh_output_injected_is_accepted_by_the_api_server_dry_run() {
+    let test = "every_mesh_output_injected_is_accepted_by_the_api_server_dry_run";
+    let Some(cluster) = k8s::cluster(test) else {
+        return;
+    };
+    let namespace = cluster.namespace("inject-meshes");
+    let outputs = crate::inject_meshes::mesh_outputs();
+    assert_eq!(outputs.len(), 4, "{outputs:?}");
+    for output in &outputs {
+        for mut object in flatten(inject_file(output)) {
+            assert!(inject::is_injected(
+                object.pointer("/spec/template").unwrap_or(&object)
+            ));
+            // Linkerd's Pod names its own namespace; the test's is used.
+            if let Some(metadata) = object["metadata"].as_object_mut() {
+                metadata.shift_remove("namespace");
+            }
+            let (code, body) = cluster.create(&namespace, &object, true);
+            assert_eq!(
+                code,
+                201,
+                "{}: the API server refuses {} {}: {}",
+                output.display(),
+                object["kind"],
+                object["metadata"]["name"],
+                body["message"]
+            );
+        }
+    }
+}

@@ -54,6 +54,8 @@ mod docs;
 mod inject;
 #[cfg(feature = "inject")]
 mod inject_kubernetes;
+#[cfg(feature = "inject")]
+mod inject_meshes;
 #[cfg(feature = "kubernetes")]
 mod kubernetes_api;
 #[cfg(feature = "webhook")]

@@ -1,9 +1,12 @@
 //! A proxy nobody wraps, as a mesh injects it, beside main containers
 //! whose kubexits ask it to quit: a proxy that listens only after the main
-//! has ended, and a proxy shared by two mains, asked by the last one out. The proxy is the Istio stand-in
-//! (`docker.io/istio/proxyv2:1.24.0` of `tests/suite/containers/stand-ins.sh`:
-//! readiness on 15021, `POST /quitquitquit` on 15020), slowed down where a
-//! test needs a proxy slow to start.
+//! has ended, a proxy shared by two mains, asked by the last one out, and
+//! an Istio-shaped Job through `kubexit inject` with no `kubexit.io/`
+//! annotation at all, coordinated from Istio's own record. The proxy is
+//! the Istio stand-in (`docker.io/istio/proxyv2:1.24.0` of
+//! `tests/suite/containers/stand-ins.sh`: readiness on 15021,
+//! `POST /quitquitquit` on 15020), slowed down where a test needs a proxy
+//! slow to start.
 
 use serde_json::{Value, json};
 
@@ -11,11 +14,6 @@ use super::{Adapt, only, scene};
 use crate::util::node::terminated;
 use crate::util::{assert_contains, assert_lacks};
 
-/// A main container that ends at once, with no birth probe, beside a proxy
-/// that listens only 2 s after it started: the main's quit is refused at
-/// first ("not listening yet"), tried again, and answered once the proxy
-/// listens; the proxy ends and the Job completes. (Taking the refusal for
-/// "gone" left the proxy running and the Job never completing.)
 /// A Job of `mains` (each `(name, command, extra env)`, with kubexit
 /// installed by an init container and `KUBEXIT_QUIT=istio`) beside the
 /// Istio stand-in, whose own environment is `proxy_env`.
@@ -167,4 +165,83 @@ fn two_mains_sharing_the_proxy_leave_its_quit_to_the_last_one_out() {
         1,
         "{proxy}"
     );
+}
+
+/// A Job shaped as `istioctl kube-inject` writes it (Istio's status
+/// annotation naming `istio-proxy`, the proxy a regular container started
+/// with `proxy sidecar`), but with the stand-in for the proxy, slow to
+/// listen, and no `kubexit.io/` annotation: `kubexit inject` recognises
+/// the proxy, leaves it alone, and gives the main its readiness to wait
+/// for and its quit; the Job completes.
+#[test]
+fn an_istio_job_through_kubexit_inject_untold_waits_for_the_proxy_and_quits_it() {
+    let Some((node, ns)) = scene("meshes_istio_injected") else {
+        return;
+    };
+    let status = r#"{"initContainers":null,"containers":["istio-proxy"],"volumes":["istio-envoy"],"imagePullSecrets":null,"revision":"default"}"#;
+    let job = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "pi"},
+        "spec": {"backoffLimit": 0, "template": {
+            "metadata": {"annotations": {"sidecar.istio.io/status": status}},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "pi",
+                        "image": "docker.io/library/alpine:3.20",
+                        "command": ["wget", "-q", "-O", "-", "http://127.0.0.1:15021/run"],
+                    },
+                    {
+                        "name": "istio-proxy",
+                        "image": "docker.io/istio/proxyv2:1.24.0",
+                        "args": ["proxy", "sidecar", "--domain", "$(POD_NAMESPACE).svc.cluster.local"],
+                        "env": [{"name": "STAND_IN_START_DELAY", "value": "2"}],
+                        "volumeMounts": [{"name": "istio-envoy", "mountPath": "/etc/istio/proxy"}],
+                    },
+                ],
+                "volumes": [{"name": "istio-envoy", "emptyDir": {"medium": "Memory"}}],
+            },
+        }},
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.json");
+    std::fs::write(&path, job.to_string()).unwrap();
+    let done = crate::util::kubexit()
+        .args(["inject", "--output", "json", "-f"])
+        .arg_path(&path)
+        .run();
+    assert_eq!(done.code(), 0, "kubexit inject: {}", done.stderr);
+    let mut injected: Value = serde_json::from_str(&done.stdout).unwrap();
+    let annotations = injected["spec"]["template"]["metadata"]["annotations"]
+        .as_object()
+        .unwrap();
+    let ours: Vec<&String> = annotations
+        .keys()
+        .filter(|k| k.starts_with("kubexit.io/"))
+        .collect();
+    assert_eq!(
+        ours,
+        ["kubexit.io/injected"],
+        "only the record of the injection"
+    );
+    let proxy = injected["spec"]["template"]["spec"]["containers"][1].take();
+    assert_eq!(proxy, job["spec"]["template"]["spec"]["containers"][1]);
+    injected["spec"]["template"]["spec"]["containers"][1] = proxy;
+    node.create_all(&ns, &Adapt::default().apply(vec![injected]));
+    let pods = node.complete_job(&ns, "pi");
+    let (pod, name) = only(&pods);
+    for container in ["pi", "istio-proxy"] {
+        let (code, message) = terminated(pod, container);
+        assert_eq!(code, 0, "{container}: {message}");
+    }
+    let pi = node.logs(&ns, &name, "pi", false);
+    // It waited for the proxy's readiness, read through it, then asked it
+    // to quit.
+    assert_contains(&pi, "Birth dependencies ready");
+    assert_contains(&pi, "report run (stand-in)");
+    assert_contains(&pi, "Quit http://127.0.0.1:15020/quitquitquit: HTTP 200");
+    assert_lacks(&pi, "not listening yet");
+    let proxy = node.logs(&ns, &name, "istio-proxy", false);
+    assert_contains(&proxy, "pilot-agent (stand-in): quitquitquit");
 }

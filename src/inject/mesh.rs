@@ -133,7 +133,7 @@ impl Mesh {
              quit (POST http://127.0.0.1:4191/shutdown) will be refused and the proxy keep the \
              pod running; annotate the pod config.alpha.linkerd.io/proxy-enable-shutdown-endpoint: \
              \"true\" before linkerd inject, or run the proxy as a native sidecar \
-             (config.alpha.linkerd.io/proxy-enable-native-sidecar: \"true\", Kubernetes 1.29+), \
+             (config.beta.linkerd.io/proxy-enable-native-sidecar: \"true\", Kubernetes 1.29+), \
              which the kubelet stops after the main containers"
         ))
     }

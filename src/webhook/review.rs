@@ -19,7 +19,9 @@
 //! 5. Otherwise the pod goes through [`inject`](crate::inject::inject), the
 //!    transformation `kubexit inject` runs, with the same [`Options`]: the
 //!    answer is allowed with a JSON Patch from the pod as sent to the pod as
-//!    injected (see `patch`). An [`InjectError`](crate::inject::InjectError)
+//!    injected (see `patch`), and the injection's warnings (a mesh proxy that
+//!    will refuse the quit) as the response's `warnings`, which `kubectl`
+//!    shows. An [`InjectError`](crate::inject::InjectError)
 //!    denies the pod with the error's own message, word for word what
 //!    `kubexit inject` says after naming the file and the object; the API
 //!    server prefixes it with the webhook's name for `kubectl`.

@@ -960,3 +960,28 @@ fn metrics_count_reviews_by_outcome_refusals_and_certificate_reloads() {
         assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
     }
 }
+
+/// A pod Linkerd's injector has been through, its proxy a regular container
+/// whose shutdown endpoint is off: the webhook coordinates it as `kubexit
+/// inject` does and says in its admission warnings what `kubexit inject`
+/// says on standard error.
+#[test]
+fn a_linkerd_proxy_that_will_refuse_the_quit_is_said_in_the_admission_warnings() {
+    let text = fs::read_to_string(fixtures("meshes").join("linkerd-pod.golden.yml")).unwrap();
+    let mut pod = manifest::parse(&text, "linkerd-pod.golden.yml")
+        .unwrap()
+        .remove(0);
+    pod["spec"]["restartPolicy"] = json!("Never");
+    pod["metadata"]["annotations"]["kubexit.io/inject"] = json!("enabled");
+    let pki = Pki::new();
+    let server = Webhook::with(&pki, &[]);
+    let review = server.client(&pki).review(&review_of(&pod));
+    let warnings = review["response"]["warnings"].to_string();
+    assert_contains(
+        &warnings,
+        "container linkerd-proxy: Linkerd's proxy serves its shutdown endpoint only with \
+         LINKERD2_PROXY_SHUTDOWN_ENDPOINT_ENABLED=true",
+    );
+    let patch = answer(&review).patch.expect("a patch");
+    assert_eq!(patched(&pod, &patch), kubexit_inject(&pod, &[]).unwrap());
+}

@@ -114,6 +114,21 @@ pub fn injected_containers(template: &Value) -> Result<Vec<String>, InjectError>
     }
 }
 
+/// The image of the container an injection added to install kubexit, as
+/// its record names it; none when `template` is not injected or has none.
+pub fn install_image(template: &Value) -> Option<String> {
+    let record = Record::from_json(annotation(template, &record::key())?).ok()?;
+    let installer = record.init_containers.first()?;
+    template
+        .pointer("/spec/initContainers")?
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == installer.as_str())?
+        .get("image")?
+        .as_str()
+        .map(str::to_owned)
+}
+
 /// Whether `template` opted out (`kubexit.io/inject: disabled`).
 pub fn is_disabled(template: &Value) -> bool {
     annotation(template, &Setting::Inject.pod_key()).is_some_and(|v| v.trim() == "disabled")

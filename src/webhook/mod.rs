@@ -18,8 +18,10 @@
 //!
 //! - `review`: the decision for one review, a pure function from the bytes
 //!   posted to the bytes answered. Pods without `kubexit.io/` annotations,
-//!   pods already injected and anything but a Pod's creation are allowed
-//!   unchanged; invalid annotations are denied with `inject`'s message;
+//!   pods already injected (unless another webhook, a mesh's injector,
+//!   has added to them since) and anything but a Pod's creation are
+//!   allowed unchanged; invalid annotations are denied with `inject`'s
+//!   message;
 //!   any fault of the webhook's own allows the pod unchanged and is
 //!   logged. A body that is no review at all has no `uid` to answer: it
 //!   gets 400, and the failure policy decides.

@@ -13,9 +13,20 @@
 //! 3. A pod with no `kubexit.io/` annotation has not asked for kubexit:
 //!    allowed unchanged. A labelled namespace offers injection; the pod's
 //!    annotations take it up, as they do for `kubexit inject`.
-//! 4. A pod that carries `kubexit.io/injected` (made with `kubexit inject`,
-//!    or this webhook's answer seen again) passes through unchanged, and
-//!    so does one with `kubexit.io/inject: disabled`.
+//! 4. A pod with `kubexit.io/inject: disabled` passes through unchanged.
+//!    One that carries `kubexit.io/injected` (made with `kubexit inject`,
+//!    or this webhook's answer seen again on a reinvocation) is injected
+//!    again, as `kubexit inject` injects twice, with the install image it
+//!    has, and the install container and volumes kubexit added kept as the
+//!    API server holds them (with its defaults filled in) where nothing
+//!    else of theirs differs. Unchanged, it passes through; changed by a
+//!    webhook after kubexit's (a mesh's injector adding its proxy, with
+//!    `reinvocationPolicy: IfNeeded` on kubexit's registration), it gets
+//!    the patch that coordinates its main containers with what was added,
+//!    and only that: another injector's containers are never in it. So a
+//!    mesh's webhook before or after kubexit's gives the same pod. One that
+//!    cannot be injected again (its record no longer fits it) is allowed
+//!    unchanged, as a fault, rather than denied.
 //! 5. Otherwise the pod goes through [`inject`](crate::inject::inject), the
 //!    transformation `kubexit inject` runs, with the same [`Options`]: the
 //!    answer is allowed with a JSON Patch from the pod as sent to the pod as
@@ -126,12 +137,28 @@ fn decide(
     if !asks_for_kubexit(&pod) {
         return (response, Outcome::Unchanged(NOT_ASKED));
     }
-    if inject::is_injected(&pod) {
+    let injected_before = inject::is_injected(&pod);
+    if injected_before && inject::is_disabled(&pod) {
         return (response, Outcome::Unchanged(ALREADY_INJECTED));
     }
     if inject::is_disabled(&pod) {
         return (response, Outcome::Unchanged(DISABLED));
     }
+    // An injected pod is injected again, as `kubexit inject` does twice:
+    // the same pod, unless another webhook has added to it since (a
+    // mesh's proxy, on a reinvocation). Its install image stays the one
+    // it has, whoever chose it.
+    let again;
+    let options = match inject::pod::install_image(&pod) {
+        Some(image) if injected_before => {
+            again = Options {
+                image,
+                ..options.clone()
+            };
+            &again
+        }
+        _ => options,
+    };
     // The transformation is believed not to panic; if it ever does, the pod
     // is let through as it came rather than the connection dropped.
     let injected = match catch_unwind(AssertUnwindSafe(|| inject::inject(&pod, options))) {
@@ -148,9 +175,22 @@ fn decide(
             );
         }
     };
+    // What kubexit added before, the API server has since completed with
+    // its defaults; added again, it is taken as the server holds it, so
+    // that the patch does not take the defaults out only for the server to
+    // put them back.
+    let injected = injected.map(|mut injection| {
+        if injected_before {
+            injection.template = served_kept(&pod, injection.template);
+        }
+        injection
+    });
     match injected {
         Ok(injection) if injection.containers.is_empty() => {
             (response, Outcome::Unchanged(NOTHING_TO_INJECT))
+        }
+        Ok(injection) if injected_before && injection.template == pod => {
+            (response, Outcome::Unchanged(ALREADY_INJECTED))
         }
         Ok(injection) => {
             let patch = patch::between(&pod, &injection.template);
@@ -163,10 +203,70 @@ fn decide(
                 Err(err) => (response, Outcome::Fault(err.to_string())),
             }
         }
+        // Admitted before, or made with `kubexit inject`: what stands is
+        // let through rather than refused now.
+        Err(err) if injected_before => (
+            response,
+            Outcome::Fault(format!(
+                "{ALREADY_INJECTED}, and cannot be injected again: {err}"
+            )),
+        ),
         Err(err) => {
             let message = err.to_string();
             (response.deny(&message), Outcome::Denied(message))
         }
+    }
+}
+
+/// `template`, re-injected from `pod`, with the init containers and
+/// volumes its record names taken from `pod` wherever `pod`'s hold all of
+/// the template's fields with the same values (and the fields the API
+/// server defaulted besides).
+fn served_kept(pod: &Value, mut template: Value) -> Value {
+    let Some(record) = template["metadata"]["annotations"][inject::record::key()]
+        .as_str()
+        .and_then(|text| inject::record::Record::from_json(text).ok())
+    else {
+        return template;
+    };
+    for (list, names) in [
+        ("initContainers", &record.init_containers),
+        ("volumes", &record.volumes),
+    ] {
+        let Some(added) = template["spec"][list].as_array_mut() else {
+            continue;
+        };
+        let served = pod["spec"][list]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for item in added.iter_mut().filter(|item| {
+            item["name"]
+                .as_str()
+                .is_some_and(|n| names.iter().any(|m| m == n))
+        }) {
+            if let Some(held) = served
+                .iter()
+                .find(|s| s["name"] == item["name"] && holds(s, item))
+            {
+                *item = held.clone();
+            }
+        }
+    }
+    template
+}
+
+/// Whether `wider` has every field of `narrower`, with the same values
+/// (in maps at any depth; lists element by element).
+fn holds(wider: &Value, narrower: &Value) -> bool {
+    match (wider, narrower) {
+        (Value::Object(wide), Value::Object(narrow)) => narrow
+            .iter()
+            .all(|(key, value)| wide.get(key).is_some_and(|w| holds(w, value))),
+        (Value::Array(wide), Value::Array(narrow)) => {
+            wide.len() == narrow.len() && wide.iter().zip(narrow).all(|(w, n)| holds(w, n))
+        }
+        _ => wider == narrower,
     }
 }
 

@@ -16,8 +16,8 @@ use kubexit::inject::manifest;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use webhook::{
-    Client, Pki, Webhook, answer, client_config, head, patched, review_of, review_with,
-    server_read_everything,
+    Client, IstioAdditions, Pki, Webhook, answer, client_config, head, istio_app_pod, patched,
+    review_of, review_with, server_read_everything,
 };
 
 use crate::util::{
@@ -160,6 +160,20 @@ fn an_injected_or_disabled_pod_passes_through_without_a_patch() {
     let once = patched(&pod, &first.patch.unwrap());
     assert!(answer(&client.review(&review_of(&once))).patch.is_none());
 
+    // Its record spoilt, so that it cannot be injected again: let through
+    // as it stands, not refused.
+    let mut spoilt = injected.clone();
+    spoilt["metadata"]["annotations"]["kubexit.io/injected"] = json!("{\"containers\": 1}");
+    let answered = answer(&client.review(&review_of(&spoilt)));
+    assert!(answered.allowed, "{}", answered.message);
+    assert!(answered.patch.is_none());
+
+    // Injected with another image than the webhook's own: it keeps it.
+    let elsewhere = Webhook::with(&pki, &["--image", "registry.example/kubexit:other"]);
+    let answered = answer(&elsewhere.client(&pki).review(&review_of(&injected)));
+    assert!(answered.allowed);
+    assert!(answered.patch.is_none());
+
     let mut disabled = sidecar_pod();
     disabled["metadata"]["annotations"]["kubexit.io/inject"] = json!("disabled");
     let answered = answer(&client.review(&review_of(&disabled)));
@@ -171,6 +185,56 @@ fn an_injected_or_disabled_pod_passes_through_without_a_patch() {
     server
         .process
         .wait_for_log("passed through (already injected (kubexit.io/injected))");
+}
+
+/// Mutating webhooks run in name order, so a mesh's injector may add its
+/// proxy before kubexit's webhook sees the pod or after (the API server
+/// then sends it again, under `reinvocationPolicy: IfNeeded`). Here with
+/// Istio's additions as its golden output has them: kubexit's second
+/// answer touches only the main container and its record, and both orders
+/// give the pod `kubexit inject` makes of Istio's output, which passes
+/// through when seen again. (Against the real API server, with both
+/// webhooks registered: `webhook_kubernetes.rs`.)
+#[test]
+fn a_meshs_proxy_added_before_or_after_kubexits_answer_gives_the_same_pod() {
+    let pki = Pki::new();
+    let server = Webhook::with(&pki, &[]);
+    let mut client = server.client(&pki);
+    let istio = IstioAdditions::from_golden();
+    let app = istio_app_pod();
+
+    // kubexit's webhook first, then the mesh's, then kubexit's again.
+    let first = answer(&client.review(&review_of(&app)));
+    let injected = patched(&app, &first.patch.expect("the app injected"));
+    let proxied = patched(&injected, &istio.patch(&injected).unwrap());
+    let again = answer(&client.review(&review_of(&proxied)));
+    let patch = again.patch.expect("a patch for the proxy added since");
+    for op in patch.as_array().unwrap() {
+        let path = op["path"].as_str().unwrap();
+        assert!(
+            path.starts_with("/spec/containers/0/") || path.starts_with("/metadata/annotations/"),
+            "the patch reaches beyond the main container and the record: {op}"
+        );
+    }
+    let kubexit_first = patched(&proxied, &patch);
+
+    // The mesh's first, then kubexit's.
+    let meshed = patched(&app, &istio.patch(&app).unwrap());
+    let answered = answer(&client.review(&review_of(&meshed)));
+    let mesh_first = patched(&meshed, &answered.patch.expect("the meshed app injected"));
+
+    assert_eq!(kubexit_first, mesh_first);
+    assert_eq!(kubexit_inject(&meshed, &[]).unwrap(), mesh_first);
+    let quit = json!({"name": "KUBEXIT_QUIT", "value": "istio"});
+    let env = mesh_first["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    assert!(env.contains(&quit), "{mesh_first:#}");
+    assert!(
+        answer(&client.review(&review_of(&mesh_first)))
+            .patch
+            .is_none()
+    );
 }
 
 #[test]

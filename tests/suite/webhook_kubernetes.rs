@@ -3,8 +3,11 @@
 //! the caBundle that `deploy/webhook/self-signed.sh` makes: pods created in
 //! an enabled namespace read back injected, pods elsewhere do not, bad
 //! annotations are denied with kubexit inject's message, and with the
-//! webhook stopped the failure policy decides. The deployment manifests
-//! of `deploy/webhook/` are judged by server-side dry runs.
+//! webhook stopped the failure policy decides; beside a mesh's injector
+//! (a webhook of the test's own that adds Istio's proxy as Istio's golden
+//! output has it), before or after kubexit's, the pod comes out the same.
+//! The deployment manifests of `deploy/webhook/` are judged by server-side
+//! dry runs.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,12 +17,12 @@ use k8s::Cluster;
 use kubexit::inject::{self, Options, manifest};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use webhook::eventually_slow;
+use webhook::{IstioAdditions, eventually_slow, istio_app_pod};
 
 use crate::util::{
     Running,
     files::{fixtures, root},
-    free_port, k8s, kubexit, webhook,
+    free_port, k8s, kubexit, loopback_tls, webhook,
 };
 
 /// What `deploy/webhook/self-signed.sh --ip 127.0.0.1` makes: the files,
@@ -529,4 +532,380 @@ fn with_namespace(object: &Value, namespace: &str) -> Value {
     let mut object = object.clone();
     object["metadata"]["namespace"] = json!(namespace);
     object
+}
+
+/// A mutating webhook in the test process, over TLS on loopback, that
+/// injects [`IstioAdditions`] into every pod it is sent, and keeps the
+/// pods it was sent. Stops when dropped.
+struct FakeIstio {
+    port: u16,
+    ca: Vec<u8>,
+    /// The pods it was sent, each with its namespace.
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    _dir: tempfile::TempDir,
+}
+
+impl FakeIstio {
+    fn start() -> FakeIstio {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let tls = loopback_tls::server_config(dir.path());
+        let ca = fs::read(dir.path().join("ca.crt")).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let additions = IstioAdditions::from_golden();
+        let (kept, stopping) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for tcp in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(tcp) = tcp else { continue };
+                let Ok(conn) = rustls::ServerConnection::new(tls.clone()) else {
+                    continue;
+                };
+                let mut reader = BufReader::new(rustls::StreamOwned::new(conn, tcp));
+                let mut length = 0;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    let trimmed = line.trim_end();
+                    if trimmed.is_empty() {
+                        break;
+                    }
+                    if let Some((name, value)) = trimmed.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let Ok(review) = serde_json::from_slice::<Value>(&body) else {
+                    continue;
+                };
+                let pod = review["request"]["object"].clone();
+                let mut response = json!({"uid": review["request"]["uid"], "allowed": true});
+                if let Some(patch) = additions.patch(&pod) {
+                    let bytes = serde_json::to_vec(&patch).unwrap();
+                    response["patchType"] = json!("JSONPatch");
+                    response["patch"] =
+                        serde_json::to_value(k8s_openapi::ByteString(bytes)).unwrap();
+                }
+                let namespace = review["request"]["namespace"].as_str().unwrap_or_default();
+                kept.lock().unwrap().push((namespace.to_owned(), pod));
+                let answer = json!({
+                    "apiVersion": "admission.k8s.io/v1",
+                    "kind": "AdmissionReview",
+                    "response": response,
+                })
+                .to_string();
+                let mut stream = reader.into_inner();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                let _ = stream.flush();
+                stream.conn.send_close_notify();
+                let _ = stream.flush();
+            }
+        });
+        FakeIstio {
+            port,
+            ca,
+            seen,
+            stop,
+            _dir: dir,
+        }
+    }
+
+    /// Registers it as a MutatingWebhookConfiguration named `name`
+    /// (webhooks run in the order of their configurations' names), for the
+    /// namespaces labelled `labels`. Deleted when dropped.
+    fn register<'c>(&self, cluster: &'c Cluster, name: &str, labels: &Value) -> Registered<'c> {
+        let ca_bundle = serde_json::to_value(k8s_openapi::ByteString(self.ca.clone())).unwrap();
+        let configuration = json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": [{
+                "name": "istio.kubexit.test",
+                "clientConfig": {
+                    "url": format!("https://127.0.0.1:{}/inject", self.port),
+                    "caBundle": ca_bundle,
+                },
+                "rules": [{
+                    "operations": ["CREATE"],
+                    "apiGroups": [""],
+                    "apiVersions": ["v1"],
+                    "resources": ["pods"],
+                }],
+                "namespaceSelector": {"matchLabels": labels},
+                "failurePolicy": "Fail",
+                "reinvocationPolicy": "IfNeeded",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 10,
+            }],
+        });
+        let (code, body) = cluster.create("", &configuration, false);
+        assert_eq!(code, 201, "register the mesh's webhook: {body}");
+        Registered {
+            cluster,
+            name: name.to_owned(),
+        }
+    }
+
+    /// The pods it was sent in `namespace`, in order.
+    fn seen_in(&self, namespace: &str) -> Vec<Value> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(seen_in, _)| seen_in == namespace)
+            .map(|(_, pod)| pod.clone())
+            .collect()
+    }
+}
+
+impl Drop for FakeIstio {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accepting thread, which then sees the flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// A configuration of the test's own, deleted when dropped.
+struct Registered<'c> {
+    cluster: &'c Cluster,
+    name: String,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.cluster.delete(&format!(
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{}",
+            self.name
+        ));
+    }
+}
+
+/// The `KUBEXIT_` variables of the container `name`, as `NAME=value`.
+fn kubexit_variables(pod: &Value, name: &str) -> Vec<String> {
+    pod["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["name"].as_str().unwrap().starts_with("KUBEXIT_"))
+        .map(|e| {
+            format!(
+                "{}={}",
+                e["name"].as_str().unwrap(),
+                e["value"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// `pod` with the volume of its service account token, which the API
+/// server names `kube-api-access-` and five random characters, named
+/// `kube-api-access` wherever it is named.
+fn token_volume_renamed(pod: &Value) -> Value {
+    let generated = pod["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .find(|name| name.starts_with("kube-api-access-"));
+    let Some(generated) = generated else {
+        return pod.clone();
+    };
+    let text = pod
+        .to_string()
+        .replace(&format!("\"{generated}\""), "\"kube-api-access\"");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Mutating webhooks run in the order of their configurations' names, so a
+/// pod may reach kubexit's before or after a mesh's. Here a mesh's injector
+/// of the test's own (adding Istio's proxy as its golden output does) is
+/// registered once before kubexit's and once after, for two namespaces;
+/// both webhooks reinvoked if needed. Both orders give the same pod: the
+/// main waits for the proxy and quits it, the proxy exactly as Istio wrote
+/// it, the record true (it undoes kubexit and leaves Istio's additions).
+/// kubexit's patch on its reinvocation touches neither of Istio's
+/// containers, and a second look at the result patches nothing.
+#[test]
+fn beside_a_meshs_injector_either_order_gives_the_same_coordinated_pod() {
+    let test = "beside_a_meshs_injector_either_order_gives_the_same_coordinated_pod";
+    let Some(cluster) = k8s::cluster(test) else {
+        return;
+    };
+    let certificate = SelfSigned::make(&[]);
+    let (server, port) = start_as_deployed(&certificate);
+    // As deploy/webhook registers it: reinvoked if needed.
+    let kubexit_registration = Registration::new(cluster, &certificate, port, "Fail");
+    let kubexit_name = &kubexit_registration.name;
+    let istio = FakeIstio::start();
+    let mut namespaces = Vec::new();
+    let mut registered = Vec::new();
+    for (order, prefix) in [("before", "a"), ("after", "z")] {
+        // Named so that it sorts before or after kubexit's configuration.
+        let name = format!("{prefix}-{}", k8s::unique("istio"));
+        assert_eq!(name.as_str() < kubexit_name.as_str(), order == "before");
+        let mut labels = kubexit_registration.labels.clone();
+        labels["kubexit.test/istio"] = json!(order);
+        registered.push(istio.register(cluster, &name, &labels));
+        namespaces.push((order, cluster.namespace_labelled("webhook-mesh", &labels)));
+    }
+    // Dry runs: admission runs in full, the pod comes back as it would be
+    // stored, and nothing is.
+    let admitted = |namespace: &str| -> Value {
+        let mut admitted = Value::Null;
+        eventually_slow("both webhooks to be called", || {
+            let (code, body) = cluster.create(namespace, &istio_app_pod(), true);
+            assert_eq!(code, 201, "dry run: {body}");
+            admitted = body;
+            let proxied = admitted["spec"]["containers"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["name"] == "istio-proxy"));
+            proxied && kubexit_variables(&admitted, "pi").contains(&"KUBEXIT_QUIT=istio".to_owned())
+        });
+        admitted
+    };
+    let (before, after) = (&namespaces[0].1, &namespaces[1].1);
+    let first = admitted(before);
+    let second = admitted(after);
+
+    // The mesh's webhook saw the plain pod in one order, kubexit's pod in
+    // the other (before its own proxy was there): both orders happened.
+    let annotated = |pod: &Value, key: &str| pod["metadata"]["annotations"].get(key).is_some();
+    let kubexit_first = |namespace: &str| -> Option<Value> {
+        istio.seen_in(namespace).into_iter().find(|pod| {
+            annotated(pod, "kubexit.io/injected") && !annotated(pod, "sidecar.istio.io/status")
+        })
+    };
+    assert!(
+        istio
+            .seen_in(before)
+            .iter()
+            .all(|pod| !annotated(pod, "kubexit.io/injected")
+                || annotated(pod, "sidecar.istio.io/status")),
+        "{before}: kubexit went first"
+    );
+    let as_seen = kubexit_first(after).expect("kubexit went first in the other order");
+
+    // The same pod either way (but for the name of the token's volume,
+    // which the API server makes anew for each pod).
+    let (first, second) = (token_volume_renamed(&first), token_volume_renamed(&second));
+    for part in ["/spec", "/metadata/annotations", "/metadata/labels"] {
+        assert_eq!(
+            first.pointer(part),
+            second.pointer(part),
+            "{part} differs between the orders"
+        );
+    }
+    assert_eq!(
+        kubexit_variables(&second, "pi"),
+        [
+            "KUBEXIT_NAME=pi",
+            "KUBEXIT_GRAVEYARD=/graveyard",
+            "KUBEXIT_BIRTH_PROBES=http://127.0.0.1:15021/healthz/ready",
+            "KUBEXIT_QUIT=istio",
+        ]
+    );
+    let init: Vec<&str> = second["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(init, ["kubexit", "istio-init"]);
+
+    // The record is true: uninjected, the pod is the one Istio's webhook
+    // alone makes of the app, as the API server admits it (in a namespace
+    // neither webhook serves). So Istio's containers and volumes are
+    // exactly as Istio wrote them, and kubexit's are gone without a trace.
+    let additions = IstioAdditions::from_golden();
+    let alone = webhook::patched(
+        &istio_app_pod(),
+        &additions.patch(&istio_app_pod()).unwrap(),
+    );
+    let plain = cluster.namespace("webhook-mesh-plain");
+    let (code, alone) = cluster.create(&plain, &alone, true);
+    assert_eq!(code, 201, "dry run of Istio's pod alone: {alone}");
+    let alone = token_volume_renamed(&alone);
+    let back = inject::uninject(&second).unwrap();
+    // The token's volume is first or last as the API server added it
+    // before or after Istio's: the volumes are compared by name.
+    let by_name = |pod: &Value| -> Value {
+        let mut spec = pod["spec"].clone();
+        let volumes = spec["volumes"].as_array_mut().unwrap();
+        volumes.sort_by_key(|v| v["name"].as_str().unwrap().to_owned());
+        spec
+    };
+    assert_eq!(by_name(&back), by_name(&alone), "uninjected: {back:#}");
+    let mut annotations = alone["metadata"]["annotations"].clone();
+    assert_eq!(back["metadata"]["annotations"], annotations);
+    assert_eq!(back["metadata"]["labels"], alone["metadata"]["labels"]);
+    // Injected, only kubexit's record is added to the annotations.
+    annotations[inject::record::key()] =
+        second["metadata"]["annotations"][inject::record::key()].clone();
+    assert_eq!(second["metadata"]["annotations"], annotations);
+    let istio_containers = |pod: &Value| -> Vec<Value> {
+        ["initContainers", "containers"]
+            .iter()
+            .flat_map(|list| pod["spec"][list].as_array().unwrap().clone())
+            .filter(|c| c["name"].as_str().unwrap().starts_with("istio-"))
+            .collect()
+    };
+    assert_eq!(istio_containers(&second), istio_containers(&alone));
+    assert_eq!(istio_containers(&second).len(), 2);
+
+    // kubexit's patch on its reinvocation (the pod as the mesh's webhook
+    // answered it) adds to the main container only, and patches nothing
+    // once applied.
+    let options = Options::default();
+    let reinvoked = webhook::patched(&as_seen, &additions.patch(&as_seen).unwrap());
+    let review = |pod: &Value| -> webhook::Answer {
+        let body = serde_json::to_vec(&webhook::review_of(pod)).unwrap();
+        let reviewed = kubexit::webhook::review::review(&body, &options).unwrap();
+        webhook::answer(&serde_json::from_slice(&reviewed.answer).unwrap())
+    };
+    let patch = review(&reinvoked)
+        .patch
+        .expect("a patch on the reinvocation");
+    let proxy_at = "/spec/containers/1";
+    for op in patch.as_array().unwrap() {
+        let path = op["path"].as_str().unwrap();
+        assert!(
+            path.starts_with("/spec/containers/0/") || path.starts_with("/metadata/annotations/"),
+            "the patch reaches beyond the main container: {op}"
+        );
+        assert!(!path.starts_with(proxy_at), "{op}");
+        assert!(!path.starts_with("/spec/initContainers"), "{op}");
+    }
+    let once = webhook::patched(&reinvoked, &patch);
+    assert!(
+        review(&once).patch.is_none(),
+        "a second review patches again"
+    );
+    server.wait_for_log(&format!("Pod {after}/pi: injected into pi"));
 }

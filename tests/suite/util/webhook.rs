@@ -390,3 +390,106 @@ pub fn eventually_slow(what: &str, mut condition: impl FnMut() -> bool) {
         done
     });
 }
+
+/// What Istio's injector adds to a Job's pod, as its golden output has it
+/// (`tests/fixtures/meshes/istio-job.yaml.injected`): annotations and
+/// labels, `istio-init`, `istio-proxy` and its volumes.
+pub struct IstioAdditions {
+    annotations: serde_json::Map<String, Value>,
+    labels: serde_json::Map<String, Value>,
+    init: Value,
+    proxy: Value,
+    volumes: Vec<Value>,
+}
+
+impl IstioAdditions {
+    pub fn from_golden() -> IstioAdditions {
+        let path = crate::util::files::fixtures("meshes").join("istio-job.yaml.injected");
+        let text = fs::read_to_string(&path).unwrap();
+        let job = kubexit::inject::manifest::parse(&text, "istio-job.yaml.injected")
+            .unwrap()
+            .remove(0);
+        let template = &job["spec"]["template"];
+        let mut annotations = template["metadata"]["annotations"]
+            .as_object()
+            .unwrap()
+            .clone();
+        // The default-container annotations name the app, which the pod has.
+        annotations.retain(|k, _| !k.starts_with("kubectl.kubernetes.io/"));
+        let spec = &template["spec"];
+        let named = |list: &str, name: &str| -> Value {
+            spec[list]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == name)
+                .unwrap()
+                .clone()
+        };
+        IstioAdditions {
+            annotations,
+            labels: template["metadata"]["labels"].as_object().unwrap().clone(),
+            init: named("initContainers", "istio-init"),
+            proxy: named("containers", "istio-proxy"),
+            volumes: spec["volumes"].as_array().unwrap().clone(),
+        }
+    }
+
+    /// The JSON Patch that adds them to `pod`, as a mutating webhook
+    /// answers; none for a pod Istio has injected already (its status
+    /// annotation says so), which is how Istio's injector is idempotent.
+    pub fn patch(&self, pod: &Value) -> Option<Value> {
+        if pod["metadata"]["annotations"]
+            .get("sidecar.istio.io/status")
+            .is_some()
+        {
+            return None;
+        }
+        let escape = |key: &str| key.replace('~', "~0").replace('/', "~1");
+        let mut ops = Vec::new();
+        for (field, values) in [("annotations", &self.annotations), ("labels", &self.labels)] {
+            if pod["metadata"][field].is_object() {
+                for (key, value) in values {
+                    let path = format!("/metadata/{field}/{}", escape(key));
+                    ops.push(json!({"op": "add", "path": path, "value": value}));
+                }
+            } else {
+                let path = format!("/metadata/{field}");
+                ops.push(json!({"op": "add", "path": path, "value": values}));
+            }
+        }
+        let spec = &pod["spec"];
+        let mut append = |list: &str, items: &[Value]| {
+            if spec[list].is_array() {
+                for item in items {
+                    let path = format!("/spec/{list}/-");
+                    ops.push(json!({"op": "add", "path": path, "value": item}));
+                }
+            } else {
+                let path = format!("/spec/{list}");
+                ops.push(json!({"op": "add", "path": path, "value": items}));
+            }
+        };
+        append("initContainers", std::slice::from_ref(&self.init));
+        append("containers", std::slice::from_ref(&self.proxy));
+        append("volumes", &self.volumes);
+        Some(Value::Array(ops))
+    }
+}
+
+/// Istio's golden Job's app alone, as a Pod that asks for kubexit.
+pub fn istio_app_pod() -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "pi", "annotations": {"kubexit.io/inject": "enabled"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "pi",
+                "image": "perl",
+                "command": ["perl", "-Mbignum=bpi", "-wle", "print bpi(2000)"],
+            }],
+        },
+    })
+}

@@ -1,0 +1,680 @@
+//! The registry client (`kubexit::registry`) against real registries:
+//! Debian's docker-registry with TLS, htpasswd and token authentication,
+//! serving images buildah built and pushed (`util::registry`). Each test
+//! names the promise of the module's essay it checks.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use kubexit::registry::{
+    Failure, Keyring, Platform, RegistryError, Resolved, Resolver, Settings, Trust,
+};
+
+use crate::util::registry::{Build, PASSWORD, Registries, Silent, USER, registries};
+use crate::util::{assert_contains, free_port};
+
+/// Settings that trust the test CA and speak plain HTTP to the plain
+/// registry; generous limits, since a loaded test machine is slow (the
+/// tests of the limits set their own).
+fn settings(registries: &Registries) -> Settings {
+    Settings {
+        budget: Duration::from_secs(15),
+        per_call: Duration::from_secs(15),
+        insecure: vec![registries.plain.authority.clone()],
+        trust: Trust {
+            ca_files: vec![registries.ca.clone()],
+            ..Trust::default()
+        },
+        ..Settings::default()
+    }
+}
+
+fn resolver(registries: &Registries) -> Resolver {
+    Resolver::new(settings(registries), Keyring::anonymous()).expect("a resolver")
+}
+
+fn block<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(future)
+}
+
+fn resolve(resolver: &Resolver, image: &str, platforms: &[Platform]) -> Resolved {
+    block(resolver.resolve(image, platforms)).unwrap_or_else(|e| panic!("{image}: {e}"))
+}
+
+fn refusal(resolver: &Resolver, image: &str, keyring: &Keyring) -> RegistryError {
+    match block(resolver.resolve_with(image, &[], keyring)) {
+        Ok(resolved) => panic!("{image} resolved: {resolved:?}"),
+        Err(err) => err.for_container("app"),
+    }
+}
+
+fn words(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+fn credentials_for(authority: &str, user: &str, password: &str) -> Keyring {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let json = format!(r#"{{"auths":{{"{authority}":{{"auth":"{auth}"}}}}}}"#);
+    Keyring::from_docker_config(json.as_bytes(), "secret test/pull").expect("a keyring")
+}
+
+#[test]
+fn an_oci_image_gives_its_entrypoint_cmd_and_the_digest_of_its_manifest() {
+    let Some(registries) = registries("registry::an_oci_image") else {
+        return;
+    };
+    let (media_type, digest) = registries.manifest_of("single/oci:1");
+    assert_eq!(media_type, "application/vnd.oci.image.manifest.v1+json");
+    let resolved = resolve(
+        &resolver(registries),
+        &registries.open.image("single/oci:1"),
+        &[],
+    );
+    assert_eq!(resolved.entrypoint, words(&["/hello", "--greet"]));
+    assert_eq!(resolved.cmd, words(&["world"]));
+    assert_eq!(resolved.digest.to_string(), digest);
+    assert_eq!(resolved.platforms, [Platform::linux("amd64")]);
+    assert_eq!(
+        resolved.image,
+        format!("{}/single/oci:1", registries.open.authority)
+    );
+}
+
+#[test]
+fn a_docker_schema_2_image_is_read_as_an_oci_one() {
+    let Some(registries) = registries("registry::a_docker_schema_2_image") else {
+        return;
+    };
+    let (media_type, digest) = registries.manifest_of("single/docker:1");
+    assert_eq!(
+        media_type,
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let resolved = resolve(
+        &resolver(registries),
+        &registries.open.image("single/docker:1"),
+        &[],
+    );
+    assert_eq!(
+        (resolved.entrypoint, resolved.cmd),
+        (words(&["/hello", "--greet"]), words(&["world"]))
+    );
+    assert_eq!(resolved.digest.to_string(), digest);
+}
+
+#[test]
+fn an_image_with_cmd_only_has_no_entrypoint() {
+    let Some(registries) = registries("registry::an_image_with_cmd_only") else {
+        return;
+    };
+    let resolved = resolve(
+        &resolver(registries),
+        &registries.open.image("cmd-only:1"),
+        &[],
+    );
+    assert!(resolved.entrypoint.is_empty(), "{resolved:?}");
+    assert_eq!(resolved.cmd, words(&["/hello", "run"]));
+}
+
+#[test]
+fn an_oci_index_whose_platforms_agree_is_read_for_each_platform_asked() {
+    let Some(registries) = registries("registry::an_oci_index_whose_platforms_agree") else {
+        return;
+    };
+    let (media_type, digest) = registries.manifest_of("multi/agree:oci");
+    assert_eq!(media_type, "application/vnd.oci.image.index.v1+json");
+    let resolver = resolver(registries);
+    let image = registries.open.image("multi/agree:oci");
+    let both = resolve(&resolver, &image, &[]);
+    assert_eq!(
+        (both.entrypoint.clone(), both.cmd.clone()),
+        (words(&["/hello", "--greet"]), words(&["world"]))
+    );
+    assert_eq!(both.digest.to_string(), digest, "the index's digest");
+    assert_eq!(
+        both.platforms,
+        [Platform::linux("amd64"), Platform::linux("arm64")]
+    );
+    let arm = resolve(&resolver, &image, &[Platform::linux("arm64")]);
+    assert_eq!(arm.platforms, [Platform::linux("arm64")]);
+    assert!(arm.absent.is_empty());
+    let with_absent = resolve(
+        &resolver,
+        &image,
+        &[Platform::linux("amd64"), Platform::linux("s390x")],
+    );
+    assert_eq!(with_absent.platforms, [Platform::linux("amd64")]);
+    assert_eq!(with_absent.absent, [Platform::linux("s390x")]);
+}
+
+#[test]
+fn a_docker_manifest_list_is_read_as_an_index() {
+    let Some(registries) = registries("registry::a_docker_manifest_list") else {
+        return;
+    };
+    let (media_type, _) = registries.manifest_of("multi/agree:docker");
+    assert_eq!(
+        media_type,
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+    let resolved = resolve(
+        &resolver(registries),
+        &registries.open.image("multi/agree:docker"),
+        &[],
+    );
+    assert_eq!(resolved.entrypoint, words(&["/hello", "--greet"]));
+    assert_eq!(resolved.platforms.len(), 2);
+}
+
+#[test]
+fn platforms_that_disagree_are_refused_naming_each_and_what_it_runs() {
+    let Some(registries) = registries("registry::platforms_that_disagree") else {
+        return;
+    };
+    let resolver = resolver(registries);
+    let image = registries.open.image("multi/disagree:1");
+    let err = refusal(&resolver, &image, &Keyring::anonymous());
+    assert!(matches!(err.failure, Failure::Disagree { .. }), "{err}");
+    let text = err.to_string();
+    assert_contains(&text, &image);
+    assert_contains(
+        &text,
+        r#"linux/amd64 has ENTRYPOINT ["/hello","--greet"] and CMD ["world"]"#,
+    );
+    assert_contains(
+        &text,
+        r#"linux/arm64 has ENTRYPOINT ["/app-arm64"] and CMD []"#,
+    );
+    assert_contains(&text, "kubexit.io/entrypoint.app");
+    assert_contains(&text, "kubernetes.io/arch");
+    // A pod that runs on one of them only is answered for that one.
+    let amd = resolve(&resolver, &image, &[Platform::linux("amd64")]);
+    assert_eq!(amd.entrypoint, words(&["/hello", "--greet"]));
+}
+
+#[test]
+fn an_index_without_the_pods_platforms_is_refused_naming_what_it_offers() {
+    let Some(registries) = registries("registry::an_index_without_the_pods_platforms") else {
+        return;
+    };
+    let image = registries.open.image("multi/agree:oci");
+    let err = block(resolver(registries).resolve(&image, &[Platform::linux("s390x")]))
+        .expect_err("no s390x image");
+    let text = err.to_string();
+    assert_contains(&text, "the image is for linux/amd64, linux/arm64");
+    assert_contains(&text, "linux/s390x");
+}
+
+#[test]
+fn a_reference_by_digest_is_read_by_that_digest() {
+    let Some(registries) = registries("registry::a_reference_by_digest") else {
+        return;
+    };
+    let (_, digest) = registries.manifest_of("multi/agree:oci");
+    let resolver = resolver(registries);
+    let by_digest = resolve(
+        &resolver,
+        &format!("{}@{digest}", registries.open.image("multi/agree")),
+        &[],
+    );
+    assert_eq!(by_digest.digest.to_string(), digest);
+    assert_eq!(by_digest.entrypoint, words(&["/hello", "--greet"]));
+    let nothing = format!(
+        "{}@sha256:{}",
+        registries.open.image("multi/agree"),
+        "0".repeat(64)
+    );
+    let err = refusal(&resolver, &nothing, &Keyring::anonymous());
+    assert!(matches!(err.failure, Failure::NotFound { .. }), "{err}");
+}
+
+#[test]
+fn an_image_that_does_not_exist_is_refused_with_the_registrys_answer() {
+    let Some(registries) = registries("registry::an_image_that_does_not_exist") else {
+        return;
+    };
+    let image = registries.open.image("single/oci:no-such-tag");
+    let err = refusal(&resolver(registries), &image, &Keyring::anonymous());
+    assert!(matches!(err.failure, Failure::NotFound { .. }), "{err}");
+    let text = err.to_string();
+    assert_contains(&text, &format!("image {image}"));
+    assert_contains(
+        &text,
+        "answered 404 Not Found to GET /v2/single/oci/manifests/no-such-tag",
+    );
+    assert_contains(&text, "MANIFEST_UNKNOWN: manifest unknown");
+    assert_contains(&text, "kubexit.io/entrypoint.app");
+}
+
+#[test]
+fn basic_auth_reads_a_private_registry_with_its_credentials_and_says_when_they_are_missing_or_wrong()
+ {
+    let Some(registries) = registries("registry::basic_auth") else {
+        return;
+    };
+    let resolver = resolver(registries);
+    let image = registries.basic.image("single/oci:1");
+    let good = credentials_for(&registries.basic.authority, USER, PASSWORD);
+    let resolved = block(resolver.resolve_with(&image, &[], &good)).expect("with credentials");
+    assert_eq!(resolved.entrypoint, words(&["/hello", "--greet"]));
+
+    let none = refusal(&resolver, &image, &Keyring::anonymous());
+    assert!(
+        matches!(none.failure, Failure::Unauthorized { .. }),
+        "{none}"
+    );
+    let text = none.to_string();
+    assert_contains(&text, "answered 401 Unauthorized");
+    assert_contains(&text, "UNAUTHORIZED: authentication required");
+    assert_contains(
+        &text,
+        &format!("none were given for {}", registries.basic.authority),
+    );
+    assert_contains(&text, "kubexit.io/entrypoint.app");
+
+    let wrong = credentials_for(&registries.basic.authority, USER, "not-the-password");
+    let refused = refusal(&resolver, &image, &wrong);
+    let text = refused.to_string();
+    assert_contains(&text, "answered 401 Unauthorized");
+    assert_contains(
+        &text,
+        &format!(
+            "the credentials of user {USER} for {}",
+            registries.basic.authority
+        ),
+    );
+    assert_contains(&text, "from secret test/pull were refused");
+}
+
+#[test]
+fn a_token_service_gives_anonymous_pulls_of_public_repositories() {
+    let Some(registries) = registries("registry::a_token_service_gives_anonymous_pulls") else {
+        return;
+    };
+    let resolved = resolve(
+        &resolver(registries),
+        &registries.token.image("multi/agree:oci"),
+        &[],
+    );
+    assert_eq!(resolved.entrypoint, words(&["/hello", "--greet"]));
+    assert!(
+        registries
+            .tokens
+            .requests()
+            .contains(&"repository:multi/agree:pull".to_owned()),
+        "{:?}",
+        registries.tokens.requests()
+    );
+}
+
+#[test]
+fn a_private_repository_behind_a_token_service_needs_credentials_and_is_read_with_them() {
+    let Some(registries) = registries("registry::a_private_repository_behind_a_token_service")
+    else {
+        return;
+    };
+    let resolver = resolver(registries);
+    let image = registries.token.image("private/app:1");
+    let none = refusal(&resolver, &image, &Keyring::anonymous());
+    let text = none.to_string();
+    assert!(
+        matches!(none.failure, Failure::Unauthorized { .. }),
+        "{text}"
+    );
+    assert_contains(&text, "answered 401 Unauthorized");
+    assert_contains(&text, "the registry asks for credentials");
+
+    let good = credentials_for(&registries.token.authority, USER, PASSWORD);
+    let resolved = block(resolver.resolve_with(&image, &[], &good)).expect("with credentials");
+    assert_eq!(resolved.entrypoint, words(&["/hello", "--greet"]));
+    assert!(
+        registries
+            .tokens
+            .requests()
+            .contains(&format!("repository:private/app:pull as {USER}")),
+        "{:?}",
+        registries.tokens.requests()
+    );
+
+    let wrong = credentials_for(&registries.token.authority, USER, "nope");
+    let text = refusal(&resolver, &image, &wrong).to_string();
+    assert_contains(
+        &text,
+        &format!(
+            "{} answered 401 Unauthorized to GET https://{}/token",
+            registries.tokens.authority, registries.tokens.authority
+        ),
+    );
+    assert_contains(&text, "incorrect username or password");
+}
+
+#[test]
+fn credentials_are_read_from_registry_auth_file_as_podman_reads_them() {
+    let Some(registries) = registries("registry::credentials_are_read_from_registry_auth_file")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("auth.json");
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+            registries.basic.authority
+        ),
+    )
+    .unwrap();
+    let keyring = Keyring::from_auth_files_with(
+        |name| (name == "REGISTRY_AUTH_FILE").then(|| file.clone().into()),
+        0,
+    )
+    .expect("the auth file");
+    let resolver = Resolver::new(settings(registries), keyring).expect("a resolver");
+    let resolved = resolve(&resolver, &registries.basic.image("cmd-only:1"), &[]);
+    assert_eq!(resolved.cmd, words(&["/hello", "run"]));
+    // A file without the registry: the refusal says where it looked.
+    std::fs::write(
+        &file,
+        r#"{"auths":{"elsewhere.example.com":{"auth":"eDp5"}}}"#,
+    )
+    .unwrap();
+    let keyring = Keyring::from_auth_files_with(
+        |name| (name == "REGISTRY_AUTH_FILE").then(|| file.clone().into()),
+        0,
+    )
+    .expect("the auth file");
+    let resolver = Resolver::new(settings(registries), Keyring::anonymous()).unwrap();
+    let text = refusal(&resolver, &registries.basic.image("cmd-only:1"), &keyring).to_string();
+    assert_contains(
+        &text,
+        &format!(
+            "none for {} were found (looked in: REGISTRY_AUTH_FILE={})",
+            registries.basic.authority,
+            file.display()
+        ),
+    );
+}
+
+#[test]
+fn a_credential_helper_that_would_hold_the_credentials_is_named_in_the_refusal() {
+    let Some(registries) = registries("registry::a_credential_helper") else {
+        return;
+    };
+    let json = format!(
+        r#"{{"auths":{{"{}":{{}}}},"credsStore":"desktop"}}"#,
+        registries.basic.authority
+    );
+    let keyring = Keyring::from_docker_config(json.as_bytes(), "~/.docker/config.json").unwrap();
+    let text = refusal(
+        &resolver(registries),
+        &registries.basic.image("single/oci:1"),
+        &keyring,
+    )
+    .to_string();
+    assert_contains(
+        &text,
+        "docker-credential-desktop, which kubexit does not run",
+    );
+    assert_contains(&text, "REGISTRY_AUTH_FILE");
+}
+
+#[test]
+fn a_certificate_from_an_untrusted_ca_is_refused_saying_how_to_trust_it() {
+    let Some(registries) = registries("registry::a_certificate_from_an_untrusted_ca") else {
+        return;
+    };
+    let untrusting = Settings {
+        trust: Trust::default(),
+        ..settings(registries)
+    };
+    let resolver = Resolver::new(untrusting, Keyring::anonymous()).unwrap();
+    let err = refusal(
+        &resolver,
+        &registries.open.image("single/oci:1"),
+        &Keyring::anonymous(),
+    );
+    assert!(matches!(err.failure, Failure::Unreachable { .. }), "{err}");
+    let text = err.to_string();
+    assert_contains(&text, "certificate");
+    assert_contains(&text, "SSL_CERT_FILE");
+}
+
+#[test]
+fn ssl_cert_file_replaces_the_systems_store() {
+    let Some(registries) = registries("registry::ssl_cert_file") else {
+        return;
+    };
+    let ca = registries.ca.clone();
+    let trust = Trust::from_env_with(|name| (name == "SSL_CERT_FILE").then(|| ca.clone().into()));
+    let resolver = Resolver::new(
+        Settings {
+            trust,
+            ..settings(registries)
+        },
+        Keyring::anonymous(),
+    )
+    .unwrap();
+    let resolved = resolve(&resolver, &registries.open.image("cmd-only:1"), &[]);
+    assert_eq!(resolved.cmd, words(&["/hello", "run"]));
+}
+
+#[test]
+fn plain_http_is_spoken_only_to_registries_named_insecure() {
+    let Some(registries) = registries("registry::plain_http") else {
+        return;
+    };
+    let image = registries.plain.image("single/oci:1");
+    let resolved = resolve(&resolver(registries), &image, &[]);
+    assert_eq!(resolved.entrypoint, words(&["/hello", "--greet"]));
+    let secure_only = Resolver::new(
+        Settings {
+            insecure: Vec::new(),
+            ..settings(registries)
+        },
+        Keyring::anonymous(),
+    )
+    .unwrap();
+    let text = refusal(&secure_only, &image, &Keyring::anonymous()).to_string();
+    assert_contains(
+        &text,
+        &format!("cannot reach {}", registries.plain.authority),
+    );
+    assert_contains(&text, "name it insecure");
+}
+
+#[test]
+fn a_registry_that_never_answers_costs_at_most_the_budget() {
+    let silent = Silent::start();
+    for (insecure, what) in [(false, "a TLS handshake"), (true, "an HTTP request")] {
+        let budget = Duration::from_millis(800);
+        let settings = Settings {
+            budget,
+            per_call: Duration::from_secs(5),
+            insecure: if insecure {
+                vec![silent.authority.clone()]
+            } else {
+                Vec::new()
+            },
+            trust: Trust::default(),
+            ..Settings::default()
+        };
+        let resolver = Resolver::new(settings, Keyring::anonymous()).unwrap();
+        let started = Instant::now();
+        let err = block(resolver.resolve(&format!("{}/hung:1", silent.authority), &[]))
+            .expect_err("no answer");
+        let took = started.elapsed();
+        assert!(
+            took >= budget && took < budget + Duration::from_millis(700),
+            "{what}: took {took:?} for a budget of {budget:?}: {err}"
+        );
+        let text = err.to_string();
+        assert!(
+            matches!(
+                err.failure,
+                Failure::Timeout { .. } | Failure::Budget { .. }
+            ),
+            "{what}: {text}"
+        );
+        assert_contains(&text, "the lookup's budget of 800ms");
+    }
+}
+
+#[test]
+fn each_request_ends_within_its_own_timeout_inside_the_budget() {
+    let silent = Silent::start();
+    let settings = Settings {
+        budget: Duration::from_secs(10),
+        per_call: Duration::from_millis(300),
+        trust: Trust::default(),
+        ..Settings::default()
+    };
+    let resolver = Resolver::new(settings, Keyring::anonymous()).unwrap();
+    let started = Instant::now();
+    let err = block(resolver.resolve(&format!("{}/hung:1", silent.authority), &[]))
+        .expect_err("no answer");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "took {took:?} with requests of 300ms: {err}"
+    );
+    let text = err.to_string();
+    assert!(matches!(err.failure, Failure::Timeout { .. }), "{text}");
+    assert_contains(
+        &text,
+        &format!(
+            "{} did not answer HEAD /v2/hung/manifests/1 within 300ms, the timeout of one request",
+            silent.authority
+        ),
+    );
+}
+
+#[test]
+fn a_registry_that_is_down_is_refused_as_unreachable() {
+    let authority = format!("127.0.0.1:{}", free_port());
+    let resolver = Resolver::new(
+        Settings {
+            trust: Trust::default(),
+            ..Settings::default()
+        },
+        Keyring::anonymous(),
+    )
+    .unwrap();
+    let image = format!("{authority}/gone:1");
+    let err = refusal(&resolver, &image, &Keyring::anonymous());
+    assert!(matches!(err.failure, Failure::Unreachable { .. }), "{err}");
+    let text = err.to_string();
+    assert_contains(&text, &format!("cannot reach {authority}"));
+    assert_contains(&text, "refused");
+    assert_contains(&text, "kubexit.io/entrypoint.app");
+}
+
+/// Pushes a two-platform index of its own to `repository:1`, so that no
+/// other test's requests are counted with this test's.
+fn own_index(registries: &Registries, repository: &str, entrypoint: &str) {
+    let amd = format!("{}-amd64", repository.replace('/', "-"));
+    let arm = format!("{}-arm64", repository.replace('/', "-"));
+    for (name, arch) in [(&amd, "amd64"), (&arm, "arm64")] {
+        registries
+            .build(&Build {
+                name,
+                arch,
+                entrypoint: Some(entrypoint),
+                cmd: None,
+            })
+            .expect("build");
+    }
+    registries
+        .push_list(&[&amd, &arm], &format!("{repository}:1"), "oci")
+        .expect("push");
+}
+
+#[test]
+fn a_hundred_lookups_at_once_make_one_set_of_requests_and_later_ones_none() {
+    let Some(registries) = registries("registry::a_hundred_lookups_at_once") else {
+        return;
+    };
+    own_index(registries, "cache/hundred", r#"["/app"]"#);
+    let resolver = resolver(registries);
+    let image = registries.token.image("cache/hundred:1");
+    let all = block(futures_util::future::join_all(
+        (0..100).map(|_| resolver.resolve(&image, &[])),
+    ));
+    for resolved in &all {
+        let resolved = resolved.as_ref().expect("resolved");
+        assert_eq!(resolved.entrypoint, words(&["/app"]));
+    }
+    // One set: the tag asked (refused, then with a token), the index, and
+    // each platform's manifest and config, each once.
+    let requests = registries.token.requests_for("/cache/hundred/");
+    let shown: Vec<String> = requests
+        .iter()
+        .map(|r| format!("{} {} {}", r.method, r.path, r.status))
+        .collect();
+    let count = |method: &str, part: &str, status: u16| {
+        requests
+            .iter()
+            .filter(|r| r.method == method && r.path.contains(part) && r.status == status)
+            .count()
+    };
+    assert_eq!(count("HEAD", "/manifests/1", 401), 1, "{shown:#?}");
+    assert_eq!(count("HEAD", "/manifests/1", 200), 1, "{shown:#?}");
+    assert_eq!(count("GET", "/manifests/sha256:", 200), 3, "{shown:#?}");
+    assert_eq!(count("GET", "/blobs/sha256:", 200), 2, "{shown:#?}");
+    assert_eq!(requests.len(), 7, "{shown:#?}");
+    let tokens = registries
+        .tokens
+        .requests()
+        .iter()
+        .filter(|s| s.contains("cache/hundred"))
+        .count();
+    assert_eq!(tokens, 1, "one token for the hundred");
+
+    // Later lookups within the tag's lifetime ask nothing at all.
+    for _ in 0..100 {
+        resolve(&resolver, &image, &[]);
+    }
+    let again = registries.token.requests_for("/cache/hundred/");
+    assert_eq!(again.len(), requests.len(), "{again:#?}");
+}
+
+#[test]
+fn a_tag_is_asked_again_once_its_lifetime_is_over_and_digests_are_kept_for_good() {
+    let Some(registries) = registries("registry::a_tag_is_asked_again") else {
+        return;
+    };
+    own_index(registries, "cache/moving", r#"["/first"]"#);
+    let resolver = Resolver::new(
+        Settings {
+            tag_lifetime: Duration::ZERO,
+            ..settings(registries)
+        },
+        Keyring::anonymous(),
+    )
+    .unwrap();
+    let image = registries.basic.image("cache/moving:1");
+    let keyring = credentials_for(&registries.basic.authority, USER, PASSWORD);
+    let first = block(resolver.resolve_with(&image, &[], &keyring)).expect("first");
+    assert_eq!(first.entrypoint, words(&["/first"]));
+    let before = registries.basic.requests_for("/cache/moving/").len();
+    let second = block(resolver.resolve_with(&image, &[], &keyring)).expect("second");
+    assert_eq!(second, first);
+    let after = registries.basic.requests_for("/cache/moving/");
+    let new: Vec<_> = after[before..].to_vec();
+    assert_eq!(new.len(), 1, "only the tag is asked again: {new:#?}");
+    assert_eq!(
+        (new[0].method.as_str(), new[0].path.as_str(), new[0].status),
+        ("HEAD", "/v2/cache/moving/manifests/1", 200),
+        "with the basic auth kept from the first lookup"
+    );
+    // The tag moves: the next lookup sees where it went.
+    own_index(registries, "cache/moving", r#"["/second"]"#);
+    let moved = block(resolver.resolve_with(&image, &[], &keyring)).expect("moved");
+    assert_eq!(moved.entrypoint, words(&["/second"]));
+    assert_ne!(moved.digest, first.digest);
+}

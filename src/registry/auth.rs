@@ -1,6 +1,6 @@
 //! Authentication as registries ask for it: a request is sent with what is
 //! known (nothing, or an authorization kept from before), and a `401` with
-//! a `WWW-Authenticate` challenge is answered once. To `Bearer
+//! a `WWW-Authenticate` challenge is answered once per lookup. To `Bearer
 //! realm=...,service=...,scope=...` (Docker Hub, GHCR, Harbor, a
 //! distribution registry with token auth) the token service is asked for a
 //! pull token, with the credentials in basic auth when there are any, and
@@ -56,6 +56,9 @@ pub struct Session<'a> {
     pub base: Url,
     pub deadline: Instant,
     authorization: Mutex<Option<String>>,
+    /// Whether a challenge has been answered in this lookup; held while
+    /// one is.
+    challenged: tokio::sync::Mutex<bool>,
 }
 
 impl<'a> Session<'a> {
@@ -82,6 +85,7 @@ impl<'a> Session<'a> {
             base,
             deadline,
             authorization: Mutex::new(authorization),
+            challenged: tokio::sync::Mutex::new(false),
         }
     }
 
@@ -102,21 +106,31 @@ impl<'a> Session<'a> {
             path: path.to_owned(),
             ..self.base.clone()
         };
-        let mut challenged = false;
         loop {
-            let authorization = lock(&self.authorization).clone();
+            let sent = lock(&self.authorization).clone();
             let out = Outgoing {
                 method: method.clone(),
                 url: url.clone(),
                 accept,
-                authorization: authorization.as_deref(),
+                authorization: sent.as_deref(),
                 limit,
             };
             let answer = self.transport.exchange(&out, self.deadline).await?;
-            if answer.status == 401 && !challenged {
-                challenged = true;
-                self.answer_challenge(&answer).await?;
-                continue;
+            if answer.status == 401 {
+                // One challenge per lookup, answered by the first request
+                // refused; one refused beside it waits, then goes again
+                // with what the first obtained. A 401 after that is the
+                // answer.
+                let mut challenged = self.challenged.lock().await;
+                if *lock(&self.authorization) != sent {
+                    continue;
+                }
+                if !*challenged {
+                    *challenged = true;
+                    if self.answer_challenge(&answer).await? {
+                        continue;
+                    }
+                }
             }
             return Ok(answer);
         }
@@ -168,7 +182,9 @@ impl<'a> Session<'a> {
         why
     }
 
-    async fn answer_challenge(&self, answer: &Incoming) -> Result<(), Failure> {
+    /// Obtains what `answer`'s challenge asks for; `false` when there is
+    /// nothing to answer it with.
+    async fn answer_challenge(&self, answer: &Incoming) -> Result<bool, Failure> {
         let challenges: Vec<Challenge> = answer
             .headers
             .get_all("www-authenticate")
@@ -185,11 +201,11 @@ impl<'a> Session<'a> {
                 (credential.basic(), MOST_KEPT)
             } else {
                 // Nothing to answer with: the 401 is the answer.
-                return Ok(());
+                return Ok(false);
             };
         *lock(&self.authorization) = Some(authorization.clone());
         lock(self.kept).insert(self.access.clone(), (authorization, Instant::now() + lasts));
-        Ok(())
+        Ok(true)
     }
 
     /// A token from the service the challenge names, and how long to keep

@@ -4,7 +4,7 @@
 //!
 //! Started once per test binary, on first use ([`registries`]), in a
 //! temporary directory: one CA (made with openssl) signs the certificate
-//! every server presents, and five servers share one storage directory:
+//! every server presents, and four registries share one storage directory:
 //!
 //! - `open`: TLS, no authentication; buildah pushes here, and tests read
 //!   public images from it;

@@ -17,14 +17,18 @@
 //! * `startup`: spawn to child running with 10,000 tombstones around;
 //! * `scale`: 1,000 kubexits in one graveyard, and the inotify limits that
 //!   bound them;
-//! * `webhook`: `kubexit webhook` under load (its own report, `webhook.md`).
+//! * `webhook`: `kubexit webhook` under load (its own report, `webhook.md`);
+//! * `pods`: Jobs on a real node, with a sidecar stopped by kubexit (with
+//!   and without its install init container), by the Go kubexit, or by the
+//!   kubelet, beside the plain Job (its own report, `pods.md`).
 //!
 //! The harness is also the child every supervisor runs: as `harness victim
 //! READY REPORT`, it times its own signal (see `victim`). Results go to
 //! `results.json` (raw samples included) and `results.md` (the Markdown to
 //! paste into BENCHMARKS.md, also printed), plots to two SVG files.
-//! `--smoke` runs everything but the scale run with tiny sizes, for CI: it
-//! shows that the harness works and asserts no timing.
+//! `--smoke` runs everything but the scale run and the pods with tiny
+//! sizes, for CI: it shows that the harness works and asserts no timing
+//! (of the pods, it makes and checks the Jobs, which needs no node).
 
 mod footprint;
 mod latency;
@@ -32,6 +36,7 @@ mod limits;
 mod overhead;
 mod paths;
 mod plots;
+mod pods;
 mod procs;
 mod programs;
 mod report;
@@ -136,6 +141,17 @@ struct Args {
     #[arg(long, value_name = "N")]
     scale: Option<usize>,
 
+    /// Jobs of each way on the node [default: 7, after a warm-up Job of
+    /// each; smoke 1, no warm-up, and only with --only pods].
+    #[arg(long, value_name = "N")]
+    pod_runs: Option<usize>,
+
+    /// A node already up for the pods (the env file `cluster/up STATE_DIR`
+    /// writes), left running; by default one is started for the run and
+    /// stopped after it.
+    #[arg(long, value_name = "FILE")]
+    node_env: Option<PathBuf>,
+
     /// Latency and fan-out with children that stay alive until all have
     /// been timed: no dependent's own death competes with the reactions
     /// being timed. For analysis; the default measures a real fan-out.
@@ -149,7 +165,7 @@ struct Args {
     born_first: bool,
 
     /// Only these measurements (comma-separated); all by default (the
-    /// smoke run leaves out scale unless named here).
+    /// smoke run leaves out scale and pods unless named here).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Measurement>,
 
@@ -173,6 +189,7 @@ enum Measurement {
     Size,
     Scale,
     Webhook,
+    Pods,
 }
 
 /// The sizes of one invocation, resolved from the flags and the mode.
@@ -186,6 +203,7 @@ struct Sizes {
     tombstones: usize,
     startup_runs: usize,
     scale: usize,
+    pod_runs: usize,
 }
 
 impl Sizes {
@@ -215,6 +233,7 @@ impl Sizes {
             tombstones: pick(args.tombstones, 10_000, 100),
             startup_runs: pick(args.startup_runs, 100, 3),
             scale: pick(args.scale, 1000, 20),
+            pod_runs: pick(args.pod_runs, 7, 1),
         };
         let counts = [
             ("--runs", sizes.runs),
@@ -222,6 +241,7 @@ impl Sizes {
             ("--memory-runs", sizes.memory_runs),
             ("--startup-runs", sizes.startup_runs),
             ("--scale", sizes.scale),
+            ("--pod-runs", sizes.pod_runs),
         ];
         if let Some((flag, _)) = counts.iter().find(|(_, n)| *n == 0) {
             return Err(format!("{flag} must be at least 1"));
@@ -390,7 +410,7 @@ fn run(args: &Args, words: &[OsString]) -> Result<(), String> {
     .collect();
     let wanted = |m: Measurement| {
         if args.only.is_empty() {
-            !(args.smoke && m == Measurement::Scale)
+            !(args.smoke && matches!(m, Measurement::Scale | Measurement::Pods))
         } else {
             args.only.contains(&m)
         }
@@ -519,7 +539,55 @@ fn run(args: &Args, words: &[OsString]) -> Result<(), String> {
         )?);
     }
 
+    if wanted(Measurement::Pods) {
+        eprintln!(
+            "pods: Jobs on a real node, {} run(s) of each way",
+            sizes.pod_runs
+        );
+        let shared = args.shared.clone().unwrap_or_else(subjects::default_shared);
+        let cluster = shared.join("peers/cluster");
+        let settings = pods::Settings {
+            kubexit: &args.kubexit,
+            go: peers.go.as_ref().map(|go| go.path.as_path()),
+            cluster: cluster.join("up").is_file().then_some(cluster),
+            node_env: args.node_env.as_deref(),
+            runs: sizes.pod_runs,
+            warm_up: !args.smoke,
+            out: &args.out,
+            command: results.command.clone(),
+            revision: args.revision.clone(),
+        };
+        match pods::measure(&settings)? {
+            pods::Outcome::Measured(markdown) => println!("{markdown}"),
+            // Asked for by name, outside a smoke run: not measuring it is a
+            // failure, not a note.
+            pods::Outcome::Skipped(why)
+                if !args.smoke && args.only.contains(&Measurement::Pods) =>
+            {
+                return Err(format!("pods: not measured: {why}"));
+            }
+            pods::Outcome::Skipped(why) => {
+                eprintln!("pods: not measured: {why}");
+                results.notes.push(format!("pods: not measured: {why}"));
+            }
+        }
+    } else if args.smoke {
+        pods::jobs::check_all(&args.kubexit)?;
+        let note = "pods: not measured in a smoke run (a node, and a minute of Jobs; \
+                    `--only pods` asks for it); the Job of each way was made with \
+                    `kubexit inject` and checked";
+        eprintln!("{note}");
+        results.notes.push(note.to_owned());
+    }
+
     results.load_at_end = report::load_average();
+    // A run of the pods alone leaves the other results as they were.
+    let others = Measurement::value_variants()
+        .iter()
+        .any(|&m| m != Measurement::Pods && wanted(m));
+    if !others {
+        return Ok(());
+    }
     write_outputs(&results, &args.out, &plots_dir)
 }
 

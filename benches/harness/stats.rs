@@ -120,14 +120,55 @@ impl Estimate {
                 resampled.push(v);
             }
         }
+        Estimate::from_resamples(value, resampled)
+    }
+
+    /// `statistic` of the means of each series, in order, with the same
+    /// interval as [`Estimate::of_medians`]. For figures that move in
+    /// whole steps (a Job's seconds, in steps of the kubelet's), whose
+    /// median over a few runs jumps by a step between runs where the mean
+    /// shows how often the step comes.
+    pub fn of_means(series: &[&[u64]], statistic: impl Fn(&[f64]) -> f64) -> Option<Estimate> {
+        if series.iter().any(|s| s.is_empty()) {
+            return None;
+        }
+        let mean = |s: &[u64]| s.iter().map(|&x| x as f64).sum::<f64>() / s.len() as f64;
+        let means: Vec<f64> = series.iter().map(|s| mean(s)).collect();
+        let value = statistic(&means);
+        if !value.is_finite() {
+            return None;
+        }
+        let mut random = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut resampled: Vec<f64> = Vec::with_capacity(RESAMPLES);
+        for _ in 0..RESAMPLES {
+            let means: Vec<f64> = series
+                .iter()
+                .map(|s| {
+                    (0..s.len())
+                        .map(|_| s[random.below(s.len())] as f64)
+                        .sum::<f64>()
+                        / s.len() as f64
+                })
+                .collect();
+            let v = statistic(&means);
+            if v.is_finite() {
+                resampled.push(v);
+            }
+        }
+        Estimate::from_resamples(value, resampled)
+    }
+
+    /// `value` with the 5th and 95th percentiles of its `resampled`
+    /// values; `None` without any.
+    fn from_resamples(value: f64, mut resampled: Vec<f64>) -> Option<Estimate> {
         resampled.sort_by(f64::total_cmp);
+        if resampled.is_empty() {
+            return None;
+        }
         let at = |p: f64| {
             let rank = ((p * resampled.len() as f64).ceil() as usize).clamp(1, resampled.len());
             resampled[rank - 1]
         };
-        if resampled.is_empty() {
-            return None;
-        }
         Some(Estimate {
             value,
             low: at(0.05),

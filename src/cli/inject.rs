@@ -42,7 +42,7 @@ use clap::Parser;
 use super::exit::{EXIT_CONFIG, EXIT_FAILURE};
 use crate::inject::manifest::{self, Change, ManifestError};
 use crate::inject::pod::{self, Options};
-use crate::inject::vocabulary::{self, PREFIX, Setting};
+use crate::inject::vocabulary::{self, Install, PREFIX, Setting};
 
 /// kubexit inject: add kubexit to the pods of Kubernetes manifests, as their
 /// kubexit.io/ annotations say; kubexit uninject (or --uninject): take it out again.
@@ -78,9 +78,10 @@ pub struct InjectArgs {
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
 
-    /// How that init container installs kubexit: cp (the image has cp) or self
-    /// (kubexit --install, for images without a shell) (kubexit.io/install) [default: cp]
-    #[arg(long, value_name = "cp|self")]
+    /// How kubexit gets into the pod: that init container runs cp (the image has cp) or
+    /// self (kubexit --install, for images without a shell); none: no init container, the
+    /// containers' images carry kubexit on their PATH (kubexit.io/install) [default: cp]
+    #[arg(long, value_name = "cp|self|none")]
     pub install: Option<String>,
 
     /// Containers stopped once every main container has ended (kubexit.io/sidecars)
@@ -143,7 +144,14 @@ impl InjectArgs {
             ));
         }
         // Checked once here rather than once per object.
-        vocabulary::read(&overrides).map_err(|e| e.to_string())?;
+        let read = vocabulary::read(&overrides).map_err(|e| e.to_string())?;
+        if read.install() == Install::InImage && self.image.is_some() {
+            return Err(
+                "--image names the image of the init container that installs kubexit, and \
+                 --install none adds none (the images carry kubexit); give one of them"
+                    .into(),
+            );
+        }
         Ok(overrides)
     }
 }

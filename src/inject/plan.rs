@@ -42,7 +42,8 @@
 //!    ([`Planned`]).
 //!
 //! [`check_room`] then checks that what the injection adds (`additions`)
-//! does not collide with the pod's own.
+//! does not collide with the pod's own: the graveyard always, the install
+//! container and its volume unless the images carry kubexit.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,7 +53,7 @@ use super::additions::{
     BINARY_DIR, BINARY_VOLUME, GRAVEYARD_PATH, GRAVEYARD_VOLUME, INSTALL_CONTAINER,
 };
 use super::kubelet_probe;
-use super::vocabulary::{self, Annotations, ReadyProbe, Setting, Value as Given};
+use super::vocabulary::{self, Annotations, Install, ReadyProbe, Setting, Value as Given};
 use crate::graveyard::restart::RestartPolicy;
 
 /// Why the pod's containers cannot be coordinated as asked. Each message
@@ -687,9 +688,17 @@ fn birth_cycle(order: &[String], links: &BTreeMap<String, Links>) -> Option<Vec<
         .find_map(|name| visit(name, links, &mut marks, &mut Vec::new()))
 }
 
-/// The names and paths kubexit adds must be free.
-pub fn check_room(pod: &Pod, plan: &Plan) -> Result<(), PlanError> {
-    for volume in [GRAVEYARD_VOLUME, BINARY_VOLUME] {
+/// The names and paths kubexit adds must be free: the graveyard's, and
+/// under an install container the container's, its volume's and its
+/// mount's.
+pub fn check_room(pod: &Pod, plan: &Plan, install: Install) -> Result<(), PlanError> {
+    let installs = install != Install::InImage;
+    let volumes: &[&str] = if installs {
+        &[GRAVEYARD_VOLUME, BINARY_VOLUME]
+    } else {
+        &[GRAVEYARD_VOLUME]
+    };
+    for &volume in volumes {
         if pod.volumes.iter().any(|v| v == volume) {
             return Err(PlanError::NameTaken {
                 what: "a volume",
@@ -698,8 +707,9 @@ pub fn check_room(pod: &Pod, plan: &Plan) -> Result<(), PlanError> {
         }
     }
     let containers = pod.names();
-    if pod.init.iter().any(|(n, _)| n == INSTALL_CONTAINER)
-        || containers.iter().any(|c| c == INSTALL_CONTAINER)
+    if installs
+        && (pod.init.iter().any(|(n, _)| n == INSTALL_CONTAINER)
+            || containers.iter().any(|c| c == INSTALL_CONTAINER))
     {
         return Err(PlanError::NameTaken {
             what: "a container",
@@ -718,7 +728,7 @@ pub fn check_room(pod: &Pod, plan: &Plan) -> Result<(), PlanError> {
                 .as_str()
                 .unwrap_or_default()
                 .trim_end_matches('/');
-            if path == GRAVEYARD_PATH || path == BINARY_DIR {
+            if path == GRAVEYARD_PATH || (installs && path == BINARY_DIR) {
                 return Err(PlanError::MountTaken {
                     container: name.clone(),
                     path: path.to_owned(),

@@ -13,7 +13,10 @@
 //! `command` (`args` untouched), `KUBEXIT_NAME` (the container's name),
 //! `KUBEXIT_GRAVEYARD` and the settings' variables after its own
 //! variables, and the two mounts after its own (the names and paths are
-//! `additions`'). Nothing else of the user's (resources, security
+//! `additions`'). Under `kubexit.io/install: none` the images carry
+//! kubexit: no init container, no volume for the binary and no mount of
+//! it, and commands start with `kubexit`, found on the container's PATH.
+//! Nothing else of the user's (resources, security
 //! contexts, probes, unknown fields) is touched, but for two things: the
 //! annotations the caller sets ([`Options::overrides`], the command line's
 //! flags) replace the pod's own of the same keys, their old values kept in
@@ -34,6 +37,7 @@ use serde_json::{Map, Value, json};
 
 use super::additions::{
     BINARY_DIR, BINARY_VOLUME, GRAVEYARD_PATH, GRAVEYARD_VOLUME, INSTALL_CONTAINER, KUBEXIT_PATH,
+    kubexit_word,
 };
 use super::plan::{PlanError, Pod, check_room, plan};
 use super::record::{self, CommandChange, ContainerRecord, Record, RecordError};
@@ -176,44 +180,76 @@ pub fn inject(template: &Value, options: &Options) -> Result<Injection, InjectEr
     if !read.enabled() {
         return untouched();
     }
+    let install = read.install();
     let pod = Pod::of(&base)?;
     let plan = plan(&pod, &read)?;
     if plan.containers.is_empty() {
         return untouched();
     }
-    check_room(&pod, &plan)?;
+    check_room(&pod, &plan, install)?;
 
     // Every check is done: from here on nothing fails.
-    let image = match read.pod(Setting::Image) {
-        Some((_, Given::Text(image))) => image.clone(),
-        _ => options.image.clone(),
+    let installs = install != Install::InImage;
+    let kubexit = kubexit_word(install);
+    let (added_volumes, mounts): (Vec<Value>, Vec<Value>) = if installs {
+        (
+            vec![
+                json!({"name": GRAVEYARD_VOLUME, "emptyDir": {"medium": "Memory"}}),
+                json!({"name": BINARY_VOLUME, "emptyDir": {}}),
+            ],
+            vec![
+                json!({"mountPath": GRAVEYARD_PATH, "name": GRAVEYARD_VOLUME}),
+                json!({"mountPath": BINARY_DIR, "name": BINARY_VOLUME}),
+            ],
+        )
+    } else {
+        (
+            vec![json!({"name": GRAVEYARD_VOLUME, "emptyDir": {"medium": "Memory"}})],
+            vec![json!({"mountPath": GRAVEYARD_PATH, "name": GRAVEYARD_VOLUME})],
+        )
     };
+    // The mounts are of the added volumes, by the same names.
+    let volume_names: Vec<String> = added_volumes
+        .iter()
+        .filter_map(|volume| volume["name"].as_str().map(str::to_owned))
+        .collect();
     let mut record = Record {
-        init_containers: vec![INSTALL_CONTAINER.to_owned()],
-        volumes: vec![GRAVEYARD_VOLUME.to_owned(), BINARY_VOLUME.to_owned()],
+        kubexit: (kubexit != KUBEXIT_PATH).then(|| kubexit.to_owned()),
+        init_containers: if installs {
+            vec![INSTALL_CONTAINER.to_owned()]
+        } else {
+            Vec::new()
+        },
+        volumes: volume_names.clone(),
         created,
         annotations: before,
         ..Record::default()
     };
     let spec = base["spec"].as_object_mut().expect("checked above");
-    let install_command = match read.install() {
-        Install::Copy => json!(["cp", IMAGE_BINARY, KUBEXIT_PATH]),
-        Install::SelfInstall => json!([IMAGE_BINARY, "--install", BINARY_DIR]),
-    };
-    let install = json!({
-        "name": INSTALL_CONTAINER,
-        "image": image,
-        "command": install_command,
-        "volumeMounts": [{"mountPath": BINARY_DIR, "name": BINARY_VOLUME}],
-    });
-    list_field(
-        spec,
-        "initContainers",
-        &mut record.created,
-        "spec.initContainers",
-        (&["containers"], &[]),
-    )
-    .insert(0, install);
+    if installs {
+        let image = match read.pod(Setting::Image) {
+            Some((_, Given::Text(image))) => image.clone(),
+            _ => options.image.clone(),
+        };
+        let install_command = match install {
+            Install::SelfInstall => json!([IMAGE_BINARY, "--install", BINARY_DIR]),
+            _ => json!(["cp", IMAGE_BINARY, KUBEXIT_PATH]),
+        };
+        let install = json!({
+            "name": INSTALL_CONTAINER,
+            "image": image,
+            "command": install_command,
+            "volumeMounts": [{"mountPath": BINARY_DIR, "name": BINARY_VOLUME}],
+        });
+        list_field(
+            spec,
+            "initContainers",
+            &mut record.created,
+            "spec.initContainers",
+            (&["containers"], &[]),
+        )
+        .insert(0, install);
+    }
     list_field(
         spec,
         "volumes",
@@ -221,13 +257,7 @@ pub fn inject(template: &Value, options: &Options) -> Result<Injection, InjectEr
         "spec.volumes",
         (&["initContainers", "containers"], &[]),
     )
-    .splice(
-        0..0,
-        [
-            json!({"name": GRAVEYARD_VOLUME, "emptyDir": {"medium": "Memory"}}),
-            json!({"name": BINARY_VOLUME, "emptyDir": {}}),
-        ],
-    );
+    .splice(0..0, added_volumes);
     let containers = spec["containers"]
         .as_array_mut()
         .expect("checked by Pod::of");
@@ -240,11 +270,11 @@ pub fn inject(template: &Value, options: &Options) -> Result<Injection, InjectEr
         let mut created = Vec::new();
         let command = match container.get_mut("command").and_then(Value::as_array_mut) {
             Some(words) => {
-                words.insert(0, json!(KUBEXIT_PATH));
+                words.insert(0, json!(kubexit));
                 CommandChange::Wrapped
             }
             None => {
-                let mut words = vec![json!(KUBEXIT_PATH)];
+                let mut words = vec![json!(kubexit)];
                 words.extend(planned.entrypoint.iter().map(|w| json!(w)));
                 place(
                     container,
@@ -273,16 +303,13 @@ pub fn inject(template: &Value, options: &Options) -> Result<Injection, InjectEr
             "volumeMounts",
             (&[], &["env"]),
         )
-        .extend([
-            json!({"mountPath": GRAVEYARD_PATH, "name": GRAVEYARD_VOLUME}),
-            json!({"mountPath": BINARY_DIR, "name": BINARY_VOLUME}),
-        ]);
+        .extend(mounts.iter().cloned());
         record.containers.insert(
             name,
             ContainerRecord {
                 command,
                 env: planned.env.iter().map(|(v, _)| v.clone()).collect(),
-                volume_mounts: vec![GRAVEYARD_VOLUME.to_owned(), BINARY_VOLUME.to_owned()],
+                volume_mounts: volume_names.clone(),
                 created,
             },
         );

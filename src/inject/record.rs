@@ -7,6 +7,9 @@
 //!
 //! - the init containers and volumes it added (by name; the injection
 //!   refuses a pod where those names are already taken, so a name is proof);
+//! - the first word it put before commands (`kubexit`), when it is not the
+//!   installed `/kubexit/kubexit` (`kubexit.io/install: none`: the images
+//!   carry kubexit, found on their PATH);
 //! - per coordinated container, whether `command` was wrapped (the first
 //!   word added) or added whole (`kubexit.io/entrypoint`), and the
 //!   variables and volume mounts it appended (by name);
@@ -52,6 +55,9 @@ pub struct ContainerRecord {
 /// Everything one injection changed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Record {
+    /// The first word of wrapped commands when it is not
+    /// [`KUBEXIT_PATH`].
+    pub kubexit: Option<String>,
     pub init_containers: Vec<String>,
     pub volumes: Vec<String>,
     /// Of `metadata`, `metadata.annotations`, `spec.initContainers` and
@@ -93,12 +99,20 @@ impl Record {
             .collect();
         let mut record = Map::new();
         record.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+        if let Some(word) = &self.kubexit {
+            record.insert("kubexit".into(), json!(word));
+        }
         put(&mut record, "initContainers", json!(self.init_containers));
         put(&mut record, "volumes", json!(self.volumes));
         put(&mut record, "created", json!(self.created));
         put(&mut record, "containers", Value::Object(containers));
         put(&mut record, "annotations", json!(self.annotations));
         Value::Object(record).to_string()
+    }
+
+    /// The first word of the commands this record wrapped.
+    pub fn kubexit(&self) -> &str {
+        self.kubexit.as_deref().unwrap_or(KUBEXIT_PATH)
     }
 
     pub fn from_json(text: &str) -> Result<Record, RecordError> {
@@ -119,7 +133,13 @@ impl Record {
                 Some(_) => Err(bad(field)),
             }
         };
+        let kubexit = match value.get("kubexit") {
+            None => None,
+            Some(Value::String(word)) if !word.is_empty() => Some(word.clone()),
+            Some(_) => return Err(bad("kubexit")),
+        };
         let mut record = Record {
+            kubexit,
             init_containers: strings(&value, "initContainers")?,
             volumes: strings(&value, "volumes")?,
             created: strings(&value, "created")?,
@@ -201,6 +221,7 @@ pub fn undo(template: &mut Value, record: &Record) -> Result<(), RecordError> {
         &record.created,
         "spec.volumes",
     );
+    let kubexit = record.kubexit();
     for (name, added) in &record.containers {
         let Some(container) = spec
             .get_mut("containers")
@@ -217,12 +238,12 @@ pub fn undo(template: &mut Value, record: &Record) -> Result<(), RecordError> {
             CommandChange::Wrapped => {
                 let command = container.get_mut("command").and_then(Value::as_array_mut);
                 match command {
-                    Some(words) if words.first().and_then(Value::as_str) == Some(KUBEXIT_PATH) => {
+                    Some(words) if words.first().and_then(Value::as_str) == Some(kubexit) => {
                         words.remove(0);
                     }
                     _ => {
                         return Err(RecordError(format!(
-                            "container {name}: its command no longer starts with {KUBEXIT_PATH}, \
+                            "container {name}: its command no longer starts with {kubexit}, \
                              so what kubexit added cannot be told apart; restore it by hand"
                         )));
                     }

@@ -276,15 +276,20 @@ impl Value {
     }
 }
 
-/// How the install init container puts kubexit in place.
+/// How kubexit gets into the coordinated containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Install {
-    /// `cp /bin/kubexit /kubexit/kubexit`: the image has `cp` (the
-    /// busybox-based image).
+    /// An init container runs `cp /bin/kubexit /kubexit/kubexit`: its image
+    /// has `cp` (the busybox-based image).
     Copy,
-    /// `/bin/kubexit --install /kubexit`: any image with kubexit at
-    /// `/bin/kubexit`, the scratch one included.
+    /// An init container runs `/bin/kubexit --install /kubexit`: any image
+    /// with kubexit at `/bin/kubexit`, the scratch one included.
     SelfInstall,
+    /// `none`: no init container, no volume for the binary. Each
+    /// coordinated container's image already carries kubexit on its PATH
+    /// (built `FROM` the user's image with kubexit copied in), which saves
+    /// the pod the kubelet's step of running an init container.
+    InImage,
 }
 
 /// The annotations of one pod, read and checked.
@@ -327,9 +332,13 @@ impl Annotations {
         !matches!(self.pod(Setting::Inject), Some((_, Value::Enabled(false))))
     }
 
+    /// How kubexit gets into the containers: `cp` unless the pod says.
+    /// Under `none`, `kubexit.io/image` (the install container's image) is
+    /// not used.
     pub fn install(&self) -> Install {
         match self.pod(Setting::Install) {
             Some((_, Value::Text(how))) if how == "self" => Install::SelfInstall,
+            Some((_, Value::Text(how))) if how == "none" => Install::InImage,
             _ => Install::Copy,
         }
     }
@@ -414,8 +423,12 @@ fn check(setting: Setting, raw: &str) -> Result<Value, String> {
             }
         }
         Kind::Install => match value {
-            "cp" | "self" => Ok(text()),
-            _ => Err("is neither cp (the image has cp) nor self (kubexit --install)".into()),
+            "cp" | "self" | "none" => Ok(text()),
+            _ => Err(
+                "is not cp (the image has cp), self (kubexit --install) or none (the images \
+                 carry kubexit)"
+                    .into(),
+            ),
         },
         Kind::Command => {
             let words: Vec<String> = value.split_whitespace().map(str::to_owned).collect();
@@ -576,6 +589,22 @@ mod tests {
         };
         assert_eq!(value("proxy"), "20s");
         assert_eq!(value("main"), "10s");
+    }
+
+    #[test]
+    fn install_is_cp_unless_the_pod_says_self_or_none() {
+        let install = |pairs: &[(&str, &str)]| read(&annotations(pairs)).unwrap().install();
+        assert_eq!(install(&[]), Install::Copy);
+        assert_eq!(install(&[("kubexit.io/install", "cp")]), Install::Copy);
+        assert_eq!(
+            install(&[("kubexit.io/install", " self ")]),
+            Install::SelfInstall
+        );
+        assert_eq!(install(&[("kubexit.io/install", "none")]), Install::InImage);
+        assert!(matches!(
+            read(&annotations(&[("kubexit.io/install", "None")])),
+            Err(AnnotationError::BadValue { .. })
+        ));
     }
 
     #[test]

@@ -57,7 +57,7 @@ fn documents(text: &str) -> Vec<Value> {
 #[test]
 fn injecting_each_golden_manifest_gives_its_golden_output() {
     let inputs = golden_inputs("inject");
-    assert_eq!(inputs.len(), 3, "{inputs:?}");
+    assert_eq!(inputs.len(), 4, "{inputs:?}");
     for input in inputs {
         let out = ok(
             &["inject", "--image", TEST_IMAGE, input.to_str().unwrap()],
@@ -390,6 +390,126 @@ fn flags_set_annotations_that_uninject_takes_back() {
     assert_eq!(back, manifest::to_yaml(&documents(plain)).unwrap());
 }
 
+/// The names of the entries of a list field of `object` (`volumes`,
+/// `initContainers`, `volumeMounts`).
+fn names_in(object: &Value, field: &str) -> Vec<String> {
+    object[field]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| item["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// `kubexit.io/install: none`: the images carry kubexit, so nothing
+/// installs it: no init container, no volume for the binary, no mount of
+/// it, and every wrapped command starts with `kubexit`, found on the
+/// container's PATH. The graveyard stays.
+#[test]
+fn install_none_adds_no_init_container_nor_binary_volume_and_runs_kubexit_from_the_path() {
+    let plain = pod_with("{kubexit.io/sidecars: proxy, kubexit.io/skip: mesh}");
+    let out = ok(&["inject", "--install", "none"], Some(&plain));
+    let pod = &documents(&out)[0];
+    assert_eq!(pod["metadata"]["annotations"]["kubexit.io/install"], "none");
+    assert_eq!(names_in(&pod["spec"], "initContainers"), ["setup"]);
+    assert_eq!(names_in(&pod["spec"], "volumes"), ["graveyard"]);
+    for (i, first) in [(0, "serve"), (1, "proxy")] {
+        let container = &pod["spec"]["containers"][i];
+        assert_eq!(
+            container["command"],
+            json!(["kubexit", first]),
+            "{container}"
+        );
+        assert_eq!(names_in(container, "volumeMounts"), ["graveyard"]);
+    }
+    assert_lacks(&out, "/kubexit");
+    // Reversible and idempotent, as every injection.
+    let back = ok(&["uninject"], Some(&out));
+    assert_eq!(back, manifest::to_yaml(&documents(&plain)).unwrap());
+    assert_eq!(ok(&["inject", "-"], Some(&out)), out);
+}
+
+/// Re-injecting with another install starts again from the plain pod, so
+/// that what the old one added is gone, whichever way.
+#[test]
+fn changing_the_install_of_an_injected_pod_gives_what_injecting_the_plain_pod_gives() {
+    let plain = pod_with("{kubexit.io/sidecars: proxy, kubexit.io/skip: mesh}");
+    let copied = ok(&["inject"], Some(&plain));
+    let carried = ok(&["inject", "--install", "none"], Some(&plain));
+    assert_eq!(ok(&["inject", "--install", "none"], Some(&copied)), carried);
+    assert_eq!(ok(&["inject", "--install", "cp"], Some(&carried)), {
+        ok(&["inject", "--install", "cp"], Some(&plain))
+    });
+    assert_eq!(
+        ok(&["uninject"], Some(&carried)),
+        ok(&["uninject"], Some(&copied))
+    );
+}
+
+/// Without an install container, its names are free: a pod may have an
+/// init container, a volume and a mount path of its own named as kubexit's
+/// install would name them.
+#[test]
+fn with_install_none_the_names_of_the_install_step_are_the_pods_to_use() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: own}\nspec:\n  initContainers:\n  - {name: kubexit, image: i, command: [prepare]}\n  containers:\n  - name: app\n    image: i\n    command: [a]\n    volumeMounts: [{name: kubexit, mountPath: /kubexit}]\n  volumes:\n  - {name: kubexit, emptyDir: {}}\n";
+    let err = refused(&["inject"], pod);
+    assert_contains(&err, "the pod already has a volume named kubexit");
+    let out = ok(&["inject", "--install", "none"], Some(pod));
+    let injected = &documents(&out)[0];
+    assert_eq!(names_in(&injected["spec"], "initContainers"), ["kubexit"]);
+    assert_eq!(
+        names_in(&injected["spec"], "volumes"),
+        ["graveyard", "kubexit"]
+    );
+    assert_eq!(
+        names_in(&injected["spec"]["containers"][0], "volumeMounts"),
+        ["kubexit", "graveyard"]
+    );
+    assert_eq!(
+        ok(&["uninject"], Some(&out)),
+        manifest::to_yaml(&documents(pod)).unwrap()
+    );
+    // A graveyard of its own is still a conflict.
+    let err = refused(
+        &["inject", "--install", "none"],
+        &pod.replace("name: kubexit, emptyDir", "name: graveyard, emptyDir"),
+    );
+    assert_contains(&err, "the pod already has a volume named graveyard");
+}
+
+#[test]
+fn install_none_with_an_install_image_on_the_command_line_is_refused() {
+    let done = run(
+        &["inject", "--install", "none", "--image", TEST_IMAGE],
+        Some(&pod_with("{kubexit.io/skip: mesh}")),
+    );
+    assert_eq!(done.code(), 2, "{}", done.stderr);
+    assert_eq!(done.stdout, "");
+    assert_contains(&done.stderr, "--install none adds none");
+    // An install that is none of the three is refused, naming them.
+    let err = refused(
+        &["inject", "-a", "install=copy"],
+        &pod_with("{kubexit.io/skip: mesh}"),
+    );
+    assert_contains(&err, "is not cp (the image has cp), self");
+    assert_contains(&err, "or none (the images carry kubexit)");
+}
+
+/// The record says which word it put before the commands, so that a
+/// command edited since is refused naming that word rather than guessed
+/// at.
+#[test]
+fn uninject_of_install_none_refuses_a_command_that_no_longer_starts_with_kubexit() {
+    let out = ok(
+        &["inject", "--install", "none"],
+        Some(&pod_with("{kubexit.io/skip: mesh}")),
+    );
+    let edited = out.replacen("- kubexit\n", "- /usr/bin/kubexit\n", 1);
+    assert_ne!(edited, out);
+    let err = refused(&["uninject"], &edited);
+    assert_contains(&err, "its command no longer starts with kubexit,");
+}
+
 #[test]
 fn json_in_json_out_and_standard_input() {
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
@@ -611,6 +731,7 @@ fn inject_help_describes_the_subcommand() {
         "kubexit inject [OPTIONS] [FILE]...",
         "--uninject",
         "--entrypoint",
+        "--install <cp|self|none>",
         "kubectl apply -f -",
     ] {
         assert!(help.contains(needle), "{needle:?} not in:\n{help}");

@@ -8,7 +8,12 @@
 //!   and the plain ones through `kubexit inject`;
 //! - `lifecycle`: deletion (holding the line with `stop-after`), restarts
 //!   in place (a Job under `OnFailure`, a Deployment's app), native
-//!   sidecars beside wrapped containers.
+//!   sidecars beside wrapped containers;
+//! - `install`: `kubexit.io/install: none`, a Job whose images carry
+//!   kubexit, with no init container to install it;
+//! - `webhook`: the webhook deployed from `deploy/webhook/`, the Job
+//!   controller's pods sent to it, `failurePolicy: Fail` with it down, and
+//!   its own pods never sent to it.
 //!
 //! Each test has a namespace of its own, so tests run side by side on the
 //! node; those whose pods use the host's network take
@@ -19,7 +24,9 @@
 //! clients and httpGet probes need the host's network on this node.
 
 mod examples;
+mod install;
 mod lifecycle;
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -30,6 +30,12 @@ impl RegistryError {
         }
     }
 
+    /// A lookup refused before any request: the platform the pod names
+    /// (`why`) cannot be read.
+    pub fn bad_platform(image: &str, why: String) -> RegistryError {
+        RegistryError::new(image, Failure::Platform(why))
+    }
+
     /// The same refusal, for the container `name`: the way out names its
     /// annotation.
     pub fn for_container(mut self, name: &str) -> RegistryError {
@@ -100,6 +106,8 @@ pub enum Failure {
         .answers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
     )]
     Disagree { answers: Vec<PlatformAnswer> },
+    #[error("the pod's kubernetes.io/arch names {0}")]
+    Platform(String),
 }
 
 fn go(duration: Duration) -> String {

@@ -678,3 +678,259 @@ fn a_tag_is_asked_again_once_its_lifetime_is_over_and_digests_are_kept_for_good(
     assert_eq!(moved.entrypoint, words(&["/second"]));
     assert_ne!(moved.digest, first.digest);
 }
+
+// `kubexit inject` reading images: what the kubelet would run, wrapped.
+
+/// Runs `kubexit inject ARGS` (or `uninject`) on `pod` (JSON), trusting
+/// the test CA, with the credentials of `auth` (a REGISTRY_AUTH_FILE's
+/// JSON; none: no credentials).
+fn inject_cli(
+    registries: &Registries,
+    args: &[&str],
+    pod: &serde_json::Value,
+    auth: Option<&str>,
+) -> crate::util::Finished {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("pod.json");
+    std::fs::write(&input, pod.to_string()).unwrap();
+    let auth_file = dir.path().join("auth.json");
+    std::fs::write(&auth_file, auth.unwrap_or(r#"{"auths":{}}"#)).unwrap();
+    crate::util::kubexit()
+        .args(args)
+        .args(["-o", "json"])
+        .env("SSL_CERT_FILE", &registries.ca)
+        .env("REGISTRY_AUTH_FILE", &auth_file)
+        .arg_path(&input)
+        .run()
+}
+
+fn injected(registries: &Registries, pod: &serde_json::Value) -> serde_json::Value {
+    let done = inject_cli(registries, &["inject"], pod, None);
+    assert_eq!(done.code(), 0, "kubexit inject failed:\n{}", done.stderr);
+    serde_json::from_str(&done.stdout).unwrap()
+}
+
+/// A Job's pod of `containers`, whose sidecar is `proxy` when there is one.
+fn job_pod(containers: serde_json::Value) -> serde_json::Value {
+    let has_proxy = containers
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["name"] == "proxy"));
+    let annotations = if has_proxy {
+        serde_json::json!({"kubexit.io/sidecars": "proxy"})
+    } else {
+        serde_json::json!({"kubexit.io/birth-timeout": "10s"})
+    };
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "job", "annotations": annotations},
+        "spec": {"restartPolicy": "Never", "containers": containers},
+    })
+}
+
+fn container_of<'a>(pod: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    pod["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name} in {pod}"))
+}
+
+#[test]
+fn inject_wraps_what_the_kubelet_would_run_of_an_image_and_uninject_gives_the_pod_back() {
+    let Some(registries) = registries("registry::inject_wraps_what_the_kubelet_would_run") else {
+        return;
+    };
+    let single = registries.open.image("single/oci:1");
+    let pod = job_pod(serde_json::json!([
+        {"name": "app", "image": single},
+        {"name": "args", "image": single, "args": ["--loud", "you"]},
+        {"name": "proxy", "image": registries.open.image("cmd-only:1")},
+        {"name": "own", "image": single, "command": ["/bin/own"]},
+    ]));
+    let out = injected(registries, &pod);
+    let command = |name: &str| container_of(&out, name)["command"].clone();
+    let args = |name: &str| container_of(&out, name).get("args").cloned();
+    // ENTRYPOINT, then the image's CMD as args.
+    assert_eq!(
+        command("app"),
+        serde_json::json!(["/kubexit/kubexit", "/hello", "--greet"])
+    );
+    assert_eq!(args("app"), Some(serde_json::json!(["world"])));
+    // The container's own args replace CMD.
+    assert_eq!(
+        command("args"),
+        serde_json::json!(["/kubexit/kubexit", "/hello", "--greet"])
+    );
+    assert_eq!(args("args"), Some(serde_json::json!(["--loud", "you"])));
+    // An image with CMD only runs its CMD.
+    assert_eq!(
+        command("proxy"),
+        serde_json::json!(["/kubexit/kubexit", "/hello", "run"])
+    );
+    assert_eq!(args("proxy"), None);
+    assert_eq!(
+        command("own"),
+        serde_json::json!(["/kubexit/kubexit", "/bin/own"])
+    );
+
+    // The record pins each image read by its digest.
+    let record: serde_json::Value = serde_json::from_str(
+        out["metadata"]["annotations"]["kubexit.io/injected"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let (_, digest) = registries.manifest_of("single/oci:1");
+    assert_eq!(
+        record["containers"]["app"]["image"],
+        format!("{single}@{digest}")
+    );
+    let (_, cmd_only) = registries.manifest_of("cmd-only:1");
+    assert_eq!(
+        record["containers"]["proxy"]["image"],
+        format!("{}@{cmd_only}", registries.open.image("cmd-only:1"))
+    );
+    assert!(
+        record["containers"]["own"].get("image").is_none(),
+        "{record}"
+    );
+
+    // Injecting again changes nothing; uninjecting gives the pod back.
+    assert_eq!(injected(registries, &out), out);
+    let done = inject_cli(registries, &["uninject"], &out, None);
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    let back: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    assert_eq!(back, pod);
+}
+
+#[test]
+fn inject_never_looks_up_a_container_with_its_own_command_nor_any_offline() {
+    let Some(registries) = registries("registry::inject_never_looks_up") else {
+        return;
+    };
+    let image = registries.open.image("never/asked:1");
+    let own = job_pod(serde_json::json!([
+        {"name": "app", "image": image, "command": ["/app"]},
+    ]));
+    injected(registries, &own);
+    let none = job_pod(serde_json::json!([{"name": "app", "image": image}]));
+    let done = inject_cli(registries, &["inject", "--offline"], &none, None);
+    assert_eq!(done.code(), 2);
+    assert_contains(&done.stderr, "container app has no command");
+    assert_contains(&done.stderr, "kubexit.io/entrypoint.app");
+    assert_eq!(registries.open.requests_for("never/asked"), []);
+}
+
+#[test]
+fn inject_refuses_an_image_that_does_not_exist_naming_it_the_answer_and_the_way_out() {
+    let Some(registries) = registries("registry::inject_refuses_an_image_that_does_not_exist")
+    else {
+        return;
+    };
+    let image = registries.open.image("no/such:1");
+    let pod = job_pod(serde_json::json!([{"name": "app", "image": image}]));
+    let done = inject_cli(registries, &["inject"], &pod, None);
+    assert_eq!(done.code(), 2, "{}", done.stderr);
+    assert_eq!(done.stdout, "");
+    assert_contains(&done.stderr, "Pod job: container app:");
+    assert_contains(&done.stderr, &image);
+    assert_contains(&done.stderr, "404");
+    assert_contains(&done.stderr, "kubexit.io/entrypoint.app");
+}
+
+#[test]
+fn inject_reads_a_private_image_with_the_credentials_podman_would_use() {
+    let Some(registries) = registries("registry::inject_reads_a_private_image") else {
+        return;
+    };
+    let image = registries.basic.image("private/app:1");
+    let pod = job_pod(serde_json::json!([{"name": "app", "image": image}]));
+    let refused = inject_cli(registries, &["inject"], &pod, None);
+    assert_eq!(refused.code(), 2, "{}", refused.stderr);
+    assert_contains(&refused.stderr, &image);
+    assert_contains(&refused.stderr, "401 Unauthorized");
+    assert_contains(&refused.stderr, "kubexit.io/entrypoint.app");
+
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let file = format!(
+        r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+        registries.basic.authority
+    );
+    let done = inject_cli(registries, &["inject"], &pod, Some(&file));
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    let out: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    assert_eq!(
+        container_of(&out, "app")["command"],
+        serde_json::json!(["/kubexit/kubexit", "/hello", "--greet"])
+    );
+}
+
+#[test]
+fn inject_reads_an_index_for_the_pods_platforms_and_refuses_platforms_that_disagree() {
+    let Some(registries) = registries("registry::inject_reads_an_index_for_the_pods_platforms")
+    else {
+        return;
+    };
+    let image = registries.open.image("multi/disagree:1");
+    let mut pod = job_pod(serde_json::json!([{"name": "app", "image": image}]));
+    let done = inject_cli(registries, &["inject"], &pod, None);
+    assert_eq!(done.code(), 2, "{}", done.stderr);
+    assert_contains(&done.stderr, &image);
+    assert_contains(&done.stderr, "linux/amd64 has ENTRYPOINT");
+    assert_contains(&done.stderr, "linux/arm64 has ENTRYPOINT");
+    assert_contains(&done.stderr, "kubexit.io/entrypoint.app");
+
+    pod["spec"]["nodeSelector"] = serde_json::json!({"kubernetes.io/arch": "arm64"});
+    let out = injected(registries, &pod);
+    assert_eq!(
+        container_of(&out, "app")["command"],
+        serde_json::json!(["/kubexit/kubexit", "/app-arm64"])
+    );
+    pod["spec"].as_object_mut().unwrap().remove("nodeSelector");
+    pod["spec"]["affinity"] = serde_json::json!({"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [
+                {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}
+            ]}
+        ]}
+    }});
+    let out = injected(registries, &pod);
+    assert_eq!(
+        container_of(&out, "app")["command"],
+        serde_json::json!(["/kubexit/kubexit", "/hello", "--greet"])
+    );
+}
+
+#[test]
+fn inject_against_a_registry_that_never_answers_costs_at_most_its_budget() {
+    let Some(registries) = registries("registry::inject_against_a_registry_that_never_answers")
+    else {
+        return;
+    };
+    let silent = Silent::start();
+    // Two pods, two images, each in both: the lookups side by side, one
+    // budget for all.
+    let pod = job_pod(serde_json::json!([
+        {"name": "app", "image": format!("{}/hung:1", silent.authority)},
+        {"name": "proxy", "image": format!("{}/hung:2", silent.authority)},
+    ]));
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [pod, pod]});
+    let started = Instant::now();
+    let done = inject_cli(
+        registries,
+        &["inject", "--registry-timeout", "1s"],
+        &list,
+        None,
+    );
+    let took = started.elapsed();
+    assert_eq!(done.code(), 2, "{}", done.stderr);
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_millis(1900),
+        "took {took:?}:\n{}",
+        done.stderr
+    );
+    assert_contains(&done.stderr, "the lookup's budget of 1s");
+    assert_contains(&done.stderr, "kubexit.io/entrypoint.app");
+}

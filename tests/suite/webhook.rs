@@ -193,7 +193,7 @@ fn invalid_annotations_are_denied_with_the_message_kubexit_inject_gives() {
         let answered = answer(&client.review(&review_of(&pod)));
         assert!(!answered.allowed, "{pod}");
         assert!(answered.patch.is_none());
-        let said = kubexit_inject(&pod, &[]).expect_err("kubexit inject refuses it too");
+        let said = kubexit_inject(&pod, &["--offline"]).expect_err("kubexit inject refuses it too");
         // kubexit inject names the file and the object first; the API
         // server names the object itself.
         assert!(

@@ -12,6 +12,7 @@ use kubexit::registry::{
 };
 
 use crate::util::registry::{Build, PASSWORD, Registries, Silent, USER, registries};
+use crate::util::webhook::{Pki, Webhook, answer as webhook_answer, patched, review_of};
 use crate::util::{assert_contains, free_port};
 
 /// Settings that trust the test CA and speak plain HTTP to the plain
@@ -933,4 +934,123 @@ fn inject_against_a_registry_that_never_answers_costs_at_most_its_budget() {
     );
     assert_contains(&done.stderr, "the lookup's budget of 1s");
     assert_contains(&done.stderr, "kubexit.io/entrypoint.app");
+}
+
+// The webhook reading images, as `kubexit inject` does.
+
+/// A webhook that trusts the test CA, with `extra` flags.
+fn webhook(registries: &Registries, pki: &Pki, extra: &[&str]) -> Webhook {
+    Webhook::start_with_env(
+        &pki.cert,
+        &pki.key,
+        extra,
+        &[("SSL_CERT_FILE", registries.ca.as_path())],
+    )
+}
+
+/// `pod` with what the webhook's answer adds, or its refusal.
+fn admitted(
+    server: &Webhook,
+    pki: &Pki,
+    pod: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let answered = webhook_answer(&server.client(pki).review(&review_of(pod)));
+    match (answered.allowed, answered.patch) {
+        (true, Some(patch)) => Ok(patched(pod, &patch)),
+        (true, None) => Err("allowed unchanged".into()),
+        (false, _) => Err(answered.message),
+    }
+}
+
+#[test]
+fn the_webhook_wraps_a_container_without_command_as_kubexit_inject_does() {
+    let Some(registries) = registries("registry::the_webhook_wraps_a_container_without_command")
+    else {
+        return;
+    };
+    let pki = Pki::new();
+    let server = webhook(registries, &pki, &[]);
+    let mut pod = job_pod(serde_json::json!([
+        {"name": "app", "image": registries.open.image("single/oci:1")},
+        {"name": "proxy", "image": registries.open.image("cmd-only:1")},
+    ]));
+    pod["metadata"]["namespace"] = serde_json::json!("team");
+    let out = admitted(&server, &pki, &pod).expect("injected");
+    assert_eq!(
+        container_of(&out, "app")["command"],
+        serde_json::json!(["/kubexit/kubexit", "/hello", "--greet"])
+    );
+    assert_eq!(
+        container_of(&out, "app")["args"],
+        serde_json::json!(["world"])
+    );
+    assert_eq!(
+        out,
+        injected(registries, &pod),
+        "the same as kubexit inject"
+    );
+    server
+        .process
+        .wait_for_log("Pod team/job: injected into app, proxy");
+}
+
+#[test]
+fn the_webhook_refuses_an_image_it_cannot_read_within_its_budget_and_reads_with_its_credentials() {
+    let Some(registries) = registries("registry::the_webhook_refuses_an_image_it_cannot_read")
+    else {
+        return;
+    };
+    let silent = Silent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let auth_file = dir.path().join("config.json");
+    std::fs::write(
+        &auth_file,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+            registries.basic.authority
+        ),
+    )
+    .unwrap();
+    let pki = Pki::new();
+    let server = webhook(
+        registries,
+        &pki,
+        &[
+            "--registry-timeout",
+            "1s",
+            "--registry-auth-file",
+            auth_file.to_str().unwrap(),
+        ],
+    );
+    let private = job_pod(serde_json::json!([
+        {"name": "app", "image": registries.basic.image("private/app:1")},
+    ]));
+    let out = admitted(&server, &pki, &private).expect("read with the mounted credentials");
+    assert_eq!(
+        container_of(&out, "app")["command"],
+        serde_json::json!(["/kubexit/kubexit", "/hello", "--greet"])
+    );
+
+    let image = format!("{}/hung:1", silent.authority);
+    let hung = job_pod(serde_json::json!([{"name": "app", "image": image}]));
+    let started = Instant::now();
+    let refused = admitted(&server, &pki, &hung).expect_err("denied");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_millis(1900),
+        "took {took:?}: {refused}"
+    );
+    assert_contains(&refused, &image);
+    assert_contains(&refused, "the lookup's budget of 1s");
+    assert_contains(&refused, "kubexit.io/entrypoint.app");
+
+    // Switched off, nothing is asked.
+    let off = webhook(registries, &pki, &["--registry-lookup", "off"]);
+    let never = job_pod(serde_json::json!([
+        {"name": "app", "image": registries.open.image("never/webhook:1")},
+    ]));
+    let refused = admitted(&off, &pki, &never).expect_err("denied");
+    assert_contains(&refused, "container app has no command");
+    assert_eq!(registries.open.requests_for("never/webhook"), []);
 }

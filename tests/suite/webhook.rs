@@ -176,7 +176,9 @@ fn an_injected_or_disabled_pod_passes_through_without_a_patch() {
 #[test]
 fn invalid_annotations_are_denied_with_the_message_kubexit_inject_gives() {
     let pki = Pki::new();
-    let server = Webhook::with(&pki, &[]);
+    // Neither reads images from registries: a container without command
+    // is refused alike.
+    let server = Webhook::with(&pki, &["--registry-lookup", "off"]);
     let mut client = server.client(&pki);
 
     let mut misspelt = sidecar_pod();
@@ -832,6 +834,10 @@ fn help_names_every_flag_and_exits_0() {
         "--idle-timeout",
         "--max-connections",
         "--shutdown-delay",
+        "--registry-lookup",
+        "--registry-timeout",
+        "--registry-auth-file",
+        "--insecure-registries",
         "--log-format",
     ] {
         assert!(done.stdout.contains(flag), "{flag}: {}", done.stdout);

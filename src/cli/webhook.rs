@@ -151,6 +151,15 @@ settings! {
                 default: (none "anonymous"),
                 parse: parse::path,
             }
+            /// Whether the credentials of the pod's imagePullSecrets and its ServiceAccount's are
+            /// read from the Kubernetes API, ahead of --registry-auth-file (on: needs get on
+            /// secrets and serviceaccounts, deploy/webhook/pull-secrets.yaml)
+            registry_pull_secrets: bool = REGISTRY_PULL_SECRETS {
+                flag: "registry-pull-secrets",
+                value_name: "on|off",
+                default: "off",
+                parse: on_off,
+            }
             /// Registries (HOST[:PORT], comma-separated) spoken to over plain HTTP
             insecure_registries: Vec<String> = INSECURE_REGISTRIES {
                 flag: "insecure-registries",
@@ -194,6 +203,7 @@ impl WebhookArgs {
                     ..registry::Settings::default()
                 },
                 keyring,
+                pull_secrets: self.registry_pull_secrets(env)?,
             })
         } else {
             None
@@ -355,13 +365,14 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
             "Containers without command are wrapped in their images' ENTRYPOINT and CMD, read \
              from their registries within {} a review ({})",
             GoDuration(lookup.settings.budget),
-            if lookup.keyring.searched().is_empty() {
-                "anonymously".to_owned()
-            } else {
-                format!(
-                    "with the credentials of {}",
-                    lookup.keyring.searched().join(", ")
-                )
+            match (lookup.pull_secrets, lookup.keyring.searched()) {
+                (false, []) => "anonymously".to_owned(),
+                (true, []) => "with the credentials of each pod's pull secrets".to_owned(),
+                (false, files) => format!("with the credentials of {}", files.join(", ")),
+                (true, files) => format!(
+                    "with the credentials of each pod's pull secrets, then {}",
+                    files.join(", ")
+                ),
             }
         ),
         None => tracing::info!(

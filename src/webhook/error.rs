@@ -23,6 +23,8 @@ pub enum WebhookError {
     Signals(std::io::Error),
     #[error("cannot set up the registry client: {0}")]
     Registry(#[from] crate::registry::SetupError),
+    #[error("--registry-pull-secrets on: {0}")]
+    PullSecrets(String),
 }
 
 impl WebhookError {
@@ -31,7 +33,7 @@ impl WebhookError {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            WebhookError::Certificate(_) | WebhookError::Registry(_)
+            WebhookError::Certificate(_) | WebhookError::Registry(_) | WebhookError::PullSecrets(_)
         )
     }
 }

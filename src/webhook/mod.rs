@@ -29,7 +29,9 @@
 //!   every review), within `--registry-timeout`; a registry that cannot
 //!   answer denies the pod with the image, the registry's answer and
 //!   `kubexit.io/entrypoint.NAME`, as `kubexit inject` does.
-//!   `--registry-lookup off` asks none.
+//!   `--registry-lookup off` asks none. `pull_secrets` reads, with
+//!   `--registry-pull-secrets on`, the credentials of the pod's
+//!   `imagePullSecrets` and its ServiceAccount's from the Kubernetes API.
 //! - `patch`: the JSON Patch from the pod sent to the pod injected, which
 //!   for an injection says only what was added: `add` operations, none
 //!   rewriting what the user wrote (tests/suite/webhook.rs,
@@ -67,6 +69,7 @@ mod connection;
 mod error;
 mod metrics;
 pub mod patch;
+mod pull_secrets;
 mod requests;
 pub mod review;
 mod server;

@@ -11,7 +11,10 @@
 //! command must come from their image (`review::wanted`) have their
 //! images read, side by side, within the resolver's budget
 //! (`--registry-timeout`), and the answers go to the review with the
-//! options (`inject::lookup`). The review itself stays free of I/O.
+//! options (`inject::lookup`). With `--registry-pull-secrets on`, they are
+//! read with the pod's pull secrets and its ServiceAccount's
+//! (`pull_secrets`), then `--registry-auth-file`'s credentials. The review
+//! itself stays free of I/O.
 //!
 //! Bodies: a review must say its `Content-Length` (the API server always
 //! does), so that one over `--max-request-bytes` is refused with 413 before
@@ -32,11 +35,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 
 use super::metrics::Metrics;
+use super::pull_secrets::PullSecrets;
 use super::review::{self, Outcome, Reviewed};
 use super::settings::Limits;
 use crate::inject::Options;
 use crate::inject::lookup::Lookups;
-use crate::registry::Resolver;
+use crate::registry::{Keyring, Resolver};
 
 /// The path of the reviews.
 pub const INJECT_PATH: &str = "/inject";
@@ -55,6 +59,10 @@ pub struct Shared {
     /// server, so its caches serve every review (`None`:
     /// `--registry-lookup off`).
     resolver: Option<Resolver>,
+    /// With `--registry-pull-secrets on`: the reader of pods' pull
+    /// secrets, and the credentials of `--registry-auth-file` searched
+    /// after them.
+    pull_secrets: Option<(PullSecrets, Keyring)>,
 }
 
 impl Shared {
@@ -63,6 +71,7 @@ impl Shared {
         limits: Limits,
         metrics: Arc<Metrics>,
         resolver: Option<Resolver>,
+        pull_secrets: Option<(PullSecrets, Keyring)>,
     ) -> Shared {
         Shared {
             options,
@@ -71,6 +80,7 @@ impl Shared {
             bodies: Semaphore::new(limits.body_budget().div_ceil(BUDGET_UNIT)),
             metrics,
             resolver,
+            pull_secrets,
         }
     }
 
@@ -81,11 +91,15 @@ impl Shared {
         let Some(resolver) = &self.resolver else {
             return Cow::Borrowed(&self.options);
         };
-        let wanted = review::wanted(body, &self.options);
+        let (wanted, pod) = review::wanted(body, &self.options);
         if wanted.is_empty() {
             return Cow::Borrowed(&self.options);
         }
-        let lookups = Lookups::read(resolver, &wanted, None).await;
+        let keyring = match (&self.pull_secrets, pod) {
+            (Some((secrets, mounted)), Some(pod)) => Some(secrets.keyring(&pod, mounted).await),
+            _ => None,
+        };
+        let lookups = Lookups::read(resolver, &wanted, keyring.as_ref()).await;
         Cow::Owned(Options {
             images: lookups.images(&wanted),
             ..self.options.clone()

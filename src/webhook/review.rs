@@ -36,6 +36,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use serde_json::Value;
 
 use super::patch;
+use super::pull_secrets::PodSecrets;
 use crate::inject::images::Wanted;
 use crate::inject::vocabulary::PREFIX;
 use crate::inject::{self, Options};
@@ -99,18 +100,24 @@ pub fn review(body: &[u8], options: &Options) -> Result<Reviewed, NotAReview> {
 }
 
 /// The containers of the pod in `body` whose command must come from their
-/// image, when that pod is one [`review`] would inject: what to read from
-/// registries before reviewing it.
-pub fn wanted(body: &[u8], options: &Options) -> Vec<Wanted> {
+/// image, when that pod is one [`review`] would inject, and where its pull
+/// secrets are named: what to read before reviewing it.
+pub fn wanted(body: &[u8], options: &Options) -> (Vec<Wanted>, Option<PodSecrets>) {
     let Ok(review) = serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) else {
-        return Vec::new();
+        return (Vec::new(), None);
     };
     let Ok(request): Result<AdmissionRequest<DynamicObject>, _> = review.try_into() else {
-        return Vec::new();
+        return (Vec::new(), None);
     };
     match pod_to_inject(&request) {
-        Ok(pod) => inject::wanted(&pod, options),
-        Err(_) => Vec::new(),
+        Ok(pod) => {
+            let namespace = request.namespace.as_deref().unwrap_or("default");
+            (
+                inject::wanted(&pod, options),
+                Some(PodSecrets::of(namespace, &pod)),
+            )
+        }
+        Err(_) => (Vec::new(), None),
     }
 }
 

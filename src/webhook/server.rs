@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use super::connection;
 use super::error::WebhookError;
 use super::metrics::Metrics;
+use super::pull_secrets::PullSecrets;
 use super::requests::{INJECT_PATH, Shared};
 use super::settings::Settings;
 use super::tls::{self, Certificates};
@@ -54,11 +55,21 @@ pub async fn serve(
         )?),
         None => None,
     };
+    let pull_secrets = match &settings.registry {
+        Some(lookup) if lookup.pull_secrets => Some((
+            PullSecrets::connect()
+                .await
+                .map_err(WebhookError::PullSecrets)?,
+            lookup.keyring.clone(),
+        )),
+        _ => None,
+    };
     let shared = Arc::new(Shared::new(
         settings.options.clone(),
         limits,
         Arc::clone(&metrics),
         resolver,
+        pull_secrets,
     ));
     let (stop, stopping) = watch::channel(false);
     tokio::spawn(tls::watch(Arc::clone(&certificates), Arc::clone(&metrics)));

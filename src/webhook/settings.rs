@@ -32,6 +32,10 @@ pub struct Lookup {
     pub settings: registry::Settings,
     /// The credentials of `--registry-auth-file`.
     pub keyring: Keyring,
+    /// Whether the pod's pull secrets and its ServiceAccount's are read
+    /// from the Kubernetes API too, ahead of `keyring`
+    /// (`--registry-pull-secrets on`).
+    pub pull_secrets: bool,
 }
 
 /// What one client may cost.

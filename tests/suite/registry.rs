@@ -1054,3 +1054,173 @@ fn the_webhook_refuses_an_image_it_cannot_read_within_its_budget_and_reads_with_
     assert_contains(&refused, "container app has no command");
     assert_eq!(registries.open.requests_for("never/webhook"), []);
 }
+
+// The webhook reading pull secrets from the real API server
+// (`--registry-pull-secrets on`), with the rights of
+// deploy/webhook/pull-secrets.yaml and nothing more.
+
+/// `pod`, created in `namespace`, with what the webhook's answer adds, or
+/// its refusal.
+fn admitted_in(
+    server: &Webhook,
+    pki: &Pki,
+    pod: &serde_json::Value,
+    namespace: &str,
+) -> Result<serde_json::Value, String> {
+    let mut review = review_of(pod);
+    review["request"]["namespace"] = serde_json::json!(namespace);
+    let answered = webhook_answer(&server.client(pki).review(&review));
+    match (answered.allowed, answered.patch) {
+        (true, Some(patch)) => Ok(patched(pod, &patch)),
+        (true, None) => Err("allowed unchanged".into()),
+        (false, _) => Err(answered.message),
+    }
+}
+
+/// A `kubernetes.io/dockerconfigjson` Secret with the credentials of `authority`.
+fn pull_secret(name: &str, authority: &str) -> serde_json::Value {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let auth = b64(&format!("{USER}:{PASSWORD}"));
+    let config = format!(r#"{{"auths":{{"{authority}":{{"auth":"{auth}"}}}}}}"#);
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": b64(&config)},
+    })
+}
+
+/// deploy/webhook/pull-secrets.yaml applied for the webhook's
+/// ServiceAccount `kubexit-webhook` of `home`, bound in `namespace`; a
+/// kubeconfig with that account's token.
+fn webhook_account(
+    cluster: &crate::util::k8s::Cluster,
+    home: &str,
+    namespace: &str,
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(
+        crate::util::files::root().join("deploy/webhook/pull-secrets.yaml"),
+    )
+    .unwrap();
+    let objects = kubexit::inject::manifest::parse(&text, "pull-secrets.yaml").unwrap();
+    let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+    assert_eq!(kinds, ["ClusterRole", "RoleBinding"]);
+    let (code, body) = cluster.create("", &objects[0], false);
+    assert!(code == 201 || code == 409, "the ClusterRole: {body}");
+    let mut binding = objects[1].clone();
+    binding["metadata"]["namespace"] = serde_json::json!(namespace);
+    binding["subjects"][0]["namespace"] = serde_json::json!(home);
+    let (code, body) = cluster.create(namespace, &binding, false);
+    assert_eq!(code, 201, "the RoleBinding: {body}");
+    let account = serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                                     "metadata": {"name": "kubexit-webhook"}});
+    let (code, body) = cluster.create(home, &account, false);
+    assert_eq!(code, 201, "the ServiceAccount: {body}");
+    let (code, token) = cluster.request(
+        "POST",
+        &format!("/api/v1/namespaces/{home}/serviceaccounts/kubexit-webhook/token"),
+        Some(
+            &serde_json::json!({"apiVersion": "authentication.k8s.io/v1",
+                                 "kind": "TokenRequest", "spec": {}}),
+        ),
+    );
+    assert_eq!(code, 201, "the token: {token}");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    \
+             certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {}\ncontexts:\n- \
+             name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
+            cluster.url,
+            cluster.ca.display(),
+            token["status"]["token"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    kubeconfig
+}
+
+#[test]
+fn the_webhook_reads_a_private_image_with_the_pods_pull_secrets_and_its_service_accounts() {
+    let test = "registry::the_webhook_reads_a_private_image_with_the_pods_pull_secrets";
+    let Some(registries) = registries(test) else {
+        return;
+    };
+    let Some(cluster) = crate::util::k8s::cluster(test) else {
+        return;
+    };
+    let home = cluster.namespace("kubexit");
+    let team = cluster.namespace("team");
+    let unbound = cluster.namespace("unbound");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = webhook_account(cluster, &home, &team, dir.path());
+    let authority = &registries.basic.authority;
+    for (namespace, name) in [
+        (&team, "pod-cred"),
+        (&team, "account-cred"),
+        (&unbound, "pod-cred"),
+    ] {
+        let (code, body) = cluster.create(namespace, &pull_secret(name, authority), false);
+        assert_eq!(code, 201, "{body}");
+    }
+    let builder = serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                                     "metadata": {"name": "builder"},
+                                     "imagePullSecrets": [{"name": "account-cred"}]});
+    assert_eq!(cluster.create(&team, &builder, false).0, 201);
+
+    let pki = Pki::new();
+    let server = Webhook::start_with_env(
+        &pki.cert,
+        &pki.key,
+        &["--registry-pull-secrets", "on"],
+        &[
+            ("SSL_CERT_FILE", registries.ca.as_path()),
+            ("KUBECONFIG", kubeconfig.as_path()),
+        ],
+    );
+    server
+        .process
+        .wait_for_log("with the credentials of each pod's pull secrets");
+    let wrapped = serde_json::json!(["/kubexit/kubexit", "/hello", "--greet"]);
+    let private = |name: &str| {
+        job_pod(serde_json::json!([
+            {"name": "app", "image": registries.basic.image(&format!("private/{name}:1"))},
+        ]))
+    };
+    // A repository of its own for the account's pod, so that no cache
+    // answers it with what the pod's own secret read.
+    registries
+        .push("hello-amd64", "private/account:1", "oci")
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let mut own = private("app");
+    own["spec"]["imagePullSecrets"] =
+        serde_json::json!([{"name": "missing"}, {"name": "pod-cred"}]);
+    let out = admitted_in(&server, &pki, &own, &team).expect("read with the pod's secret");
+    assert_eq!(container_of(&out, "app")["command"], wrapped);
+    server
+        .process
+        .wait_for_log(&format!("imagePullSecret {team}/missing does not exist"));
+
+    let mut through_account = private("account");
+    through_account["spec"]["serviceAccountName"] = serde_json::json!("builder");
+    let out = admitted_in(&server, &pki, &through_account, &team)
+        .expect("read with the ServiceAccount's secret");
+    assert_eq!(container_of(&out, "app")["command"], wrapped);
+
+    // Without a secret, or where the webhook may not read them, the
+    // registry refuses, and the refusal says where credentials were sought.
+    let refused = admitted_in(&server, &pki, &private("app"), &home).expect_err("no secret");
+    assert_contains(&refused, "answered 401 Unauthorized");
+    assert_contains(&refused, "kubexit.io/entrypoint.app");
+    let refused = admitted_in(&server, &pki, &own, &unbound).expect_err("not bound there");
+    assert_contains(&refused, "answered 401 Unauthorized");
+    server.process.wait_for_log(&format!(
+        "Cannot read imagePullSecret {unbound}/pod-cred: forbidden"
+    ));
+    server
+        .process
+        .wait_for_log("deploy/webhook/pull-secrets.yaml");
+}

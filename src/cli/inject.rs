@@ -110,6 +110,11 @@ pub struct InjectArgs {
     /// The most the whole lookup of images may take, every registry together [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub registry_timeout: Option<std::time::Duration>,
+
+    /// Registries (HOST[:PORT], comma-separated) spoken to over plain HTTP; every other is
+    /// spoken to over TLS, against the system's CAs or SSL_CERT_FILE
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    pub insecure_registries: Vec<String>,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -229,7 +234,12 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
     let images = if parsed.uninject || parsed.offline || !errors.is_empty() {
         Images::offline()
     } else {
-        match Images::read(&read, &options, parsed.registry_timeout) {
+        match Images::read(
+            &read,
+            &options,
+            parsed.registry_timeout,
+            &parsed.insecure_registries,
+        ) {
             Ok(images) => images,
             Err(message) => return refuse(&[message]),
         }
@@ -327,6 +337,7 @@ impl Images {
         read: &[(String, Vec<serde_json::Value>)],
         options: &Options,
         budget: Option<std::time::Duration>,
+        insecure: &[String],
     ) -> Result<Images, String> {
         use crate::inject::lookup::Lookups;
         use crate::registry::{Keyring, Resolver, Settings};
@@ -356,6 +367,11 @@ impl Images {
         let settings = Settings {
             budget,
             per_call: CLI_PER_CALL.min(budget),
+            insecure: insecure
+                .iter()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .collect(),
             ..Settings::default()
         };
         let resolver = Resolver::new(settings, keyring).map_err(|e| e.to_string())?;
@@ -375,6 +391,7 @@ impl Images {
         _: &[(String, Vec<serde_json::Value>)],
         _: &Options,
         _: Option<std::time::Duration>,
+        _: &[String],
     ) -> Result<Images, String> {
         Ok(Images::offline())
     }

@@ -456,13 +456,13 @@ impl Transport {
         }
         match tls {
             Some(rustls::Error::InvalidCertificate(_)) => why.push_str(&format!(
-                "; kubexit trusts {}: trust the registry's CA with SSL_CERT_FILE, or name its CA \
-                 file in kubexit's registry settings",
+                "; kubexit trusts {}: trust the registry's CA with SSL_CERT_FILE (a PEM bundle \
+                 of the CAs to trust, the registry's among them)",
                 self.trusted
             )),
             Some(rustls::Error::InvalidMessage(_)) if url.https => why.push_str(
-                "; if the registry serves plain HTTP there, name it insecure in kubexit's registry \
-                 settings",
+                "; if the registry serves plain HTTP there, name it insecure \
+                 (--insecure-registries)",
             ),
             _ => {}
         }

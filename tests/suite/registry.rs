@@ -486,7 +486,29 @@ fn plain_http_is_spoken_only_to_registries_named_insecure() {
         &text,
         &format!("cannot reach {}", registries.plain.authority),
     );
-    assert_contains(&text, "name it insecure");
+    assert_contains(&text, "name it insecure (--insecure-registries)");
+
+    // kubexit inject names it so.
+    let pod = job_pod(serde_json::json!([{"name": "app", "image": image}]));
+    let refused = inject_cli(registries, &["inject"], &pod, None);
+    assert_eq!(refused.code(), 2, "{}", refused.stderr);
+    assert_contains(&refused.stderr, "--insecure-registries");
+    let done = inject_cli(
+        registries,
+        &[
+            "inject",
+            "--insecure-registries",
+            &registries.plain.authority,
+        ],
+        &pod,
+        None,
+    );
+    assert_eq!(done.code(), 0, "{}", done.stderr);
+    let out: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    assert_eq!(
+        container_of(&out, "app")["command"],
+        serde_json::json!(["/kubexit/kubexit", "/hello", "--greet"])
+    );
 }
 
 #[test]

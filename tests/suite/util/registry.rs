@@ -471,6 +471,37 @@ impl Registries {
         Ok(())
     }
 
+    /// Builds an image on the OCI archive `base` (one with a shell, such
+    /// as the node's stand-ins) into the local store as `name`, with
+    /// `entrypoint` (none when `None`) and `cmd`, both JSON.
+    pub fn build_on(
+        &self,
+        base: &Path,
+        name: &str,
+        entrypoint: Option<&str>,
+        cmd: &str,
+    ) -> Result<(), String> {
+        let b = &self.buildah;
+        let container = b.run(&["from", &format!("oci-archive:{}", base.display())])?;
+        b.run(&[
+            "config",
+            "--entrypoint",
+            entrypoint.unwrap_or("[]"),
+            "--cmd",
+            cmd,
+            &container,
+        ])?;
+        b.run(&["commit", "-q", &container, name])?;
+        b.run(&["rm", &container]).map(drop)
+    }
+
+    /// Writes the local image `name` to the OCI archive `archive`, named
+    /// `named` in it (what the node's `images` imports it as).
+    pub fn save(&self, name: &str, archive: &Path, named: &str) -> Result<(), String> {
+        let target = format!("oci-archive:{}:{named}", archive.display());
+        self.buildah.run(&["push", "-q", name, &target]).map(drop)
+    }
+
     /// Pushes the local image `name` to the open registry as
     /// `repository_and_tag`; `format` is `oci` or `v2s2`.
     pub fn push(&self, name: &str, repository_and_tag: &str, format: &str) -> Result<(), String> {

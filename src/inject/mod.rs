@@ -16,6 +16,9 @@
 //! - `kubelet_probe`: a container's readinessProbe in kubexit's probe
 //!   syntax;
 //! - `additions`: the names and paths of what an injection adds;
+//! - `images`: the containers without `command`, whose images' ENTRYPOINT
+//!   and CMD the caller reads from their registries before the
+//!   transformation ([`wanted`]), and how those become the command;
 //! - `plan`: who does what (sidecars, main containers, readiness), every
 //!   name checked against the pod, in phases;
 //! - `pod`: the transformation itself, a pure function from a pod (or pod
@@ -34,11 +37,16 @@
 //! slim one.
 
 mod additions;
+pub mod images;
 pub mod kubelet_probe;
+#[cfg(feature = "registry")]
+pub mod lookup;
 pub mod manifest;
 pub mod plan;
 pub mod pod;
 pub mod record;
 pub mod vocabulary;
 
-pub use pod::{InjectError, Injection, Options, inject, is_disabled, is_injected, uninject};
+pub use pod::{
+    InjectError, Injection, Options, inject, is_disabled, is_injected, uninject, wanted,
+};

@@ -55,6 +55,8 @@ mod inject;
 mod inject_kubernetes;
 #[cfg(feature = "kubernetes")]
 mod kubernetes_api;
+#[cfg(feature = "registry")]
+mod registry;
 #[cfg(feature = "webhook")]
 mod webhook;
 #[cfg(feature = "webhook")]

@@ -597,17 +597,7 @@ fn a_job_whose_containers_have_no_command_runs_what_their_images_say_wrapped_and
             .unwrap_or_else(|e| panic!("{e}"));
         archives.push(archive);
     }
-    let shared = crate::util::shared_dir().expect("../shared, as the node is");
-    let imported = Command::new(shared.join("peers/cluster/images"))
-        .arg(&node.state)
-        .args(&archives)
-        .output()
-        .expect("run cluster/images");
-    assert!(
-        imported.status.success(),
-        "{}",
-        String::from_utf8_lossy(&imported.stderr)
-    );
+    node.import(&archives).unwrap_or_else(|e| panic!("{e}"));
 
     let installed = Installed::install_with(
         node,

@@ -1128,9 +1128,19 @@ fn webhook_account(
     let objects = kubexit::inject::manifest::parse(&text, "pull-secrets.yaml").unwrap();
     let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
     assert_eq!(kinds, ["ClusterRole", "RoleBinding"]);
-    let (code, body) = cluster.create("", &objects[0], false);
-    assert!(code == 201 || code == 409, "the ClusterRole: {body}");
+    // A ClusterRole of this test's own name, so that the manifest's own
+    // is never made for good (the dry run of webhook_kubernetes makes it).
+    let role = format!(
+        "{}-{home}",
+        objects[0]["metadata"]["name"].as_str().unwrap()
+    );
+    let mut cluster_role = objects[0].clone();
+    cluster_role["metadata"]["name"] = serde_json::json!(role);
+    let (code, body) = cluster.create("", &cluster_role, false);
+    assert_eq!(code, 201, "the ClusterRole: {body}");
     let mut binding = objects[1].clone();
+    assert_eq!(binding["roleRef"]["name"], objects[0]["metadata"]["name"]);
+    binding["roleRef"]["name"] = serde_json::json!(role);
     binding["metadata"]["namespace"] = serde_json::json!(namespace);
     binding["subjects"][0]["namespace"] = serde_json::json!(home);
     let (code, body) = cluster.create(namespace, &binding, false);

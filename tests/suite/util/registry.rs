@@ -38,7 +38,7 @@ use base64::Engine as _;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::util::{DEADLINE, free_port, skip};
+use crate::util::{DEADLINE, free_port, loopback_tls, skip};
 
 /// The user the `basic` and `token` registries know.
 pub const USER: &str = "kx-user";
@@ -256,84 +256,25 @@ fn start() -> Result<Registries, String> {
 /// service's signing certificate (RSA, self-signed: the registry trusts
 /// it as its root bundle).
 fn certificates(dir: &Path) -> Result<(), String> {
-    let run = |args: &[&str]| -> Result<(), String> {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .map_err(|e| format!("openssl: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let with = |head: &[&'static str], tail: &[&'static str]| -> Vec<&'static str> {
-        head.iter().chain(&ec).chain(tail).copied().collect()
-    };
-    run(&with(
+    loopback_tls::certificates(dir)?;
+    loopback_tls::openssl(
+        dir,
         &[
             "req",
             "-x509",
             "-days",
             "2",
             "-subj",
-            "/CN=kubexit-test-registry-ca",
+            "/CN=kubexit-test-token-signer",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "token.key",
+            "-out",
+            "token.crt",
         ],
-        &["-keyout", "ca.key", "-out", "ca.crt"],
-    ))?;
-    run(&with(
-        &["req", "-subj", "/CN=127.0.0.1"],
-        &["-keyout", "server.key", "-out", "server.csr"],
-    ))?;
-    fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         extendedKeyUsage=serverAuth\n",
     )
-    .map_err(|e| e.to_string())?;
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.crt",
-    ])?;
-    run(&[
-        "req",
-        "-x509",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=kubexit-test-token-signer",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "token.key",
-        "-out",
-        "token.crt",
-    ])
 }
 
 /// Starts `docker-registry serve` named `name` on a free loopback port,

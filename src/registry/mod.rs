@@ -415,31 +415,9 @@ impl Resolver {
             .and_then(|d| Digest::parse(d).ok());
         let digest = match said {
             Some(digest) => digest,
-            None => {
-                // No digest said, or a refusal, whose reason only a GET's
-                // body tells: the manifest itself.
-                let got = session.check(
-                    session
-                        .get(
-                            Method::GET,
-                            &path,
-                            Some(manifest::ACCEPT),
-                            manifest::MANIFEST_LIMIT,
-                        )
-                        .await?,
-                )?;
-                let digest = Digest::sha256_of(&got.body);
-                let parsed = manifest::parse_manifest(got.header("content-type"), &got.body)
-                    .map_err(|why| Failure::Content {
-                        what: format!("the manifest {path} of {}", got.host),
-                        why,
-                    })?;
-                lock(&self.contents).insert(
-                    (session.access.clone(), digest.clone()),
-                    Content::Manifest(parsed),
-                );
-                digest
-            }
+            // No digest said, or a refusal, whose reason only a GET's body
+            // tells: the manifest itself, kept under the digest of its bytes.
+            None => self.fetch_manifest(session, &path, None).await?.0,
         };
         if !self.settings.tag_lifetime.is_zero() {
             lock(&self.tags).insert(
@@ -457,29 +435,47 @@ impl Resolver {
             return Ok(manifest.clone());
         }
         let path = format!("/v2/{}/manifests/{digest}", session.access.repository);
+        Ok(self.fetch_manifest(session, &path, Some(digest)).await?.1)
+    }
+
+    /// GETs the manifest at `path`, checks its bytes against `expected` if
+    /// given, parses it and caches it under its digest.
+    async fn fetch_manifest(
+        &self,
+        session: &Session<'_>,
+        path: &str,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, Manifest), Failure> {
         let got = session.check(
             session
                 .get(
                     Method::GET,
-                    &path,
+                    path,
                     Some(manifest::ACCEPT),
                     manifest::MANIFEST_LIMIT,
                 )
                 .await?,
         )?;
         let what = || format!("the manifest {path} of {}", got.host);
-        if !digest.verify(&got.body) {
-            return Err(Failure::Content {
-                what: what(),
-                why: "its bytes are not those of its digest: the registry, or something between, \
-                      changed them"
-                    .into(),
-            });
-        }
+        let digest = match expected {
+            Some(digest) if !digest.verify(&got.body) => {
+                return Err(Failure::Content {
+                    what: what(),
+                    why: "its bytes are not those of its digest: the registry, or something \
+                          between, changed them"
+                        .into(),
+                });
+            }
+            Some(digest) => digest.clone(),
+            None => Digest::sha256_of(&got.body),
+        };
         let parsed = manifest::parse_manifest(got.header("content-type"), &got.body)
             .map_err(|why| Failure::Content { what: what(), why })?;
-        lock(&self.contents).insert(key, Content::Manifest(parsed.clone()));
-        Ok(parsed)
+        lock(&self.contents).insert(
+            (session.access.clone(), digest.clone()),
+            Content::Manifest(parsed.clone()),
+        );
+        Ok((digest, parsed))
     }
 
     /// The run spec of the config blob `digest`.

@@ -38,5 +38,7 @@ LABEL org.opencontainers.image.title=kubexit \
       org.opencontainers.image.licenses=Apache-2.0 \
       org.opencontainers.image.version=$VERSION \
       org.opencontainers.image.revision=$REVISION
+# The CAs the webhook reads registries over TLS with.
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /kubexit /bin/kubexit
 ENTRYPOINT ["/bin/kubexit"]

@@ -7,7 +7,9 @@
 # The images are the Dockerfile's two stages, built from files instead of
 # FROM lines:
 #   kubexit:VERSION-ARCH          busybox (Debian's busybox-static, its applets
-#                                 as symbolic links in /bin) and /bin/kubexit
+#                                 as symbolic links in /bin), Debian's CA
+#                                 bundle (/etc/ssl/certs/ca-certificates.crt,
+#                                 for the registry client) and /bin/kubexit
 #   kubexit:VERSION-scratch-ARCH  nothing but /bin/kubexit
 # Both have ENTRYPOINT ["/bin/kubexit"] and no CMD, as the Dockerfile's, and
 # the OCI labels source, version, revision, licenses, title, description
@@ -90,6 +92,7 @@ need_package() { # COMMAND PACKAGE
 }
 need_package buildah buildah
 need_package busybox busybox-static
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need_package update-ca-certificates ca-certificates
 
 WORK=$(mktemp -d)
 CONTAINERS=()
@@ -140,6 +143,10 @@ rootfs_busybox() {
     done
     printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n' >"$dir/etc/passwd"
     printf 'root:x:0:\nnogroup:x:65534:\n' >"$dir/etc/group"
+    # The CAs that `kubexit webhook` reads registries over TLS with (the
+    # system store at its usual path); the scratch image has none.
+    mkdir -p "$dir/etc/ssl/certs"
+    install -m 0644 /etc/ssl/certs/ca-certificates.crt "$dir/etc/ssl/certs/ca-certificates.crt"
 }
 
 # build IMAGE ARCH VARIANT: one image, committed with fixed times.

@@ -138,7 +138,7 @@ if [ "$ARCH" = amd64 ]; then
     }
     KUBEXIT_COLD_CRATES="$(comm -23 <(crates) <(crates --no-default-features) | tr '\n' ' ')"
     KUBEXIT_COLD_CRATES+='serde_saphyr granit_parser annotate_snippets gimli addr2line rustc_demangle miniz_oxide libunwind'
-    KUBEXIT_COLD_MODULES='inject|webhook|cli::inject|cli::webhook|cli::install|cli::status|dependencies::kubernetes|readiness::tls'
+    KUBEXIT_COLD_MODULES='inject|webhook|registry|cli::inject|cli::webhook|cli::install|cli::status|dependencies::kubernetes|readiness::tls'
     export KUBEXIT_COLD_CRATES KUBEXIT_COLD_MODULES
 fi
 export "CARGO_TARGET_${triple_env}_RUSTFLAGS=${RUSTFLAGS_STATIC:-$rustflags}"

@@ -27,6 +27,8 @@ pub(crate) mod process;
 pub(crate) mod quit;
 pub(crate) mod random;
 pub(crate) mod readiness;
+#[cfg(feature = "registry")]
+pub mod registry;
 pub(crate) mod supervisor;
 #[cfg(feature = "webhook")]
 pub mod webhook;

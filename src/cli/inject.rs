@@ -105,6 +105,28 @@ pub struct InjectArgs {
     /// Any kubexit.io/ annotation, set on every pod (the prefix may be left out); repeatable
     #[arg(short = 'a', long, value_name = "KEY=VALUE")]
     pub annotate: Vec<String>,
+
+    /// Ask no registry: a container without `command` then needs
+    /// kubexit.io/entrypoint.CONTAINER (by default its image's ENTRYPOINT and CMD are read
+    /// from the image's registry, with the credentials podman would use)
+    #[arg(long)]
+    pub offline: bool,
+
+    /// The most the whole lookup of images may take, every registry together [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub registry_timeout: Option<std::time::Duration>,
+
+    /// Registries (HOST[:PORT], comma-separated) spoken to over plain HTTP; every other is
+    /// spoken to over TLS, against the system's CAs or SSL_CERT_FILE
+    #[arg(long, value_name = "HOSTS", value_delimiter = ',')]
+    pub insecure_registries: Vec<String>,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::duration::parse(text)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a duration above zero, such as 10s or 1m"))
 }
 
 impl InjectArgs {
@@ -189,6 +211,7 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
     let options = Options {
         image: pod::default_image(),
         overrides,
+        ..Options::default()
     };
 
     let named: Vec<PathBuf> = parsed
@@ -202,10 +225,8 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
     } else {
         named
     };
-    let mut output = Vec::new();
-    let mut changes = Vec::new();
-    let mut warnings = Vec::new();
     let mut errors = Vec::new();
+    let mut read = Vec::new();
     for input in &inputs {
         let (origin, text) = match read_input(input) {
             Ok(read) => read,
@@ -214,19 +235,37 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
                 continue;
             }
         };
-        let documents = match manifest::parse(&text, &origin) {
-            Ok(documents) => documents,
-            Err(err) => {
-                errors.push(err.to_string());
-                continue;
-            }
-        };
-        for document in &documents {
+        match manifest::parse(&text, &origin) {
+            Ok(documents) => read.push((origin, documents)),
+            Err(err) => errors.push(err.to_string()),
+        }
+    }
+    // The images of the containers without `command`, all read before
+    // any pod is injected.
+    let images = if parsed.uninject || parsed.offline || !errors.is_empty() {
+        Images::offline()
+    } else {
+        match Images::read(
+            &read,
+            &options,
+            parsed.registry_timeout,
+            &parsed.insecure_registries,
+        ) {
+            Ok(images) => images,
+            Err(message) => return refuse(&[message]),
+        }
+    };
+    let mut output = Vec::new();
+    let mut changes = Vec::new();
+    let mut warnings = Vec::new();
+    for (origin, documents) in &read {
+        for document in documents {
             match transform(
                 document,
-                &origin,
+                origin,
                 parsed.uninject,
                 &options,
+                &images,
                 &mut changes,
                 &mut warnings,
             ) {
@@ -273,6 +312,7 @@ fn transform(
     origin: &str,
     uninject: bool,
     options: &Options,
+    images: &Images,
     changes: &mut Vec<Change>,
     warnings: &mut Vec<Vec<String>>,
 ) -> Result<serde_json::Value, ManifestError> {
@@ -293,7 +333,7 @@ fn transform(
             document,
             origin,
             &mut |template| {
-                let injection = pod::inject(template, options)?;
+                let injection = pod::inject(template, &images.options_for(template, options))?;
                 warnings.push(injection.warnings);
                 Ok((injection.template, injection.containers))
             },
@@ -301,6 +341,110 @@ fn transform(
         )
     }
 }
+
+/// What the registries said of the images of containers without
+/// `command`; nothing when offline (or built without the registry client).
+#[derive(Default)]
+struct Images {
+    #[cfg(feature = "registry")]
+    lookups: Option<crate::inject::lookup::Lookups>,
+}
+
+impl Images {
+    fn offline() -> Images {
+        Images::default()
+    }
+
+    /// Reads the images every pod of `read` wants, at once, within the
+    /// registry client's budget.
+    #[cfg(feature = "registry")]
+    fn read(
+        read: &[(String, Vec<serde_json::Value>)],
+        options: &Options,
+        budget: Option<std::time::Duration>,
+        insecure: &[String],
+    ) -> Result<Images, String> {
+        use crate::inject::lookup::Lookups;
+        use crate::registry::{Keyring, Resolver, Settings};
+
+        let mut wanted = Vec::new();
+        for (origin, documents) in read {
+            for document in documents {
+                // A first pass that changes nothing: its errors are said
+                // by the second.
+                let _ = manifest::transform(
+                    document,
+                    origin,
+                    &mut |template| {
+                        wanted.extend(pod::wanted(template, options));
+                        Ok((template.clone(), Vec::new()))
+                    },
+                    &mut Vec::new(),
+                );
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(Images::offline());
+        }
+        let keyring = Keyring::from_auth_files()
+            .map_err(|e| format!("{e}; or give --offline and kubexit.io/entrypoint.NAME"))?;
+        let budget = budget.unwrap_or(CLI_BUDGET);
+        let settings = Settings {
+            budget,
+            per_call: CLI_PER_CALL.min(budget),
+            insecure: insecure
+                .iter()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .collect(),
+            ..Settings::default()
+        };
+        let resolver = Resolver::new(settings, keyring).map_err(|e| e.to_string())?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| format!("cannot start the registry client: {e}"))?;
+        let lookups = runtime.block_on(Lookups::read(&resolver, &wanted, None));
+        Ok(Images {
+            lookups: Some(lookups),
+        })
+    }
+
+    #[cfg(not(feature = "registry"))]
+    fn read(
+        _: &[(String, Vec<serde_json::Value>)],
+        _: &Options,
+        _: Option<std::time::Duration>,
+        _: &[String],
+    ) -> Result<Images, String> {
+        Ok(Images::offline())
+    }
+
+    /// `options` with what the images of `template`'s containers run.
+    fn options_for(&self, template: &serde_json::Value, options: &Options) -> Options {
+        #[cfg(feature = "registry")]
+        if let Some(lookups) = &self.lookups {
+            let wanted = pod::wanted(template, options);
+            if !wanted.is_empty() {
+                return Options {
+                    images: lookups.images(&wanted),
+                    ..options.clone()
+                };
+            }
+        }
+        let _ = template;
+        options.clone()
+    }
+}
+
+/// The whole lookup's budget on the command line, where no API server
+/// waits: room for a registry across the world and its token service.
+#[cfg(feature = "registry")]
+const CLI_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+/// One request's timeout on the command line.
+#[cfg(feature = "registry")]
+const CLI_PER_CALL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One line on what happened to an object.
 fn describe(change: &Change, uninject: bool) -> String {

@@ -35,7 +35,8 @@ use crate::duration::GoDuration;
 use crate::inject::pod;
 use crate::inject::{Options, vocabulary::Setting};
 use crate::process::signals;
-use crate::webhook::{self, Limits, Settings};
+use crate::registry::{self, Keyring};
+use crate::webhook::{self, Limits, Lookup, Settings};
 
 settings! {
     /// kubexit webhook: the mutating admission webhook that injects kubexit into the pods of
@@ -125,6 +126,47 @@ settings! {
                 default: "0s",
                 parse: parse::duration,
             }
+            /// Whether a container without command is wrapped in its image's ENTRYPOINT and
+            /// CMD, read from the image's registry (on), or refused unless it has
+            /// kubexit.io/entrypoint.NAME (off)
+            registry_lookup: bool = REGISTRY_LOOKUP {
+                flag: "registry-lookup",
+                value_name: "on|off",
+                default: "on",
+                parse: on_off,
+            }
+            /// The most one review's lookup of images may take, every registry together;
+            /// within the registration's timeoutSeconds
+            registry_timeout: Duration = REGISTRY_TIMEOUT {
+                flag: "registry-timeout",
+                value_name: "DURATION",
+                default: "3s",
+                parse: request_timeout,
+            }
+            /// Registry credentials, a Docker config JSON (a mounted pull secret's
+            /// .dockerconfigjson), read at start
+            registry_auth_file: PathBuf = REGISTRY_AUTH_FILE {
+                flag: "registry-auth-file",
+                value_name: "FILE",
+                default: (none "anonymous"),
+                parse: parse::path,
+            }
+            /// Whether the credentials of the pod's imagePullSecrets and its ServiceAccount's are
+            /// read from the Kubernetes API, ahead of --registry-auth-file (on: needs get on
+            /// secrets and serviceaccounts, deploy/webhook/pull-secrets.yaml)
+            registry_pull_secrets: bool = REGISTRY_PULL_SECRETS {
+                flag: "registry-pull-secrets",
+                value_name: "on|off",
+                default: "off",
+                parse: on_off,
+            }
+            /// Registries (HOST[:PORT], comma-separated) spoken to over plain HTTP
+            insecure_registries: Vec<String> = INSECURE_REGISTRIES {
+                flag: "insecure-registries",
+                value_name: "HOSTS",
+                default: (none "none"),
+                parse: hosts,
+            }
         }
 
         /// The log's settings, as the supervisor's
@@ -147,6 +189,25 @@ impl WebhookArgs {
             image: self.image(env)?.unwrap_or_else(pod::default_image),
             ..Options::default()
         };
+        let registry = if self.registry_lookup(env)? {
+            let budget = self.registry_timeout(env)?;
+            let keyring = match self.registry_auth_file(env)? {
+                Some(file) => read_keyring(&file)?,
+                None => Keyring::anonymous(),
+            };
+            Some(Lookup {
+                settings: registry::Settings {
+                    budget,
+                    per_call: registry::DEFAULT_PER_CALL.min(budget),
+                    insecure: self.insecure_registries(env)?.unwrap_or_default(),
+                    ..registry::Settings::default()
+                },
+                keyring,
+                pull_secrets: self.registry_pull_secrets(env)?,
+            })
+        } else {
+            None
+        };
         Ok(Settings {
             listen,
             tls_cert: self.tls_cert(env)?,
@@ -159,8 +220,48 @@ impl WebhookArgs {
                 max_connections,
             },
             shutdown_delay,
+            registry,
         })
     }
+}
+
+/// The credentials of `--registry-auth-file`.
+fn read_keyring(file: &std::path::Path) -> Result<Keyring, ConfigError> {
+    let invalid = |why: String| ConfigError::InvalidValue {
+        setting: REGISTRY_AUTH_FILE.about.label,
+        value: file.display().to_string(),
+        why,
+    };
+    let bytes = std::fs::read(file).map_err(|e| invalid(format!("cannot read it: {e}")))?;
+    Keyring::from_docker_config(&bytes, &format!("--registry-auth-file {}", file.display()))
+        .map_err(|e| invalid(e.to_string()))
+}
+
+fn on_off(raw: &OsStr) -> Result<bool, Problem> {
+    match utf8(raw)?.trim() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(Problem::OfValue("write on or off".into())),
+    }
+}
+
+/// `HOST[:PORT]`s, comma-separated.
+fn hosts(raw: &OsStr) -> Result<Vec<String>, Problem> {
+    let hosts: Vec<String> = utf8(raw)?
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Some(bad) = hosts
+        .iter()
+        .find(|h| h.contains('/') || h.contains(char::is_whitespace))
+    {
+        return Err(Problem::OfValue(format!(
+            "{bad:?} is not HOST[:PORT]; write registry.local:5000,10.0.0.7"
+        )));
+    }
+    Ok(hosts)
 }
 
 fn listen(raw: &OsStr) -> Result<SocketAddr, Problem> {
@@ -259,6 +360,26 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
         GoDuration(settings.limits.idle_timeout),
         settings.limits.max_connections
     );
+    match &settings.registry {
+        Some(lookup) => tracing::info!(
+            "Containers without command are wrapped in their images' ENTRYPOINT and CMD, read \
+             from their registries within {} a review ({})",
+            GoDuration(lookup.settings.budget),
+            match (lookup.pull_secrets, lookup.keyring.searched()) {
+                (false, []) => "anonymously".to_owned(),
+                (true, []) => "with the credentials of each pod's pull secrets".to_owned(),
+                (false, files) => format!("with the credentials of {}", files.join(", ")),
+                (true, files) => format!(
+                    "with the credentials of each pod's pull secrets, then {}",
+                    files.join(", ")
+                ),
+            }
+        ),
+        None => tracing::info!(
+            "Registries are not asked (--registry-lookup off): a container without command \
+             needs kubexit.io/entrypoint.NAME"
+        ),
+    }
     match webhook::run(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

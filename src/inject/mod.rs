@@ -18,6 +18,10 @@
 //! - `mesh`: what Istio's and Linkerd's injectors added to the pod, by
 //!   their own records, and their proxies' readiness and quit endpoints;
 //! - `additions`: the names and paths of what an injection adds;
+//! - `images`: the containers without `command`, whose images' ENTRYPOINT
+//!   and CMD the caller reads from their registries before the
+//!   transformation ([`wanted`]), and how those become the command (a
+//!   mesh's containers are never among them: they need no command);
 //! - `plan`: who does what (sidecars, main containers, readiness, a mesh's
 //!   proxy), every name checked against the pod, in phases;
 //! - `pod`: the transformation itself, a pure function from a pod (or pod
@@ -36,7 +40,10 @@
 //! slim one.
 
 mod additions;
+pub mod images;
 pub mod kubelet_probe;
+#[cfg(feature = "registry")]
+pub mod lookup;
 pub mod manifest;
 pub mod mesh;
 pub mod plan;
@@ -44,4 +51,6 @@ pub mod pod;
 pub mod record;
 pub mod vocabulary;
 
-pub use pod::{InjectError, Injection, Options, inject, is_disabled, is_injected, uninject};
+pub use pod::{
+    InjectError, Injection, Options, inject, is_disabled, is_injected, uninject, wanted,
+};

@@ -55,8 +55,10 @@
 //!    birth dependencies;
 //! 6. `quits` gives each main container its quit, its own, the pod's or
 //!    the mesh's, and the other mains that ask the same;
-//! 7. `settle` makes each container's command and variables
-//!    ([`Planned`]).
+//! 7. `settle` makes each container's variables and says where its
+//!    command comes from ([`Planned`], [`Command`]): its own, its
+//!    `kubexit.io/entrypoint`, or its image, which the caller has read
+//!    (`images`).
 //!
 //! [`check_room`] then checks that what the injection adds (`additions`)
 //! does not collide with the pod's own: the graveyard always, the install
@@ -265,10 +267,22 @@ fn name_of(object: &Map<String, Value>) -> &str {
         .unwrap_or_default()
 }
 
+/// Where a container's wrapped command comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Its own `command`, which kubexit goes before.
+    Own,
+    /// `kubexit.io/entrypoint.NAME`: no `command`, and this is its image's
+    /// ENTRYPOINT.
+    Given(Vec<String>),
+    /// No `command` and no annotation: what the image `image` runs, which
+    /// its registry knows (`images`).
+    FromImage { image: String },
+}
+
 /// What one container gets.
 pub struct Planned {
-    /// The command when the container has none (`kubexit.io/entrypoint`).
-    pub entrypoint: Vec<String>,
+    pub command: Command,
     /// The variables, in order.
     pub env: Vec<(String, String)>,
 }
@@ -655,7 +669,7 @@ fn settle(pod: &Pod, read: &Annotations, container: &Container) -> Result<Planne
         quit,
         birth_probe,
     } = *container;
-    let entrypoint = entrypoint(pod, read, name)?;
+    let command = command(pod, read, name)?;
     let text = |setting: Setting| match read.for_container(name, setting) {
         Some((_, Given::Text(text))) => Some(text.clone()),
         _ => None,
@@ -726,13 +740,12 @@ fn settle(pod: &Pod, read: &Annotations, container: &Container) -> Result<Planne
             env.push(("KUBEXIT_QUIT_AFTER".into(), quit_after.clone()));
         }
     }
-    Ok(Planned { entrypoint, env })
+    Ok(Planned { command, env })
 }
 
-/// The command a container gets when it has none
-/// (`kubexit.io/entrypoint`); empty when it has one, which must not
-/// already run kubexit.
-fn entrypoint(pod: &Pod, read: &Annotations, name: &str) -> Result<Vec<String>, PlanError> {
+/// Where a container's command comes from: its own, which must not
+/// already run kubexit; else `kubexit.io/entrypoint`; else its image.
+fn command(pod: &Pod, read: &Annotations, name: &str) -> Result<Command, PlanError> {
     let container = pod.container(name).expect("a container of the pod");
     match (
         container.get("command"),
@@ -752,15 +765,20 @@ fn entrypoint(pod: &Pod, read: &Annotations, name: &str) -> Result<Vec<String>, 
                     word: word.to_owned(),
                 });
             }
-            Ok(Vec::new())
+            Ok(Command::Own)
         }
         (Some(_), _) => Err(PlanError::Malformed(format!(
             "container {name}: command is not a list"
         ))),
-        (None, Some((_, Given::Command(words)))) => Ok(words.clone()),
-        (None, _) => Err(PlanError::NoCommand {
-            container: name.to_owned(),
-        }),
+        (None, Some((_, Given::Command(words)))) => Ok(Command::Given(words.clone())),
+        (None, _) => match container.get("image").and_then(Value::as_str) {
+            Some(image) if !image.trim().is_empty() => Ok(Command::FromImage {
+                image: image.trim().to_owned(),
+            }),
+            _ => Err(PlanError::NoCommand {
+                container: name.to_owned(),
+            }),
+        },
     }
 }
 

@@ -39,9 +39,10 @@ use super::additions::{
     BINARY_DIR, BINARY_VOLUME, GRAVEYARD_PATH, GRAVEYARD_VOLUME, INSTALL_CONTAINER, KUBEXIT_PATH,
     kubexit_word,
 };
-use super::plan::{PlanError, Pod, check_room, plan};
+use super::images::{self, Images, Wanted};
+use super::plan::{Command, PlanError, Pod, check_room, plan};
 use super::record::{self, CommandChange, ContainerRecord, Record, RecordError};
-use super::vocabulary::{self, AnnotationError, Install, Setting, Value as Given};
+use super::vocabulary::{self, AnnotationError, Annotations, Install, Setting, Value as Given};
 
 /// Where kubexit is in its image.
 const IMAGE_BINARY: &str = "/bin/kubexit";
@@ -60,6 +61,10 @@ pub struct Options {
     /// Annotations set on the pod before it is read (the command line's
     /// flags); recorded, so that uninjecting restores the user's.
     pub overrides: BTreeMap<String, String>,
+    /// What the images of the containers without `command` run, by
+    /// container, as the caller read them for this pod ([`wanted`]); a
+    /// container missing here is refused as having no command.
+    pub images: Images,
 }
 
 impl Default for Options {
@@ -67,6 +72,7 @@ impl Default for Options {
         Options {
             image: default_image(),
             overrides: BTreeMap::new(),
+            images: Images::new(),
         }
     }
 }
@@ -98,6 +104,14 @@ pub enum InjectError {
     Record(#[from] RecordError),
     #[error("{0}")]
     Malformed(String),
+    /// The caller could not read what a container's image runs.
+    #[error("container {container}: {why}")]
+    Lookup { container: String, why: String },
+    #[error(
+        "container {container} has no command, and its image {image} has neither ENTRYPOINT nor \
+         CMD: it runs nothing; add `command` to the container"
+    )]
+    ImageRunsNothing { container: String, image: String },
 }
 
 /// Whether `template` carries the record of an injection.
@@ -147,47 +161,12 @@ fn annotation<'a>(template: &'a Value, key: &str) -> Option<&'a str> {
 /// template is taken back first and injected anew, so injecting twice
 /// changes nothing.
 pub fn inject(template: &Value, options: &Options) -> Result<Injection, InjectError> {
-    let mut base = template.clone();
-    let mut before: BTreeMap<String, Option<String>> = BTreeMap::new();
-    let mut created: Vec<String> = Vec::new();
-    if let Some(text) = annotation(template, &record::key()) {
-        let old = Record::from_json(text)?;
-        record::undo(&mut base, &old)?;
-        before = old.annotations;
-        created.extend(
-            old.created
-                .into_iter()
-                .filter(|c| c == "metadata" || c == "metadata.annotations"),
-        );
-    }
-    if !base.is_object() || !base.get("spec").is_some_and(Value::is_object) {
-        return Err(InjectError::Malformed(
-            "it has no pod spec (spec must be an object)".into(),
-        ));
-    }
-
-    // The caller's annotations, with what they replace.
-    if !options.overrides.is_empty() {
-        let metadata = object_field(&mut base, "metadata", &mut created, "metadata")?;
-        let annotations = object_field_of(
-            metadata,
-            "annotations",
-            &mut created,
-            "metadata.annotations",
-        )?;
-        for (key, value) in &options.overrides {
-            let old = annotations
-                .get(key)
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            before.entry(key.clone()).or_insert(old);
-            annotations.insert(key.clone(), Value::String(value.clone()));
-        }
-    }
-    let current = annotations_of(&base)?;
-    before.retain(|key, old| current.get(key) != old.as_ref());
-
-    let read = vocabulary::read(&current)?;
+    let Prepared {
+        mut base,
+        before,
+        created,
+        read,
+    } = prepare(template, options)?;
     // Not injected: the pod as the user wrote it, whatever the flags said.
     let untouched = || -> Result<Injection, InjectError> {
         Ok(Injection {
@@ -206,10 +185,11 @@ pub fn inject(template: &Value, options: &Options) -> Result<Injection, InjectEr
         return untouched();
     }
     check_room(&pod, &plan, install)?;
+    let kubexit = kubexit_word(install);
+    let commands = commands(&pod, &plan, options, kubexit)?;
 
     // Every check is done: from here on nothing fails.
     let installs = install != Install::InImage;
-    let kubexit = kubexit_word(install);
     let (added_volumes, mounts): (Vec<Value>, Vec<Value>) = if installs {
         (
             vec![
@@ -287,21 +267,32 @@ pub fn inject(template: &Value, options: &Options) -> Result<Injection, InjectEr
         };
         let container = container.as_object_mut().expect("checked by Pod::of");
         let mut created = Vec::new();
-        let command = match container.get_mut("command").and_then(Value::as_array_mut) {
-            Some(words) => {
-                words.insert(0, json!(kubexit));
+        let mut image = None;
+        let command = match &commands[&name] {
+            NewCommand::Wrap => {
+                if let Some(words) = container.get_mut("command").and_then(Value::as_array_mut) {
+                    words.insert(0, json!(kubexit));
+                }
                 CommandChange::Wrapped
             }
-            None => {
-                let mut words = vec![json!(kubexit)];
-                words.extend(planned.entrypoint.iter().map(|w| json!(w)));
+            NewCommand::Add {
+                command,
+                args,
+                pinned,
+            } => {
+                image = pinned.clone();
                 place(
                     container,
                     "command",
-                    Value::Array(words),
+                    json!(command),
                     &["args"],
                     &["name", "image"],
                 );
+                if !args.is_empty() {
+                    container.shift_remove("args");
+                    place(container, "args", json!(args), &[], &["command"]);
+                    created.push("args".to_owned());
+                }
                 CommandChange::Added
             }
         };
@@ -330,6 +321,7 @@ pub fn inject(template: &Value, options: &Options) -> Result<Injection, InjectEr
                 env: planned.env.iter().map(|(v, _)| v.clone()).collect(),
                 volume_mounts: volume_names.clone(),
                 created,
+                image,
             },
         );
     }
@@ -348,6 +340,167 @@ pub fn inject(template: &Value, options: &Options) -> Result<Injection, InjectEr
         containers: plan.order,
         warnings: plan.warnings,
     })
+}
+
+/// A template taken back to what the user wrote, with the caller's
+/// annotations set: what [`inject`] and [`wanted`] read.
+struct Prepared {
+    base: Value,
+    /// The annotations the caller set, with their values before.
+    before: BTreeMap<String, Option<String>>,
+    /// Of `metadata` and `metadata.annotations`, those made.
+    created: Vec<String>,
+    read: Annotations,
+}
+
+fn prepare(template: &Value, options: &Options) -> Result<Prepared, InjectError> {
+    let mut base = template.clone();
+    let mut before: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut created: Vec<String> = Vec::new();
+    if let Some(text) = annotation(template, &record::key()) {
+        let old = Record::from_json(text)?;
+        record::undo(&mut base, &old)?;
+        before = old.annotations;
+        created.extend(
+            old.created
+                .into_iter()
+                .filter(|c| c == "metadata" || c == "metadata.annotations"),
+        );
+    }
+    if !base.is_object() || !base.get("spec").is_some_and(Value::is_object) {
+        return Err(InjectError::Malformed(
+            "it has no pod spec (spec must be an object)".into(),
+        ));
+    }
+
+    // The caller's annotations, with what they replace.
+    if !options.overrides.is_empty() {
+        let metadata = object_field(&mut base, "metadata", &mut created, "metadata")?;
+        let annotations = object_field_of(
+            metadata,
+            "annotations",
+            &mut created,
+            "metadata.annotations",
+        )?;
+        for (key, value) in &options.overrides {
+            let old = annotations
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            before.entry(key.clone()).or_insert(old);
+            annotations.insert(key.clone(), Value::String(value.clone()));
+        }
+    }
+    let current = annotations_of(&base)?;
+    before.retain(|key, old| current.get(key) != old.as_ref());
+
+    let read = vocabulary::read(&current)?;
+    Ok(Prepared {
+        base,
+        before,
+        created,
+        read,
+    })
+}
+
+/// The containers of `template` whose command must come from their image,
+/// as [`inject`] with `options` would coordinate them: the images to read
+/// before injecting. None when the pod cannot be injected for another
+/// reason, which [`inject`] then says.
+pub fn wanted(template: &Value, options: &Options) -> Vec<Wanted> {
+    let Ok(prepared) = prepare(template, options) else {
+        return Vec::new();
+    };
+    if !prepared.read.enabled() {
+        return Vec::new();
+    }
+    let Ok(pod) = Pod::of(&prepared.base) else {
+        return Vec::new();
+    };
+    let Ok(plan) = plan(&pod, &prepared.read) else {
+        return Vec::new();
+    };
+    let platforms = images::platforms(&prepared.base);
+    plan.order
+        .iter()
+        .filter_map(|name| match &plan.containers[name].command {
+            Command::FromImage { image } => Some(Wanted {
+                container: name.clone(),
+                image: image.clone(),
+                platforms: platforms.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A coordinated container's new command, from the plan and, for one
+/// without `command`, from what its image runs.
+enum NewCommand {
+    /// kubexit before its own.
+    Wrap,
+    /// A command made whole, the args added (when the container had none
+    /// and the image's CMD goes there), and the image read for it.
+    Add {
+        command: Vec<String>,
+        args: Vec<String>,
+        pinned: Option<String>,
+    },
+}
+
+/// Every coordinated container's new command, checked before anything
+/// changes: a container whose image could not be read is refused here.
+fn commands(
+    pod: &Pod,
+    plan: &super::plan::Plan,
+    options: &Options,
+    kubexit: &str,
+) -> Result<BTreeMap<String, NewCommand>, InjectError> {
+    let mut commands = BTreeMap::new();
+    for (name, planned) in &plan.containers {
+        let new = match &planned.command {
+            Command::Own => NewCommand::Wrap,
+            Command::Given(words) => NewCommand::Add {
+                command: std::iter::once(kubexit.to_owned())
+                    .chain(words.iter().cloned())
+                    .collect(),
+                args: Vec::new(),
+                pinned: None,
+            },
+            Command::FromImage { image } => match options.images.get(name) {
+                None => {
+                    return Err(PlanError::NoCommand {
+                        container: name.clone(),
+                    }
+                    .into());
+                }
+                Some(Err(why)) => {
+                    return Err(InjectError::Lookup {
+                        container: name.clone(),
+                        why: why.clone(),
+                    });
+                }
+                Some(Ok(run)) => {
+                    let has_args = pod
+                        .container(name)
+                        .is_some_and(|c| c.get("args").is_some_and(|a| !a.is_null()));
+                    let (command, args) = run.wrapped(kubexit, has_args).ok_or_else(|| {
+                        InjectError::ImageRunsNothing {
+                            container: name.clone(),
+                            image: image.clone(),
+                        }
+                    })?;
+                    NewCommand::Add {
+                        command,
+                        args,
+                        pinned: Some(run.pinned.clone()),
+                    }
+                }
+            },
+        };
+        commands.insert(name.clone(), new);
+    }
+    Ok(commands)
 }
 
 /// Gives back `template` as it was before [`inject`]: what was added taken

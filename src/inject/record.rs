@@ -11,8 +11,10 @@
 //!   installed `/kubexit/kubexit` (`kubexit.io/install: none`: the images
 //!   carry kubexit, found on their PATH);
 //! - per coordinated container, whether `command` was wrapped (the first
-//!   word added) or added whole (`kubexit.io/entrypoint`), and the
-//!   variables and volume mounts it appended (by name);
+//!   word added) or added whole (`kubexit.io/entrypoint`, or the image's
+//!   ENTRYPOINT read from its registry, whose `args` may be added too: the
+//!   image's CMD), the image as read, pinned by its digest (`image`), and
+//!   the variables and volume mounts it appended (by name);
 //! - every list or map that did not exist before (`created`), so that an
 //!   emptied one is removed rather than left as `[]`;
 //! - the annotations the injector set for the caller (the command line's
@@ -38,7 +40,8 @@ use super::vocabulary::Setting;
 pub enum CommandChange {
     /// kubexit's path put before the user's command.
     Wrapped,
-    /// `command` did not exist; it was made from `kubexit.io/entrypoint`.
+    /// `command` did not exist; it was made from `kubexit.io/entrypoint`
+    /// or from the image's config.
     Added,
 }
 
@@ -48,8 +51,12 @@ pub struct ContainerRecord {
     pub command: CommandChange,
     pub env: Vec<String>,
     pub volume_mounts: Vec<String>,
-    /// Of `env` and `volumeMounts`, those that did not exist.
+    /// Of `env`, `volumeMounts` and `args` (the image's CMD), those that
+    /// did not exist.
     pub created: Vec<String>,
+    /// The image whose ENTRYPOINT and CMD were read for the command,
+    /// pinned by digest (`IMAGE@sha256:...`).
+    pub image: Option<String>,
 }
 
 /// Everything one injection changed.
@@ -94,6 +101,9 @@ impl Record {
                 put(&mut fields, "env", json!(c.env));
                 put(&mut fields, "volumeMounts", json!(c.volume_mounts));
                 put(&mut fields, "created", json!(c.created));
+                if let Some(image) = &c.image {
+                    fields.insert("image".into(), json!(image));
+                }
                 (name.clone(), Value::Object(fields))
             })
             .collect();
@@ -160,6 +170,11 @@ impl Record {
                         env: strings(c, "env")?,
                         volume_mounts: strings(c, "volumeMounts")?,
                         created: strings(c, "created")?,
+                        image: match c.get("image") {
+                            None => None,
+                            Some(Value::String(image)) => Some(image.clone()),
+                            Some(_) => return Err(bad("image")),
+                        },
                     },
                 );
             }
@@ -234,6 +249,9 @@ pub fn undo(template: &mut Value, record: &Record) -> Result<(), RecordError> {
         match added.command {
             CommandChange::Added => {
                 container.shift_remove("command");
+                if added.created.iter().any(|c| c == "args") {
+                    container.shift_remove("args");
+                }
             }
             CommandChange::Wrapped => {
                 let command = container.get_mut("command").and_then(Value::as_array_mut);

@@ -21,12 +21,19 @@ pub enum WebhookError {
     Runtime(std::io::Error),
     #[error("cannot open the signal queue: {0}")]
     Signals(std::io::Error),
+    #[error("cannot set up the registry client: {0}")]
+    Registry(#[from] crate::registry::SetupError),
+    #[error("--registry-pull-secrets on: {0}")]
+    PullSecrets(String),
 }
 
 impl WebhookError {
     /// Whether the fault is in what the user gave (exit status 2) rather
     /// than in running (exit status 1).
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, WebhookError::Certificate(_))
+        matches!(
+            self,
+            WebhookError::Certificate(_) | WebhookError::Registry(_) | WebhookError::PullSecrets(_)
+        )
     }
 }

@@ -25,6 +25,15 @@
 //!   any fault of the webhook's own allows the pod unchanged and is
 //!   logged. A body that is no review at all has no `uid` to answer: it
 //!   gets 400, and the failure policy decides.
+//! - `requests` reads, before the review, what the images of the pod's
+//!   containers without `command` run, from their registries
+//!   (`crate::registry`, one resolver for the server, so its caches serve
+//!   every review), within `--registry-timeout`; a registry that cannot
+//!   answer denies the pod with the image, the registry's answer and
+//!   `kubexit.io/entrypoint.NAME`, as `kubexit inject` does.
+//!   `--registry-lookup off` asks none. `pull_secrets` reads, with
+//!   `--registry-pull-secrets on`, the credentials of the pod's
+//!   `imagePullSecrets` and its ServiceAccount's from the Kubernetes API.
 //! - `patch`: the JSON Patch from the pod sent to the pod injected, which
 //!   for an injection says only what was added: `add` operations, none
 //!   rewriting what the user wrote (tests/suite/webhook.rs,
@@ -62,6 +71,7 @@ mod connection;
 mod error;
 mod metrics;
 pub mod patch;
+mod pull_secrets;
 mod requests;
 pub mod review;
 mod server;
@@ -71,7 +81,7 @@ pub mod tls;
 use crate::process::signals::Signals;
 
 pub use error::WebhookError;
-pub use settings::{Limits, Settings};
+pub use settings::{Limits, Lookup, Settings};
 pub use tls::TlsError;
 
 /// Serves admission reviews until a stop signal, then stops gracefully.

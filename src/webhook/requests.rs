@@ -7,6 +7,15 @@
 //! stopping (readiness); `GET /metrics` gives the counters of `metrics`.
 //! Anything else is 404, or 405 for a known path with the wrong method.
 //!
+//! Images: before a review is decided, the containers of its pod whose
+//! command must come from their image (`review::wanted`) have their
+//! images read, side by side, within the resolver's budget
+//! (`--registry-timeout`), and the answers go to the review with the
+//! options (`inject::lookup`). With `--registry-pull-secrets on`, they are
+//! read with the pod's pull secrets and its ServiceAccount's
+//! (`pull_secrets`), then `--registry-auth-file`'s credentials. The review
+//! itself stays free of I/O.
+//!
 //! Bodies: a review must say its `Content-Length` (the API server always
 //! does), so that one over `--max-request-bytes` is refused with 413 before
 //! a byte of it is read, and the connection closed. Bodies being read are
@@ -14,6 +23,7 @@
 //! its share of that budget before reading, so many large requests at once
 //! wait in turn rather than grow the memory, each within its own deadline.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,9 +35,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 
 use super::metrics::Metrics;
+use super::pull_secrets::PullSecrets;
 use super::review::{self, Outcome, Reviewed};
 use super::settings::Limits;
 use crate::inject::Options;
+use crate::inject::lookup::Lookups;
+use crate::registry::{Keyring, Resolver};
 
 /// The path of the reviews.
 pub const INJECT_PATH: &str = "/inject";
@@ -42,17 +55,55 @@ pub struct Shared {
     pub ready: AtomicBool,
     bodies: Semaphore,
     metrics: Arc<Metrics>,
+    /// Reads the images of containers without `command`; one for the
+    /// server, so its caches serve every review (`None`:
+    /// `--registry-lookup off`).
+    resolver: Option<Resolver>,
+    /// With `--registry-pull-secrets on`: the reader of pods' pull
+    /// secrets, and the credentials of `--registry-auth-file` searched
+    /// after them.
+    pull_secrets: Option<(PullSecrets, Keyring)>,
 }
 
 impl Shared {
-    pub fn new(options: Options, limits: Limits, metrics: Arc<Metrics>) -> Shared {
+    pub fn new(
+        options: Options,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+        resolver: Option<Resolver>,
+        pull_secrets: Option<(PullSecrets, Keyring)>,
+    ) -> Shared {
         Shared {
             options,
             limits,
             ready: AtomicBool::new(true),
             bodies: Semaphore::new(limits.body_budget().div_ceil(BUDGET_UNIT)),
             metrics,
+            resolver,
+            pull_secrets,
         }
+    }
+
+    /// The options for the review in `body`: with what the images of its
+    /// pod's containers without `command` run, read within the
+    /// resolver's budget, when there are such containers.
+    async fn options_for(&self, body: &[u8]) -> Cow<'_, Options> {
+        let Some(resolver) = &self.resolver else {
+            return Cow::Borrowed(&self.options);
+        };
+        let (wanted, pod) = review::wanted(body, &self.options);
+        if wanted.is_empty() {
+            return Cow::Borrowed(&self.options);
+        }
+        let keyring = match (&self.pull_secrets, pod) {
+            (Some((secrets, mounted)), Some(pod)) => Some(secrets.keyring(&pod, mounted).await),
+            _ => None,
+        };
+        let lookups = Lookups::read(resolver, &wanted, keyring.as_ref()).await;
+        Cow::Owned(Options {
+            images: lookups.images(&wanted),
+            ..self.options.clone()
+        })
     }
 }
 
@@ -141,7 +192,8 @@ async fn inject(
             return closing(text(StatusCode::BAD_REQUEST, "cannot read the body\n"));
         }
     };
-    match review::review(&body, &shared.options) {
+    let options = shared.options_for(&body).await;
+    match review::review(&body, &options) {
         Ok(reviewed) => {
             shared.metrics.reviewed(&reviewed.outcome);
             log(&reviewed);

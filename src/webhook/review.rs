@@ -49,6 +49,8 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use serde_json::Value;
 
 use super::patch;
+use super::pull_secrets::PodSecrets;
+use crate::inject::images::Wanted;
 use crate::inject::vocabulary::PREFIX;
 use crate::inject::{self, Options};
 
@@ -110,40 +112,65 @@ pub fn review(body: &[u8], options: &Options) -> Result<Reviewed, NotAReview> {
     })
 }
 
-fn decide(
-    request: &AdmissionRequest<DynamicObject>,
-    response: AdmissionResponse,
-    options: &Options,
-) -> (AdmissionResponse, Outcome) {
+/// The containers of the pod in `body` whose command must come from their
+/// image, when that pod is one [`review`] would inject, and where its pull
+/// secrets are named: what to read before reviewing it.
+pub fn wanted(body: &[u8], options: &Options) -> (Vec<Wanted>, Option<PodSecrets>) {
+    let Ok(review) = serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) else {
+        return (Vec::new(), None);
+    };
+    let Ok(request): Result<AdmissionRequest<DynamicObject>, _> = review.try_into() else {
+        return (Vec::new(), None);
+    };
+    match pod_to_inject(&request) {
+        Ok(pod) => {
+            let namespace = request.namespace.as_deref().unwrap_or("default");
+            (
+                inject::wanted(&pod, options),
+                Some(PodSecrets::of(namespace, &pod)),
+            )
+        }
+        Err(_) => (Vec::new(), None),
+    }
+}
+
+/// The pod of a review that asks for an injection, or why there is none
+/// (with the outcome it has then).
+fn pod_to_inject(request: &AdmissionRequest<DynamicObject>) -> Result<Value, Outcome> {
     let is_pod = request.kind.group.is_empty()
         && request.kind.version == "v1"
         && request.kind.kind == "Pod"
         && request.sub_resource.is_none();
     if !is_pod || !matches!(request.operation, Operation::Create) {
-        return (response, Outcome::Unchanged(NOT_A_POD));
+        return Err(Outcome::Unchanged(NOT_A_POD));
     }
     let Some(object) = &request.object else {
-        return (response, Outcome::Fault("the review has no object".into()));
+        return Err(Outcome::Fault("the review has no object".into()));
     };
-    let pod = match serde_json::to_value(object) {
-        Ok(pod) => pod,
-        Err(err) => {
-            return (
-                response,
-                Outcome::Fault(format!("cannot read the pod: {err}")),
-            );
-        }
-    };
+    let pod = serde_json::to_value(object)
+        .map_err(|err| Outcome::Fault(format!("cannot read the pod: {err}")))?;
     if !asks_for_kubexit(&pod) {
-        return (response, Outcome::Unchanged(NOT_ASKED));
+        return Err(Outcome::Unchanged(NOT_ASKED));
     }
-    let injected_before = inject::is_injected(&pod);
-    if injected_before && inject::is_disabled(&pod) {
-        return (response, Outcome::Unchanged(ALREADY_INJECTED));
+    if inject::is_injected(&pod) && inject::is_disabled(&pod) {
+        return Err(Outcome::Unchanged(ALREADY_INJECTED));
     }
     if inject::is_disabled(&pod) {
-        return (response, Outcome::Unchanged(DISABLED));
+        return Err(Outcome::Unchanged(DISABLED));
     }
+    Ok(pod)
+}
+
+fn decide(
+    request: &AdmissionRequest<DynamicObject>,
+    response: AdmissionResponse,
+    options: &Options,
+) -> (AdmissionResponse, Outcome) {
+    let pod = match pod_to_inject(request) {
+        Ok(pod) => pod,
+        Err(outcome) => return (response, outcome),
+    };
+    let injected_before = inject::is_injected(&pod);
     // An injected pod is injected again, as `kubexit inject` does twice:
     // the same pod, unless another webhook has added to it since (a
     // mesh's proxy, on a reinvocation). Its install image stays the one

@@ -23,10 +23,12 @@ use tokio_rustls::TlsAcceptor;
 use super::connection;
 use super::error::WebhookError;
 use super::metrics::Metrics;
+use super::pull_secrets::PullSecrets;
 use super::requests::{INJECT_PATH, Shared};
 use super::settings::Settings;
 use super::tls::{self, Certificates};
 use crate::process::signals::Signals;
+use crate::registry::Resolver;
 
 /// Serves until a stop signal, then stops as the module says.
 pub async fn serve(
@@ -46,10 +48,28 @@ pub async fn serve(
     let limits = settings.limits;
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let metrics = Arc::new(Metrics::default());
+    let resolver = match &settings.registry {
+        Some(lookup) => Some(Resolver::new(
+            lookup.settings.clone(),
+            lookup.keyring.clone(),
+        )?),
+        None => None,
+    };
+    let pull_secrets = match &settings.registry {
+        Some(lookup) if lookup.pull_secrets => Some((
+            PullSecrets::connect()
+                .await
+                .map_err(WebhookError::PullSecrets)?,
+            lookup.keyring.clone(),
+        )),
+        _ => None,
+    };
     let shared = Arc::new(Shared::new(
         settings.options.clone(),
         limits,
         Arc::clone(&metrics),
+        resolver,
+        pull_secrets,
     ));
     let (stop, stopping) = watch::channel(false);
     tokio::spawn(tls::watch(Arc::clone(&certificates), Arc::clone(&metrics)));

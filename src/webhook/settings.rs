@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::inject::Options;
+use crate::registry::{self, Keyring};
 
 /// Everything the server needs, checked.
 #[derive(Debug, Clone)]
@@ -20,6 +21,21 @@ pub struct Settings {
     /// How long, after SIGTERM, the server goes on accepting connections
     /// while `/readyz` fails, so that the Service stops sending it new ones.
     pub shutdown_delay: Duration,
+    /// How images of containers without `command` are read; `None`:
+    /// they are not (`--registry-lookup off`).
+    pub registry: Option<Lookup>,
+}
+
+/// How the webhook reads images from their registries.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    pub settings: registry::Settings,
+    /// The credentials of `--registry-auth-file`.
+    pub keyring: Keyring,
+    /// Whether the pod's pull secrets and its ServiceAccount's are read
+    /// from the Kubernetes API too, ahead of `keyring`
+    /// (`--registry-pull-secrets on`).
+    pub pull_secrets: bool,
 }
 
 /// What one client may cost.

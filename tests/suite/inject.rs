@@ -573,8 +573,12 @@ fn pod_with(annotations: &str) -> String {
 }
 
 #[test]
-fn a_container_without_command_is_refused_naming_it_and_the_fix() {
-    let err = refused(&["inject"], &pod_with("{kubexit.io/sidecars: proxy}"));
+fn a_container_without_command_is_refused_naming_it_and_the_fix_when_offline() {
+    // Offline, as before images were read from their registries.
+    let err = refused(
+        &["inject", "--offline"],
+        &pod_with("{kubexit.io/sidecars: proxy}"),
+    );
     assert_contains(&err, "Pod web: container mesh has no command");
     assert_contains(&err, "--entrypoint mesh=CMD");
     assert_contains(&err, "add `command`");

@@ -58,6 +58,8 @@ mod inject_kubernetes;
 mod inject_meshes;
 #[cfg(feature = "kubernetes")]
 mod kubernetes_api;
+#[cfg(feature = "registry")]
+mod registry;
 #[cfg(feature = "webhook")]
 mod webhook;
 #[cfg(feature = "webhook")]

@@ -240,7 +240,9 @@ fn a_meshs_proxy_added_before_or_after_kubexits_answer_gives_the_same_pod() {
 #[test]
 fn invalid_annotations_are_denied_with_the_message_kubexit_inject_gives() {
     let pki = Pki::new();
-    let server = Webhook::with(&pki, &[]);
+    // Neither reads images from registries: a container without command
+    // is refused alike.
+    let server = Webhook::with(&pki, &["--registry-lookup", "off"]);
     let mut client = server.client(&pki);
 
     let mut misspelt = sidecar_pod();
@@ -257,7 +259,7 @@ fn invalid_annotations_are_denied_with_the_message_kubexit_inject_gives() {
         let answered = answer(&client.review(&review_of(&pod)));
         assert!(!answered.allowed, "{pod}");
         assert!(answered.patch.is_none());
-        let said = kubexit_inject(&pod, &[]).expect_err("kubexit inject refuses it too");
+        let said = kubexit_inject(&pod, &["--offline"]).expect_err("kubexit inject refuses it too");
         // kubexit inject names the file and the object first; the API
         // server names the object itself.
         assert!(
@@ -896,6 +898,10 @@ fn help_names_every_flag_and_exits_0() {
         "--idle-timeout",
         "--max-connections",
         "--shutdown-delay",
+        "--registry-lookup",
+        "--registry-timeout",
+        "--registry-auth-file",
+        "--insecure-registries",
         "--log-format",
     ] {
         assert!(done.stdout.contains(flag), "{flag}: {}", done.stdout);

@@ -325,7 +325,14 @@ fn bad_annotations_are_denied_on_creation_with_kubexit_injects_message() {
         return;
     };
     let certificate = SelfSigned::make(&[]);
-    let server = webhook::Webhook::start(&certificate.cert(), &certificate.key(), &[]);
+    // Asking no registry, as kubexit inject --offline (what
+    // Options::default() is): the container without command is refused
+    // for that, not for a registry this machine cannot reach.
+    let server = webhook::Webhook::start(
+        &certificate.cert(),
+        &certificate.key(),
+        &["--registry-lookup", "off"],
+    );
     let registration = Registration::new(cluster, &certificate, server.port, "Fail");
     let enabled = registration.namespace();
     wait_until_called(cluster, &enabled);
@@ -465,6 +472,16 @@ fn the_deployment_manifests_are_accepted_by_a_server_side_dry_run() {
             &namespace
         ),
         1
+    );
+    // The opt-in rights to read pull secrets: a ClusterRole and one binding.
+    assert_eq!(
+        dry_run(
+            cluster,
+            "pull-secrets.yaml",
+            &read("pull-secrets.yaml"),
+            &namespace
+        ),
+        2
     );
     let self_signed = SelfSigned::make(&["--namespace", &namespace]);
     let text = serde_json::to_string(&self_signed.objects[0]).unwrap()

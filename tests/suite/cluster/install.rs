@@ -6,7 +6,6 @@
 //! the image's PATH.
 
 use std::fs;
-use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
@@ -14,7 +13,7 @@ use serde_json::{Value, json};
 use super::{only, scene};
 use crate::util::files::target_dir;
 use crate::util::node::{Node, statuses, terminated};
-use crate::util::{assert_contains, kubexit, podman, shared_dir};
+use crate::util::{assert_contains, kubexit, podman};
 
 /// The stand-in the image is built from, and the image: the user's image
 /// with kubexit copied in.
@@ -66,19 +65,7 @@ fn build_and_load(node: &Node) -> Result<(), String> {
     });
     let _ = buildah(&["rm", &container]);
     built?;
-    let shared = shared_dir().ok_or("no ../shared")?;
-    let imported = Command::new(shared.join("peers/cluster/images"))
-        .arg(&node.state)
-        .arg(&archive)
-        .output()
-        .map_err(|e| format!("cluster/images: {e}"))?;
-    if !imported.status.success() {
-        return Err(format!(
-            "cluster/images: {}",
-            String::from_utf8_lossy(&imported.stderr)
-        ));
-    }
-    Ok(())
+    node.import(&[archive])
 }
 
 /// A Job of a short main and a sidecar that runs until stopped, both in

@@ -15,7 +15,12 @@
 //! controller's creations (its events say so) and the Job waits without a
 //! pod; the webhook's own namespace is not labelled, so its ReplicaSet
 //! creates the new webhook pod even then; the Job controller's next retry
-//! is admitted and injected.
+//! is admitted and injected. A Job whose containers have no `command`
+//! is wrapped in what their images run, which the webhook reads from the
+//! test's registry (`util::registry`, plain HTTP on loopback, named with
+//! `--insecure-registries`), and completes: the node runs the same images,
+//! imported from archives under the same names, since it pulls from no
+//! registry.
 //!
 //! What is adapted, because this node is not a cluster (each said again
 //! where it is done):
@@ -45,7 +50,7 @@
 //!   test's. It is deleted, with the `kubexit` namespace, when the test
 //!   ends, passed or failed.
 //!
-//! Both tests deploy into the namespace `kubexit` and use the host's
+//! The tests deploy into the namespace `kubexit` and use the host's
 //! network: they hold [`node::host_network`] from the installation until
 //! the webhook's pods are gone.
 
@@ -84,6 +89,11 @@ struct Installed {
 
 impl Installed {
     fn install(node: &'static Node) -> Installed {
+        Installed::install_with(node, &[])
+    }
+
+    /// [`Installed::install`], the webhook given `extra` arguments too.
+    fn install_with(node: &'static Node, extra: &[&str]) -> Installed {
         let host = node::host_network();
         clear_earlier_installation(node);
         // From here on, whatever fails, the drop cleans up.
@@ -97,7 +107,7 @@ impl Installed {
 
         let mut objects = manifest("deploy/webhook/webhook.yaml");
         for object in &mut objects {
-            adapt_to_the_node(object, port);
+            adapt_to_the_node(object, port, extra);
         }
         node.create_all(NAMESPACE, &objects);
 
@@ -205,7 +215,7 @@ fn clear_earlier_installation(node: &Node) {
 }
 
 /// What differs from `webhook.yaml` on this node (see the module's essay).
-fn adapt_to_the_node(object: &mut Value, port: u16) {
+fn adapt_to_the_node(object: &mut Value, port: u16, extra: &[&str]) {
     match object["kind"].as_str().unwrap_or_default() {
         "Namespace" => {
             // `restricted` refuses hostNetwork, as `baseline` does.
@@ -232,6 +242,7 @@ fn adapt_to_the_node(object: &mut Value, port: u16) {
                 .as_array_mut()
                 .expect("the webhook's args");
             args.extend(["--listen".into(), format!("127.0.0.1:{port}").into()]);
+            args.extend(extra.iter().map(|a| json!(a)));
         }
         "Service" => {
             // What the API server dials for this Service: localhost:PORT,
@@ -544,4 +555,84 @@ fn with_the_webhook_down_a_jobs_pod_waits_for_it_and_the_webhooks_own_pod_is_nev
     let (pod, _) = only(&pods);
     assert_injected(pod);
     assert_coordinated(pod);
+}
+
+#[test]
+fn a_job_whose_containers_have_no_command_runs_what_their_images_say_wrapped_and_completes() {
+    let test = "cluster_webhook_reads_images_from_their_registry";
+    let Some(node) = node::node(test) else {
+        return;
+    };
+    let Some(registries) = crate::util::registry::registries(test) else {
+        return;
+    };
+    // The node pulls from no registry: it runs the images imported from
+    // archives, under the names the webhook reads them by from the test's
+    // registry (plain HTTP on loopback, which the webhook's pod on the
+    // host's network reaches).
+    let tag = unique("e2e");
+    let main_image = registries.plain.image(&format!("e2e/main:{tag}"));
+    let proxy_image = registries.plain.image(&format!("e2e/proxy:{tag}"));
+    let base =
+        crate::util::files::target_dir().join("node-images/docker.io_library_alpine_3.20.tar");
+    let dir = tempfile::tempdir().unwrap();
+    let mut archives = Vec::new();
+    for (image, entrypoint, cmd) in [
+        (
+            &main_image,
+            Some(r#"["sh","-c"]"#),
+            json!([MAIN]).to_string(),
+        ),
+        (&proxy_image, None, json!(["sh", "-c", PROXY]).to_string()),
+    ] {
+        let local = format!("e2e-{}", archives.len());
+        let archive = dir.path().join(format!("{local}.tar"));
+        registries
+            .build_on(&base, &local, entrypoint, &cmd)
+            .and_then(|()| {
+                let repository = image.split_once('/').expect("AUTHORITY/REPOSITORY").1;
+                registries.push(&local, repository, "oci")
+            })
+            .and_then(|()| registries.save(&local, &archive, image))
+            .unwrap_or_else(|e| panic!("{e}"));
+        archives.push(archive);
+    }
+    node.import(&archives).unwrap_or_else(|e| panic!("{e}"));
+
+    let installed = Installed::install_with(
+        node,
+        &["--insecure-registries", &registries.plain.authority],
+    );
+    let ns = installed.namespace("webhook-images");
+    installed.wait_until_called(&ns);
+    let mut job = job("imaged");
+    job["spec"]["template"]["spec"]["containers"] = json!([
+        {"name": "main", "image": main_image},
+        {"name": "proxy", "image": proxy_image},
+    ]);
+    node.create_all(&ns, &[job]);
+
+    let pods = node.complete_job(&ns, "imaged");
+    let (pod, _) = only(&pods);
+    let containers = &pod["spec"]["containers"];
+    assert_eq!(
+        containers[0]["command"],
+        json!(["/kubexit/kubexit", "sh", "-c"]),
+        "ENTRYPOINT, wrapped"
+    );
+    assert_eq!(containers[0]["args"], json!([MAIN]), "CMD");
+    assert_eq!(
+        containers[1]["command"],
+        json!(["/kubexit/kubexit", "sh", "-c", PROXY]),
+        "CMD only, wrapped"
+    );
+    assert_coordinated(pod);
+    let record = pod["metadata"]["annotations"]["kubexit.io/injected"]
+        .as_str()
+        .unwrap_or_default();
+    assert_contains(record, &format!("{main_image}@sha256:"));
+    assert_contains(
+        &installed.log(),
+        &format!("Pod {ns}/imaged-*: injected into main, proxy"),
+    );
 }

@@ -15,18 +15,27 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// Makes `dir/ca.crt` and a server certificate signed by it, and returns
 /// a server configuration that presents that certificate.
 pub fn server_config(dir: &Path) -> Arc<rustls::ServerConfig> {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl is needed to make test certificates (.ci/run installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    certificates(dir).unwrap_or_else(|why| panic!("{why} (.ci/run installs openssl)"));
+    let certs = CertificateDer::pem_file_iter(dir.join("server.crt"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server certificate");
+    Arc::new(config)
+}
+
+/// Makes, in `dir`, a fresh CA (`ca.crt`, `ca.key`) and a server
+/// certificate it signed for `127.0.0.1`, `::1` and `localhost`
+/// (`server.crt`, `server.key`), valid for a day; says what failed.
+pub fn certificates(dir: &Path) -> Result<(), String> {
+    let run = |args: &[&str]| openssl(dir, args);
     let ec_key = [
         "-newkey",
         "ec",
@@ -40,18 +49,18 @@ pub fn server_config(dir: &Path) -> Arc<rustls::ServerConfig> {
     run(&with_key(
         &["req", "-x509", "-days", "1", "-subj", "/CN=test-ca"],
         &["-keyout", "ca.key", "-out", "ca.crt"],
-    ));
+    ))?;
     run(&with_key(
-        &["req", "-subj", "/CN=kube-apiserver"],
+        &["req", "-subj", "/CN=127.0.0.1"],
         &["-keyout", "server.key", "-out", "server.csr"],
-    ));
+    ))?;
     fs::write(
         dir.join("server.ext"),
         "subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost\n\
          basicConstraints=CA:FALSE\n\
          extendedKeyUsage=serverAuth\n",
     )
-    .unwrap();
+    .map_err(|e| format!("{}: {e}", dir.display()))?;
     run(&[
         "x509",
         "-req",
@@ -68,20 +77,7 @@ pub fn server_config(dir: &Path) -> Arc<rustls::ServerConfig> {
         "server.ext",
         "-out",
         "server.crt",
-    ]);
-    let certs = CertificateDer::pem_file_iter(dir.join("server.crt"))
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .expect("server certificate");
-    Arc::new(config)
+    ])
 }
 
 /// A client configuration that trusts only the CA in `ca` (a PEM file).
@@ -97,4 +93,21 @@ pub fn client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Arc::new(config)
+}
+
+/// Runs the openssl command line with `args` in `dir`; says what failed.
+pub fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("openssl, to make test certificates: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }

@@ -6,8 +6,8 @@
 //! it (`relay`), a fake server for faults the real one cannot show
 //! (`fake_apiserver`), loopback TLS (`loopback_tls`), the webhook under test
 //! (`webhook`), podman with a store of its own and the images built into it
-//! (`podman`), a real node whose kubelet runs pods (`node`), and the
-//! repository's own files (`files`).
+//! (`podman`), a real node whose kubelet runs pods (`node`), real image
+//! registries (`registry`), and the repository's own files (`files`).
 
 #[cfg(feature = "kubernetes")]
 pub mod cluster_pod;
@@ -22,6 +22,8 @@ pub mod loopback_tls;
 pub mod node;
 #[cfg(feature = "kubernetes")]
 pub mod podman;
+#[cfg(feature = "registry")]
+pub mod registry;
 #[cfg(feature = "kubernetes")]
 pub mod relay;
 #[cfg(feature = "webhook")]

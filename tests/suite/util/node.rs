@@ -171,18 +171,7 @@ fn load_images(node: Node) -> Result<Node, String> {
         }
         archives.push(archive);
     }
-    let shared = shared_dir().ok_or("no ../shared")?;
-    let imported = Command::new(shared.join("peers/cluster/images"))
-        .arg(&node.state)
-        .args(&archives)
-        .output()
-        .map_err(|e| format!("cluster/images: {e}"))?;
-    if !imported.status.success() {
-        return Err(format!(
-            "cluster/images: {}",
-            String::from_utf8_lossy(&imported.stderr)
-        ));
-    }
+    node.import(&archives)?;
     Ok(node)
 }
 
@@ -225,6 +214,24 @@ impl Node {
             .ok_or_else(|| format!("{}: no state directory", path.display()))?
             .to_owned();
         Ok(Node { api, state })
+    }
+
+    /// Imports OCI archives into the node's containerd, under the names
+    /// they carry (`cluster/images`).
+    pub fn import(&self, archives: &[PathBuf]) -> Result<(), String> {
+        let shared = shared_dir().ok_or("no ../shared")?;
+        let imported = Command::new(shared.join("peers/cluster/images"))
+            .arg(&self.state)
+            .args(archives)
+            .output()
+            .map_err(|e| format!("cluster/images: {e}"))?;
+        if !imported.status.success() {
+            return Err(format!(
+                "cluster/images: {}",
+                String::from_utf8_lossy(&imported.stderr)
+            ));
+        }
+        Ok(())
     }
 
     /// A fresh namespace, `PREFIX-PID-N`, with these labels and its

@@ -65,9 +65,23 @@ impl Webhook {
     /// Starts it with the certificate files given and `extra` flags, and
     /// waits until it serves.
     pub fn start(cert: &Path, key: &Path, extra: &[&str]) -> Webhook {
+        Webhook::start_with_env(cert, key, extra, &[])
+    }
+
+    /// [`Webhook::start`] with variables `env` set.
+    pub fn start_with_env(
+        cert: &Path,
+        key: &Path,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Webhook {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let process = kubexit()
+        let mut command = kubexit();
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let process = command
             .args(["webhook", "--tls-cert"])
             .arg_path(cert)
             .args(["--tls-key"])

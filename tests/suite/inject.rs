@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::util::{
     self, Finished, assert_contains, assert_lacks,
-    files::{fixtures, golden_inputs, injected_path, root},
+    files::{assert_golden, fixtures, golden_inputs, injected_path, root},
     kubexit,
 };
 
@@ -63,17 +63,7 @@ fn injecting_each_golden_manifest_gives_its_golden_output() {
             &["inject", "--image", TEST_IMAGE, input.to_str().unwrap()],
             None,
         );
-        let golden = injected_path(&input);
-        if std::env::var_os("KUBEXIT_UPDATE_GOLDEN").is_some() {
-            fs::write(&golden, &out).unwrap();
-        }
-        let expected = fs::read_to_string(&golden).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (KUBEXIT_UPDATE_GOLDEN=1 writes it)",
-                golden.display()
-            )
-        });
-        assert_eq!(out, expected, "{} changed", golden.display());
+        assert_golden(&injected_path(&input), &out);
     }
 }
 

@@ -13,7 +13,11 @@ use std::path::PathBuf;
 use kubexit::inject::manifest;
 use serde_json::{Value, json};
 
-use crate::util::{Finished, assert_contains, assert_lacks, files::fixtures, kubexit};
+use crate::util::{
+    Finished, assert_contains, assert_lacks,
+    files::{assert_golden, fixtures},
+    kubexit,
+};
 
 const TEST_IMAGE: &str = "registry.example/kubexit:test";
 
@@ -121,17 +125,7 @@ fn each_meshs_output_injects_to_its_golden_coordinated_pod() {
         // The pipeline's way: the mesh's output on standard input, -f -.
         let input = fs::read_to_string(&output).unwrap();
         let out = ok(&["inject", "--image", TEST_IMAGE, "-f", "-"], Some(&input)).stdout;
-        let golden = golden_of(&output);
-        if std::env::var_os("KUBEXIT_UPDATE_GOLDEN").is_some() {
-            fs::write(&golden, &out).unwrap();
-        }
-        let expected = fs::read_to_string(&golden).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (KUBEXIT_UPDATE_GOLDEN=1 writes it)",
-                golden.display()
-            )
-        });
-        assert_eq!(out, expected, "{} changed", golden.display());
+        assert_golden(&golden_of(&output), &out);
     }
 }
 

@@ -45,3 +45,19 @@ pub fn golden_inputs(topic: &str) -> Vec<PathBuf> {
 pub fn injected_path(input: &Path) -> PathBuf {
     input.with_extension("injected.yaml")
 }
+
+/// Holds `actual` against the golden file `golden`; with
+/// `KUBEXIT_UPDATE_GOLDEN=1` set, writes it there first.
+#[cfg(feature = "inject")]
+pub fn assert_golden(golden: &Path, actual: &str) {
+    if std::env::var_os("KUBEXIT_UPDATE_GOLDEN").is_some() {
+        fs::write(golden, actual).unwrap_or_else(|e| panic!("{}: {e}", golden.display()));
+    }
+    let expected = fs::read_to_string(golden).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (KUBEXIT_UPDATE_GOLDEN=1 writes it)",
+            golden.display()
+        )
+    });
+    assert_eq!(actual, expected, "{} changed", golden.display());
+}

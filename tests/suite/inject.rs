@@ -12,21 +12,14 @@ use serde_json::{Value, json};
 use crate::util::{
     self, Finished, assert_contains, assert_lacks,
     files::{assert_golden, fixtures, golden_inputs, injected_path, root},
-    kubexit,
+    kubexit, kubexit_with_input,
 };
 
 const TEST_IMAGE: &str = "registry.example/kubexit:test";
 
 /// `kubexit ARGS...` with `input` on standard input.
 fn run(args: &[&str], input: Option<&str>) -> Finished {
-    let dir = tempfile::tempdir().unwrap();
-    let mut k = kubexit();
-    if let Some(input) = input {
-        let path = dir.path().join("input");
-        fs::write(&path, input).unwrap();
-        k.stdin_file(&path);
-    }
-    k.args(args).run()
+    kubexit_with_input(args, input)
 }
 
 /// Runs and expects success; returns standard output.

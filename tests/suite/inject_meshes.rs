@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::util::{
     Finished, assert_contains, assert_lacks,
     files::{assert_golden, fixtures},
-    kubexit,
+    kubexit_with_input,
 };
 
 const TEST_IMAGE: &str = "registry.example/kubexit:test";
@@ -43,14 +43,7 @@ fn golden_of(mesh_output: &std::path::Path) -> PathBuf {
 }
 
 fn run(args: &[&str], input: Option<&str>) -> Finished {
-    let dir = tempfile::tempdir().unwrap();
-    let mut k = kubexit();
-    if let Some(input) = input {
-        let path = dir.path().join("input");
-        fs::write(&path, input).unwrap();
-        k.stdin_file(&path);
-    }
-    k.args(args).run()
+    kubexit_with_input(args, input)
 }
 
 fn ok(args: &[&str], input: Option<&str>) -> Finished {

@@ -149,6 +149,20 @@ pub fn kubexit() -> Kubexit {
     kubexit_at(&kubexit_binary())
 }
 
+/// Runs `kubexit ARGS...` to its end, with `input` (if any) on standard
+/// input, as a pipeline gives it.
+#[cfg(feature = "inject")]
+pub fn kubexit_with_input(args: &[&str], input: Option<&str>) -> Finished {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut k = kubexit();
+    if let Some(input) = input {
+        let path = dir.path().join("input");
+        fs::write(&path, input).expect("the input written");
+        k.stdin_file(&path);
+    }
+    k.args(args).run()
+}
+
 /// A kubexit command of another build than the one under test (the slim
 /// one, say).
 pub fn kubexit_at(binary: &Path) -> Kubexit {

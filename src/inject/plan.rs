@@ -340,8 +340,6 @@ struct Names<'p> {
     all: Vec<String>,
     /// Those in `kubexit.io/skip`.
     skip: Vec<String>,
-    /// Those a mesh's injector added, with the mesh's name.
-    mesh: (Vec<String>, &'static str),
 }
 
 impl<'p> Names<'p> {
@@ -350,11 +348,12 @@ impl<'p> Names<'p> {
             pod,
             all: pod.names(),
             skip: names_in(read, Setting::Skip),
-            mesh: match &pod.mesh {
-                Some(mesh) => (mesh.containers.clone(), mesh.kind.name()),
-                None => (Vec::new(), ""),
-            },
         }
+    }
+
+    /// The mesh whose injector added `name`, if one did.
+    fn mesh_of(&self, name: &str) -> Option<&'p Mesh> {
+        self.pod.mesh.as_ref().filter(|mesh| mesh.owns(name))
     }
 
     /// Ok when `name`, given in annotation `key`, is a container of the
@@ -362,11 +361,11 @@ impl<'p> Names<'p> {
     /// the error that says what `name` is instead.
     fn check(&self, key: &str, name: &str, coordinated_only: bool) -> Result<(), PlanError> {
         if self.all.iter().any(|c| c == name) {
-            if coordinated_only && self.mesh.0.iter().any(|m| m == name) {
+            if coordinated_only && let Some(mesh) = self.mesh_of(name) {
                 return Err(PlanError::MeshContainer {
                     key: key.to_owned(),
                     name: name.to_owned(),
-                    mesh: self.mesh.1,
+                    mesh: mesh.kind.name(),
                 });
             }
             if coordinated_only && self.skip.iter().any(|s| s == name) {
@@ -462,7 +461,7 @@ fn classify(read: &Annotations, names: &Names) -> Result<Roles, PlanError> {
     let coordinated: Vec<String> = names
         .all
         .iter()
-        .filter(|c| !names.skip.contains(c) && !names.mesh.0.contains(c))
+        .filter(|c| !names.skip.contains(c) && names.mesh_of(c).is_none())
         .cloned()
         .collect();
     let mains: Vec<String> = coordinated
